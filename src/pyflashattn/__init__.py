@@ -1,0 +1,15 @@
+"""pyflashattn: exact, IO-aware attention (FlashAttention / FlashAttention-2) in Triton and PyTorch."""
+from .interface import (
+    flash_attn_func,
+    flash_attn_kvpacked_func,
+    flash_attn_qkvpacked_func,
+    scaled_dot_product_attention,
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "flash_attn_func",
+    "flash_attn_kvpacked_func",
+    "flash_attn_qkvpacked_func",
+    "scaled_dot_product_attention",
+]

@@ -1,0 +1,86 @@
+"""Block sizes, warps and pipeline stages: the one table every launcher reads.
+
+Keyed by (pass, padded head dim, dtype width); values measured on the H200 (see
+docs/performance.md for the sweeps that chose them). No autotuning on the first call: the
+table is the default; ``PYFLASHATTN_CONFIG`` (JSON, same field names) overrides any field.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+
+import torch
+
+MAX_HEAD_DIM = 256
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    block_d: int
+    block_dv: int
+    # forward
+    block_m: int = 128
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+    # backward: preprocess, dK/dV (blocks of keys, loop over queries), dQ (the converse)
+    block_m_pre: int = 128
+    block_m_kv: int = 32
+    block_n_kv: int = 128
+    num_warps_kv: int = 4
+    num_stages_kv: int = 3
+    block_m_q: int = 128
+    block_n_q: int = 32
+    num_warps_q: int = 4
+    num_stages_q: int = 3
+
+
+# (padded head dim) -> fields, for 16-bit inputs on sm_90. fp32 and small GPUs shrink below.
+_TABLE_16BIT: dict[int, dict] = {
+    16: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
+    32: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
+    64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
+    128: dict(block_m=128, block_n=64, num_warps=8, num_stages=3,
+              block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=2,
+              block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=2),
+    256: dict(block_m=64, block_n=64, num_warps=8, num_stages=2,
+              block_m_kv=32, block_n_kv=64, num_warps_kv=8, num_stages_kv=2,
+              block_m_q=64, block_n_q=32, num_warps_q=8, num_stages_q=2),
+}
+_TABLE_FP32: dict[int, dict] = {
+    16: dict(block_m=64, block_n=32, num_stages=2, block_m_kv=32, block_n_kv=64, block_m_q=64, block_n_q=32, num_stages_kv=2, num_stages_q=2),
+    32: dict(block_m=64, block_n=32, num_stages=2, block_m_kv=32, block_n_kv=64, block_m_q=64, block_n_q=32, num_stages_kv=2, num_stages_q=2),
+    64: dict(block_m=64, block_n=32, num_stages=2, block_m_kv=32, block_n_kv=64, block_m_q=64, block_n_q=32, num_stages_kv=2, num_stages_q=2),
+    128: dict(block_m=64, block_n=32, num_warps=8, num_stages=2, block_m_kv=32, block_n_kv=32,
+              num_warps_kv=8, num_stages_kv=1, block_m_q=32, block_n_q=32, num_warps_q=8, num_stages_q=1),
+    256: dict(block_m=32, block_n=32, num_warps=8, num_stages=1, block_m_kv=16, block_n_kv=32,
+              num_warps_kv=8, num_stages_kv=1, block_m_q=32, block_n_q=16, num_warps_q=8, num_stages_q=1),
+}
+# The interpreter runs every program in numpy: small blocks keep CI fast and still cross
+# several blocks (and their masked/unmasked split) at the small sizes the tests use.
+_INTERPRETER = dict(block_m=16, block_n=16, block_m_pre=16, block_m_kv=16, block_n_kv=16,
+                    block_m_q=16, block_n_q=16, num_stages=1, num_stages_kv=1, num_stages_q=1)
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def padded_head_dim(head_dim: int) -> int:
+    """Head dims are padded (masked inside the kernel) to a power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, 1 << (head_dim - 1).bit_length())
+
+
+def get_config(head_dim: int, head_dim_v: int, dtype: torch.dtype) -> KernelConfig:
+    block_d, block_dv = padded_head_dim(head_dim), padded_head_dim(head_dim_v)
+    cfg = KernelConfig(block_d=block_d, block_dv=block_dv)
+    if interpreting():
+        return replace(cfg, **_INTERPRETER)
+    table = _TABLE_FP32 if dtype == torch.float32 else _TABLE_16BIT
+    cfg = replace(cfg, **table[max(block_d, block_dv)])
+    override = os.environ.get("PYFLASHATTN_CONFIG")
+    if override:
+        cfg = replace(cfg, **json.loads(override))
+    return cfg

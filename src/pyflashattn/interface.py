@@ -1,0 +1,117 @@
+"""Public API: flash-attn 2.x compatible functions and an SDPA-style entry point.
+
+Thin by design: validate, normalize options (``params``), call the custom op (``ops``).
+The packed variants are views of the plain one.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from . import ops, validate
+from .params import fold_causal
+
+
+def _not_yet(option: str) -> NotImplementedError:
+    return NotImplementedError(f"pyflashattn does not implement {option} yet; pass the default to disable it")
+
+
+def flash_attn_func(
+    q: Tensor, k: Tensor, v: Tensor,
+    dropout_p: float = 0.0,
+    softmax_scale: Optional[float] = None,
+    causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: Optional[Tensor] = None,
+    deterministic: bool = False,
+    return_attn_probs: bool = False,
+) -> Union[Tensor, tuple[Tensor, Tensor, Optional[Tensor]]]:
+    """Exact attention, flash-attn's ``flash_attn_func``.
+
+    Args:
+        q: ``(batch, seqlen_q, nheads, headdim)``, fp16/bf16/fp32.
+        k: ``(batch, seqlen_k, nheads_k, headdim)``; ``nheads % nheads_k == 0`` (GQA/MQA).
+        v: ``(batch, seqlen_k, nheads_k, headdim_v)``.
+        dropout_p: must be 0.0 for now.
+        softmax_scale: defaults to ``1 / sqrt(headdim)``.
+        causal: mask aligned to the bottom-right corner of the score matrix when
+            ``seqlen_q != seqlen_k``; a query row that sees no key outputs 0.
+        window_size: ``(left, right)`` local attention, ``-1`` unbounded; row ``i`` sees keys
+            ``i + seqlen_k - seqlen_q - left <= j <= i + seqlen_k - seqlen_q + right``.
+        softcap, alibi_slopes: not implemented yet (must be 0.0 / None).
+        deterministic: accepted; the backward is always deterministic (no atomics).
+        return_attn_probs: also return ``softmax_lse`` ``(batch, nheads, seqlen_q)`` float32
+            (natural log) and ``None`` in place of the probabilities.
+
+    Returns:
+        out ``(batch, seqlen_q, nheads, headdim_v)``, or ``(out, softmax_lse, None)``.
+    """
+    validate.check_qkv(q, k, v)
+    validate.check_scale(softmax_scale)
+    validate.check_dropout(dropout_p)
+    validate.check_window(window_size)
+    validate.check_softcap(softcap)
+    if dropout_p > 0.0:
+        raise _not_yet("dropout (dropout_p > 0)")
+    if softcap > 0.0:
+        raise _not_yet("softcap")
+    if alibi_slopes is not None:
+        raise _not_yet("alibi_slopes")
+    scale = float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    window_left, window_right = fold_causal(causal, window_size)
+    out, lse = ops.attn_fwd(q, k, v, scale, window_left, window_right)
+    return (out, lse, None) if return_attn_probs else out
+
+
+def _check_packed(name: str, t: Tensor, ndim: int, axis: int, count: int, layout: str) -> None:
+    validate.check_tensor(name, t, ndim, layout)
+    if t.shape[axis] != count:
+        raise ValueError(f"{name} must have size {count} in dimension {axis} {layout}, got shape {tuple(t.shape)}")
+
+
+def flash_attn_qkvpacked_func(qkv: Tensor, dropout_p: float = 0.0, softmax_scale: Optional[float] = None,
+                              causal: bool = False, window_size: tuple[int, int] = (-1, -1),
+                              softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None,
+                              deterministic: bool = False, return_attn_probs: bool = False):
+    """``qkv`` ``(batch, seqlen, 3, nheads, headdim)``; otherwise as ``flash_attn_func``."""
+    _check_packed("qkv", qkv, 5, 2, 3, "(batch, seqlen, 3, nheads, headdim)")
+    return flash_attn_func(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], dropout_p, softmax_scale, causal,
+                           window_size, softcap, alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_kvpacked_func(q: Tensor, kv: Tensor, dropout_p: float = 0.0, softmax_scale: Optional[float] = None,
+                             causal: bool = False, window_size: tuple[int, int] = (-1, -1),
+                             softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None,
+                             deterministic: bool = False, return_attn_probs: bool = False):
+    """``kv`` ``(batch, seqlen_k, 2, nheads_k, headdim)``; otherwise as ``flash_attn_func``."""
+    _check_packed("kv", kv, 5, 2, 2, "(batch, seqlen_k, 2, nheads_k, headdim)")
+    return flash_attn_func(q, kv[:, :, 0], kv[:, :, 1], dropout_p, softmax_scale, causal,
+                           window_size, softcap, alibi_slopes, deterministic, return_attn_probs)
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+                                 enable_gqa: bool = False) -> Tensor:
+    """``torch.nn.functional.scaled_dot_product_attention`` in its ``(batch, heads, seq, dim)``
+    layout, computed by the flash kernels on transposed views (no copy).
+
+    Differences from torch: ``is_causal`` with ``seq_q != seq_k`` is aligned bottom-right
+    (flash-attn's convention; torch aligns top-left), and an ``attn_mask`` is not supported
+    (use ``is_causal`` or a block mask); both raise rather than silently differ.
+    """
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        validate.check_tensor(name, t, 4, "(batch, heads, seq, dim)")
+    if attn_mask is not None:
+        raise _not_yet("attn_mask in scaled_dot_product_attention (use is_causal=True)")
+    if is_causal and query.shape[-2] != key.shape[-2]:
+        raise ValueError("is_causal with seq_q != seq_k is ambiguous (torch aligns top-left, flash-attn "
+                         "bottom-right); call flash_attn_func(causal=True) for bottom-right alignment")
+    if query.shape[1] != key.shape[1] and not enable_gqa:
+        raise ValueError(f"query has {query.shape[1]} heads and key {key.shape[1]}: pass enable_gqa=True for GQA")
+    out = flash_attn_func(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
+                          dropout_p=dropout_p, softmax_scale=scale, causal=is_causal)
+    return out.transpose(1, 2)

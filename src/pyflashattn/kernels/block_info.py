@@ -1,0 +1,59 @@
+"""Which key blocks a query block visits (forward, dQ) and which query blocks a key block
+visits (dK/dV), split into masked and unmasked ranges.
+
+Visibility rule, bottom-right aligned as in flash-attn (``diag = seqlen_k - seqlen_q``):
+query row ``i`` sees key ``j`` iff ``i + diag - window_left <= j <= i + diag + window_right``
+and ``0 <= j < seqlen_k``. Causal is ``window_right = 0``; an unbounded side is passed as a
+value large enough to never bind (see ``params.kernel_window``), so there is one rule only.
+
+Each function returns ``(lo, full_lo, full_hi, hi)``: the blocks in ``[lo, full_lo)`` and
+``[full_hi, hi)`` need the element mask, the blocks in ``[full_lo, full_hi)`` do not.
+``lo``, ``full_lo`` and ``full_hi`` are multiples of the block size; loops step from them.
+
+The same arithmetic exists twice: here for Triton and in ``pyflashattn.cpu`` for the PyTorch
+path (Triton functions cannot be called from Python). ``tests/test_block_info.py`` checks both
+against a dense mask, exhaustively on small shapes.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def kv_block_range(m_start, seqlen_q, seqlen_k, window_left, window_right,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Key range for the query rows ``[m_start, m_start + BLOCK_M)``."""
+    diag = seqlen_k - seqlen_q
+    m_last = tl.minimum(m_start + BLOCK_M, seqlen_q) - 1  # last real row of the block
+    lo = tl.maximum(m_start + diag - window_left, 0) // BLOCK_N * BLOCK_N
+    hi = tl.minimum(m_last + diag + window_right + 1, seqlen_k)
+    # a key block is unmasked when every real row sees every one of its keys
+    full_lo = tl.cdiv(tl.maximum(m_last + diag - window_left, lo), BLOCK_N) * BLOCK_N
+    full_hi = tl.maximum(tl.minimum(m_start + diag + window_right + 1, seqlen_k), 0) // BLOCK_N * BLOCK_N
+    no_full = full_hi <= full_lo
+    full_lo = tl.where(no_full, tl.maximum(hi, lo), full_lo)
+    full_hi = tl.where(no_full, tl.maximum(hi, lo), full_hi)
+    return lo, full_lo, full_hi, hi
+
+
+@triton.jit
+def q_block_range(n_start, seqlen_q, seqlen_k, window_left, window_right,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Query range for the keys ``[n_start, n_start + BLOCK_N)`` (the transpose of the above)."""
+    diag = seqlen_k - seqlen_q
+    n_last = tl.minimum(n_start + BLOCK_N, seqlen_k) - 1
+    lo = tl.maximum(n_start - diag - window_right, 0) // BLOCK_M * BLOCK_M
+    hi = tl.minimum(n_last - diag + window_left + 1, seqlen_q)
+    full_lo = tl.cdiv(tl.maximum(n_last - diag - window_right, lo), BLOCK_M) * BLOCK_M
+    full_hi = tl.maximum(tl.minimum(n_start - diag + window_left + 1, seqlen_q), 0) // BLOCK_M * BLOCK_M
+    no_full = full_hi <= full_lo
+    full_lo = tl.where(no_full, tl.maximum(hi, lo), full_lo)
+    full_hi = tl.where(no_full, tl.maximum(hi, lo), full_hi)
+    return lo, full_lo, full_hi, hi
+
+
+@triton.jit
+def visible(offs_m, offs_n, seqlen_q, seqlen_k, window_left, window_right):
+    """Element mask ``[BLOCK_M, BLOCK_N]``: True where query row sees key column."""
+    diag = seqlen_k - seqlen_q
+    rel = offs_n[None, :] - (offs_m[:, None] + diag)
+    return (rel >= -window_left) & (rel <= window_right) & (offs_n[None, :] < seqlen_k)

@@ -1,0 +1,307 @@
+"""Backward kernels (FlashAttention-2, Algorithm 2: recompute P from the saved log-sum-exp).
+
+Three launches, no atomics, so gradients are bitwise deterministic:
+1. ``_bwd_preprocess_kernel``: ``delta = rowsum(dO * O) - dLSE`` (fp32), per query row.
+2. ``_bwd_dkdv_kernel``: one program per (key block, batch x kv-head). It walks every query
+   head of its GQA group and the query blocks that see its keys (``q_block_range``), and
+   accumulates ``dV += P^T dO`` and ``dK += dS^T Q`` in registers: the group sum happens here,
+   K/V heads are never expanded.
+3. ``_bwd_dq_kernel``: one program per (query block, batch x head), walking the same key range
+   as the forward: ``dQ += dS K``.
+Scores are recomputed transposed in (2) (``S^T = K Q^T``) so that no register tile is transposed.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .block_info import kv_block_range, q_block_range, visible
+from .common import LOG2E, interpreting, mma
+
+
+@triton.jit(do_not_specialize=["seqlen_q"])
+def _bwd_preprocess_kernel(O, DO, DLSE, DELTA,
+                           stride_ob, stride_os, stride_oh,
+                           stride_dob, stride_dos, stride_doh,
+                           nheads, seqlen_q,
+                           HEAD_DIM_V: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_DV: tl.constexpr, HAS_DLSE: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // nheads
+    h = bh % nheads
+    o_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_dv = tl.arange(0, BLOCK_DV)
+    m_o = (o_m < seqlen_q)[:, None] & (o_dv < HEAD_DIM_V)[None, :]
+    p_o = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    p_do = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+    b_o = tl.load(p_o + o_m[:, None].to(tl.int64) * stride_os + o_dv[None, :], mask=m_o, other=0.0)
+    b_do = tl.load(p_do + o_m[:, None].to(tl.int64) * stride_dos + o_dv[None, :], mask=m_o, other=0.0)
+    b_delta = tl.sum(b_o.to(tl.float32) * b_do.to(tl.float32), 1)
+    p_row = bh.to(tl.int64) * seqlen_q + o_m
+    if HAS_DLSE:
+        b_delta -= tl.load(DLSE + p_row, mask=o_m < seqlen_q, other=0.0)
+    tl.store(DELTA + p_row, b_delta, mask=o_m < seqlen_q)
+
+
+@triton.jit
+def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
+                m_begin, m_end, o_m, o_n, o_d, o_dv,
+                seqlen_q, seqlen_k, window_left, window_right, qk_scale,
+                MASKED: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    m_d = o_d < HEAD_DIM
+    m_dv = o_dv < HEAD_DIM_V
+    p_qt = p_q + (m_begin + o_m)[None, :].to(tl.int64) * stride_qs + o_d[:, None]      # [BD, BM]
+    p_dob = p_do + (m_begin + o_m)[:, None].to(tl.int64) * stride_dos + o_dv[None, :]  # [BM, BDV]
+    for m_start in tl.range(m_begin, m_end, BLOCK_M):
+        o_rows = m_start + o_m
+        m_rows = o_rows < seqlen_q
+        if MASKED:
+            b_qt = tl.load(p_qt, mask=m_d[:, None] & m_rows[None, :], other=0.0)
+            b_do = tl.load(p_dob, mask=m_rows[:, None] & m_dv[None, :], other=0.0)
+            # rows past seqlen_q get lse = +inf, so their P is 0
+            b_lse = tl.load(p_lse + o_rows, mask=m_rows, other=float("inf"))
+            b_delta = tl.load(p_delta + o_rows, mask=m_rows, other=0.0)
+        else:
+            if HEAD_DIM == BLOCK_D:
+                b_qt = tl.load(p_qt)
+            else:
+                b_qt = tl.load(p_qt, mask=m_d[:, None], other=0.0)
+            if HEAD_DIM_V == BLOCK_DV:
+                b_do = tl.load(p_dob)
+            else:
+                b_do = tl.load(p_dob, mask=m_dv[None, :], other=0.0)
+            b_lse = tl.load(p_lse + o_rows)
+            b_delta = tl.load(p_delta + o_rows)
+        b_st = mma(b_k, b_qt, tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32), PRECISION, UPCAST)
+        b_pt = tl.math.exp2(b_st * qk_scale - (b_lse * LOG2E)[None, :])                 # [BN, BM]
+        if MASKED:
+            m_vis = visible(o_rows, o_n, seqlen_q, seqlen_k, window_left, window_right)
+            b_pt = tl.where(tl.trans(m_vis), b_pt, 0.0)
+        b_dv = mma(b_pt.to(b_do.dtype), b_do, b_dv, PRECISION, UPCAST)
+        b_dpt = mma(b_v, tl.trans(b_do), tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32),
+                    PRECISION, UPCAST)
+        b_dst = b_pt * (b_dpt - b_delta[None, :])
+        b_dk = mma(b_dst.to(b_qt.dtype), tl.trans(b_qt), b_dk, PRECISION, UPCAST)
+        p_qt += BLOCK_M * stride_qs
+        p_dob += BLOCK_M * stride_dos
+    return b_dk, b_dv
+
+
+@triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
+def _bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV,
+    stride_qb, stride_qs, stride_qh,
+    stride_kb, stride_ks, stride_kh,
+    stride_vb, stride_vs, stride_vh,
+    stride_dob, stride_dos, stride_doh,
+    stride_dkb, stride_dks, stride_dkh,
+    stride_dvb, stride_dvs, stride_dvh,
+    nheads, nheads_k, group_size, seqlen_q, seqlen_k, window_left, window_right,
+    softmax_scale, qk_scale,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    num_n = tl.cdiv(seqlen_k, BLOCK_N)
+    pid = tl.program_id(0)
+    bhk = pid // num_n
+    start_n = pid % num_n
+    b = bhk // nheads_k
+    hk = bhk % nheads_k
+
+    o_n = start_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    o_m = tl.arange(0, BLOCK_M)
+    o_d = tl.arange(0, BLOCK_D)
+    o_dv = tl.arange(0, BLOCK_DV)
+    m_cols = o_n < seqlen_k
+    m_k = m_cols[:, None] & (o_d < HEAD_DIM)[None, :]
+    m_v = m_cols[:, None] & (o_dv < HEAD_DIM_V)[None, :]
+    p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
+    p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
+    b_k = tl.load(p_k + o_n[:, None].to(tl.int64) * stride_ks + o_d[None, :], mask=m_k, other=0.0)
+    b_v = tl.load(p_v + o_n[:, None].to(tl.int64) * stride_vs + o_dv[None, :], mask=m_v, other=0.0)
+    b_dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    b_dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
+
+    lo, full_lo, full_hi, hi = q_block_range(start_n * BLOCK_N, seqlen_q, seqlen_k,
+                                             window_left, window_right, BLOCK_M, BLOCK_N)
+    for g in range(0, group_size):
+        h = hk * group_size + g
+        bh = b * nheads + h
+        p_q = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+        p_do = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+        p_lse = LSE + bh.to(tl.int64) * seqlen_q
+        p_delta = DELTA + bh.to(tl.int64) * seqlen_q
+        b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
+                                 full_lo, full_hi, o_m, o_n, o_d, o_dv,
+                                 seqlen_q, seqlen_k, window_left, window_right, qk_scale,
+                                 False, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D, BLOCK_DV,
+                                 PRECISION, UPCAST)
+        b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
+                                 lo, full_lo, o_m, o_n, o_d, o_dv,
+                                 seqlen_q, seqlen_k, window_left, window_right, qk_scale,
+                                 True, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D, BLOCK_DV,
+                                 PRECISION, UPCAST)
+        b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
+                                 full_hi, hi, o_m, o_n, o_d, o_dv,
+                                 seqlen_q, seqlen_k, window_left, window_right, qk_scale,
+                                 True, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D, BLOCK_DV,
+                                 PRECISION, UPCAST)
+
+    p_dk = DK + b.to(tl.int64) * stride_dkb + hk.to(tl.int64) * stride_dkh
+    p_dv = DV + b.to(tl.int64) * stride_dvb + hk.to(tl.int64) * stride_dvh
+    tl.store(p_dk + o_n[:, None].to(tl.int64) * stride_dks + o_d[None, :],
+             (b_dk * softmax_scale).to(DK.dtype.element_ty), mask=m_k)
+    tl.store(p_dv + o_n[:, None].to(tl.int64) * stride_dvs + o_dv[None, :],
+             b_dv.to(DV.dtype.element_ty), mask=m_v)
+
+
+@triton.jit
+def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
+              n_begin, n_end, o_m, o_n, o_d, o_dv,
+              seqlen_q, seqlen_k, window_left, window_right, qk_scale,
+              MASKED: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+              PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    m_d = o_d < HEAD_DIM
+    m_dv = o_dv < HEAD_DIM_V
+    p_kt = p_k + (n_begin + o_n)[None, :].to(tl.int64) * stride_ks + o_d[:, None]    # [BD, BN]
+    p_vt = p_v + (n_begin + o_n)[None, :].to(tl.int64) * stride_vs + o_dv[:, None]   # [BDV, BN]
+    for n_start in tl.range(n_begin, n_end, BLOCK_N):
+        o_cols = n_start + o_n
+        if MASKED:
+            m_cols = o_cols < seqlen_k
+            b_kt = tl.load(p_kt, mask=m_d[:, None] & m_cols[None, :], other=0.0)
+            b_vt = tl.load(p_vt, mask=m_dv[:, None] & m_cols[None, :], other=0.0)
+        else:
+            if HEAD_DIM == BLOCK_D:
+                b_kt = tl.load(p_kt)
+            else:
+                b_kt = tl.load(p_kt, mask=m_d[:, None], other=0.0)
+            if HEAD_DIM_V == BLOCK_DV:
+                b_vt = tl.load(p_vt)
+            else:
+                b_vt = tl.load(p_vt, mask=m_dv[:, None], other=0.0)
+        b_s = mma(b_q, b_kt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
+        b_p = tl.math.exp2(b_s * qk_scale - b_lse2[:, None])                                # [BM, BN]
+        if MASKED:
+            b_p = tl.where(visible(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right), b_p, 0.0)
+        b_dp = mma(b_do, b_vt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
+        b_ds = b_p * (b_dp - b_delta[:, None])
+        b_dq = mma(b_ds.to(b_kt.dtype), tl.trans(b_kt), b_dq, PRECISION, UPCAST)
+        p_kt += BLOCK_N * stride_ks
+        p_vt += BLOCK_N * stride_vs
+    return b_dq
+
+
+@triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
+def _bwd_dq_kernel(
+    Q, K, V, DO, LSE, DELTA, DQ,
+    stride_qb, stride_qs, stride_qh,
+    stride_kb, stride_ks, stride_kh,
+    stride_vb, stride_vs, stride_vh,
+    stride_dob, stride_dos, stride_doh,
+    stride_dqb, stride_dqs, stride_dqh,
+    nheads, group_size, seqlen_q, seqlen_k, window_left, window_right,
+    softmax_scale, qk_scale,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    num_m = tl.cdiv(seqlen_q, BLOCK_M)
+    pid = tl.program_id(0)
+    bh = pid // num_m
+    start_m = num_m - 1 - pid % num_m
+    b = bh // nheads
+    h = bh % nheads
+    hk = h // group_size
+
+    o_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_n = tl.arange(0, BLOCK_N)
+    o_d = tl.arange(0, BLOCK_D)
+    o_dv = tl.arange(0, BLOCK_DV)
+    m_rows = o_m < seqlen_q
+    m_q = m_rows[:, None] & (o_d < HEAD_DIM)[None, :]
+    p_q = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    p_do = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+    b_q = tl.load(p_q + o_m[:, None].to(tl.int64) * stride_qs + o_d[None, :], mask=m_q, other=0.0)
+    b_do = tl.load(p_do + o_m[:, None].to(tl.int64) * stride_dos + o_dv[None, :],
+                   mask=m_rows[:, None] & (o_dv < HEAD_DIM_V)[None, :], other=0.0)
+    p_row = bh.to(tl.int64) * seqlen_q + o_m
+    b_lse2 = tl.load(LSE + p_row, mask=m_rows, other=float("inf")) * LOG2E
+    b_delta = tl.load(DELTA + p_row, mask=m_rows, other=0.0)
+    b_dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
+    p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
+    lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
+                                              window_left, window_right, BLOCK_M, BLOCK_N)
+    b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
+                     full_lo, full_hi, o_m, o_n, o_d, o_dv,
+                     seqlen_q, seqlen_k, window_left, window_right, qk_scale,
+                     False, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+    b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
+                     lo, full_lo, o_m, o_n, o_d, o_dv,
+                     seqlen_q, seqlen_k, window_left, window_right, qk_scale,
+                     True, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+    b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
+                     full_hi, hi, o_m, o_n, o_d, o_dv,
+                     seqlen_q, seqlen_k, window_left, window_right, qk_scale,
+                     True, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+    p_dq = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh
+    tl.store(p_dq + o_m[:, None].to(tl.int64) * stride_dqs + o_d[None, :],
+             (b_dq * softmax_scale).to(DQ.dtype.element_ty), mask=m_q)
+
+
+def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             out: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None, softmax_scale: float,
+             window_left: int, window_right: int, config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Launch the backward. Shapes as in ``attn_fwd``; ``lse`` (and ``dlse``) ``(b, h, sq)`` fp32."""
+    batch, seqlen_q, nheads, head_dim = q.shape
+    _, seqlen_k, nheads_k, head_dim_v = v.shape
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+    delta = torch.empty_like(lse)
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    upcast = interpreting()
+
+    _bwd_preprocess_kernel[(triton.cdiv(seqlen_q, config.block_m_pre), batch * nheads)](
+        out, dout, dlse if dlse is not None else lse, delta,
+        out.stride(0), out.stride(1), out.stride(2),
+        dout.stride(0), dout.stride(1), dout.stride(2),
+        nheads, seqlen_q,
+        HEAD_DIM_V=head_dim_v, BLOCK_M=config.block_m_pre, BLOCK_DV=config.block_dv,
+        HAS_DLSE=dlse is not None,
+    )
+    common = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d,
+                  BLOCK_DV=config.block_dv, PRECISION=precision, UPCAST=upcast)
+    qk_scale = softmax_scale * LOG2E
+    _bwd_dkdv_kernel[(triton.cdiv(seqlen_k, config.block_n_kv) * batch * nheads_k,)](
+        q, k, v, dout, lse, delta, dk, dv,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        dout.stride(0), dout.stride(1), dout.stride(2),
+        dk.stride(0), dk.stride(1), dk.stride(2),
+        dv.stride(0), dv.stride(1), dv.stride(2),
+        nheads, nheads_k, nheads // nheads_k, seqlen_q, seqlen_k, window_left, window_right,
+        softmax_scale, qk_scale,
+        BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv,
+        num_warps=config.num_warps_kv, num_stages=config.num_stages_kv, **common,
+    )
+    _bwd_dq_kernel[(triton.cdiv(seqlen_q, config.block_m_q) * batch * nheads,)](
+        q, k, v, dout, lse, delta, dq,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        dout.stride(0), dout.stride(1), dout.stride(2),
+        dq.stride(0), dq.stride(1), dq.stride(2),
+        nheads, nheads // nheads_k, seqlen_q, seqlen_k, window_left, window_right,
+        softmax_scale, qk_scale,
+        BLOCK_M=config.block_m_q, BLOCK_N=config.block_n_q,
+        num_warps=config.num_warps_q, num_stages=config.num_stages_q, **common,
+    )
+    return dq, dk, dv
