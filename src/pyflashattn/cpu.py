@@ -102,7 +102,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: f
         empty = row_sum == 0
         out[:, :, rows] = acc / row_sum.masked_fill(empty, 1.0)[..., None]
         lse[:, :, rows] = torch.where(empty, math.inf, row_max + torch.log(row_sum))
-    return out.transpose(1, 2).to(q.dtype), lse
+    return out.transpose(1, 2).to(q.dtype).contiguous(), lse
 
 
 def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
@@ -139,4 +139,4 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if group > 1:  # sum each GQA group's query heads into its kv head
         dk = dk.unflatten(1, (nheads_k, group)).sum(2)
         dv = dv.unflatten(1, (nheads_k, group)).sum(2)
-    return (dq.transpose(1, 2).to(q.dtype), dk.transpose(1, 2).to(k.dtype), dv.transpose(1, 2).to(v.dtype))
+    return tuple(g.transpose(1, 2).to(q.dtype).contiguous() for g in (dq, dk, dv))

@@ -122,7 +122,8 @@ def _attn_fwd_kernel(
                                  PRECISION, UPCAST)
 
     m_empty = b_l == 0.0
-    b_o = b_acc / tl.where(m_empty, 1.0, b_l)[:, None]
+    b_l = tl.where(m_empty, 1.0, b_l)
+    b_o = b_acc / b_l[:, None]
     b_lse = tl.where(m_empty, float("inf"), (b_m + tl.math.log2(b_l)) * LN2)
     p_o = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
     tl.store(p_o + o_m[:, None].to(tl.int64) * stride_os + o_dv[None, :], b_o.to(O.dtype.element_ty),

@@ -1,0 +1,156 @@
+"""The public API around the kernels: packed variants, the SDPA entry point, bad input,
+torch.compile and the custom ops' registration."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pyflashattn as pfa
+from pyflashattn.reference import attention_ref
+from pyflashattn.testing import make_qkv
+
+from conftest import DEVICE
+
+
+def qkv(*shape_args, **kw):
+    return make_qkv(*shape_args, device=DEVICE, requires_grad=False, **kw)
+
+
+def test_qkvpacked_and_kvpacked_match_plain(backend):
+    qkv_t = torch.randn(2, 21, 3, 4, 32, device=DEVICE)
+    q, k, v = qkv_t.unbind(2)
+    plain = pfa.flash_attn_func(q, k, v, causal=True)
+    torch.testing.assert_close(pfa.flash_attn_qkvpacked_func(qkv_t, causal=True), plain)
+    kv = torch.stack([k, v], dim=2)
+    torch.testing.assert_close(pfa.flash_attn_kvpacked_func(q, kv, causal=True), plain)
+
+
+def test_sdpa_matches_torch(backend):
+    q, k, v = (t.transpose(1, 2) for t in qkv(2, 33, 33, 4, 4, 16))
+    for causal in (False, True):
+        ours = pfa.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=0.3)
+        theirs = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=0.3)
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=2e-5)
+
+
+def test_sdpa_gqa(backend):
+    q, k, v = (t.transpose(1, 2) for t in qkv(1, 20, 20, 4, 2, 16))
+    ours = pfa.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    ref, _ = attention_ref(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    torch.testing.assert_close(ours.double(), ref.transpose(1, 2), atol=2e-5, rtol=2e-5)
+    with pytest.raises(ValueError, match="enable_gqa"):
+        pfa.scaled_dot_product_attention(q, k, v)
+
+
+def test_default_scale_is_inverse_sqrt_headdim():
+    q, k, v = qkv(1, 9, 9, 1, 1, 25)
+    a = pfa.flash_attn_func(q, k, v)
+    b = pfa.flash_attn_func(q, k, v, softmax_scale=1 / math.sqrt(25))
+    torch.testing.assert_close(a, b)
+
+
+BAD_INPUTS = [
+    # (description, kwargs builder, exception, message fragment)
+    ("rank", lambda q, k, v: dict(q=q[0]), ValueError, "q must have 4 dimensions"),
+    ("dtype", lambda q, k, v: dict(q=q.double(), k=k.double(), v=v.double()), TypeError, "float16, bfloat16 or float32"),
+    ("int dtype", lambda q, k, v: dict(q=q.int()), TypeError, "q must be float16"),
+    ("mixed dtypes", lambda q, k, v: dict(k=k.half()), TypeError, "share one dtype"),
+    ("head dims", lambda q, k, v: dict(k=k[..., :8]), ValueError, "same head dim"),
+    ("gqa", lambda q, k, v: dict(k=k[:, :, :3], v=v[:, :, :3]), ValueError, "multiple of nheads"),
+    ("batch", lambda q, k, v: dict(k=k[:1]), ValueError, "batch sizes differ"),
+    ("seqlen k/v", lambda q, k, v: dict(v=v[:, :5]), ValueError, "same seqlen_k"),
+    ("head dim 0", lambda q, k, v: dict(q=q[..., :0], k=k[..., :0], v=v[..., :0]), ValueError, "head dim must be in"),
+    ("head dim too big", lambda q, k, v: dict(q=torch.randn(2, 7, 4, 300), k=torch.randn(2, 7, 4, 300)), ValueError, "head dim must be in"),
+    ("not a tensor", lambda q, k, v: dict(q=q.tolist()), TypeError, "q must be a torch.Tensor"),
+    ("scale nan", lambda q, k, v: dict(softmax_scale=float("nan")), ValueError, "softmax_scale must be finite"),
+    ("scale inf", lambda q, k, v: dict(softmax_scale=float("inf")), ValueError, "softmax_scale must be finite"),
+    ("dropout 1", lambda q, k, v: dict(dropout_p=1.0), ValueError, "dropout_p must be a float in"),
+    ("dropout -", lambda q, k, v: dict(dropout_p=-0.1), ValueError, "dropout_p must be a float in"),
+    ("window", lambda q, k, v: dict(window_size=(-2, 0)), ValueError, "window_size"),
+    ("softcap", lambda q, k, v: dict(softcap=-1.0), ValueError, "softcap"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input(case):
+    _, build, exc, fragment = case
+    q, k, v = qkv(2, 7, 7, 4, 4, 16)
+    args = dict(q=q, k=k, v=v)
+    args.update(build(q, k, v))
+    with pytest.raises(exc, match=fragment):
+        pfa.flash_attn_func(**args)
+
+
+def test_devices_must_match():
+    q, k, v = qkv(1, 4, 4, 1, 1, 16)
+    meta = torch.empty(k.shape, device="meta")
+    with pytest.raises(ValueError, match="one device"):
+        pfa.flash_attn_func(q, meta, v)
+
+
+@pytest.mark.parametrize("option,kwargs", [("dropout", dict(dropout_p=0.1)), ("softcap", dict(softcap=5.0)),
+                                           ("alibi_slopes", dict(alibi_slopes=torch.ones(4)))])
+def test_unimplemented_options_raise(option, kwargs):
+    q, k, v = qkv(1, 4, 4, 4, 4, 16)
+    with pytest.raises(NotImplementedError, match=option):
+        pfa.flash_attn_func(q, k, v, **kwargs)
+
+
+def test_packed_shape_errors():
+    with pytest.raises(ValueError, match="qkv must have size 3"):
+        pfa.flash_attn_qkvpacked_func(torch.randn(1, 4, 2, 2, 16))
+    with pytest.raises(ValueError, match="kv must have 5 dimensions"):
+        pfa.flash_attn_kvpacked_func(torch.randn(1, 4, 2, 16), torch.randn(1, 4, 2, 16))
+
+
+def test_sdpa_rejects_what_it_cannot_do_exactly():
+    q = torch.randn(1, 2, 8, 16)
+    with pytest.raises(NotImplementedError, match="attn_mask"):
+        pfa.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(8, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="bottom-right"):
+        pfa.scaled_dot_product_attention(q, q[:, :, :4], q[:, :, :4], is_causal=True)
+
+
+def test_backend_env_is_checked(monkeypatch):
+    q, k, v = qkv(1, 4, 4, 1, 1, 16)
+    monkeypatch.setenv("PYFLASHATTN_BACKEND", "cuda-magic")
+    with pytest.raises(ValueError, match="PYFLASHATTN_BACKEND"):
+        pfa.flash_attn_func(q, k, v)
+
+
+def test_custom_ops_registration():
+    q, k, v = make_qkv(1, 12, 12, 2, 1, 16, device=DEVICE)
+    torch.library.opcheck(torch.ops.pyflashattn.fwd.default, (q, k, v, 0.25, -1, 0))
+    out, lse = torch.ops.pyflashattn.fwd(q, k, v, 0.25, -1, 0)
+    # the backward op has no autograd of its own (no double backward): plain tensors
+    q, k, v, out, lse = (t.detach() for t in (q, k, v, out, lse))
+    torch.library.opcheck(torch.ops.pyflashattn.bwd.default, (torch.randn_like(out), q, k, v, out, lse, None, 0.25, -1, 0))
+    torch.library.opcheck(torch.ops.pyflashattn.bwd.default,
+                          (torch.randn_like(out), q, k, v, out, lse, torch.randn_like(lse), 0.25, -1, 0))
+
+
+def test_torch_compile_fullgraph(backend):
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.Linear(32, 96)
+            self.proj = torch.nn.Linear(32, 32)
+
+        def forward(self, x):
+            b, s, _ = x.shape
+            q, k, v = self.qkv(x).view(b, s, 3, 2, 16).unbind(2)
+            return self.proj(pfa.flash_attn_func(q, k, v, causal=True).reshape(b, s, 32))
+
+    torch._dynamo.reset()
+    model = Block().to(DEVICE)
+    x = torch.randn(2, 19, 32, device=DEVICE)
+    eager = model(x)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager" if DEVICE == "cpu" else "inductor")
+    out = compiled(x)
+    torch.testing.assert_close(out, eager)
+    out.sum().backward()
+    assert model.qkv.weight.grad is not None and torch.isfinite(model.qkv.weight.grad).all()
+    # a new sequence length must not need a new graph break; dynamic shapes keep one graph
+    compiled(torch.randn(2, 23, 32, device=DEVICE))
