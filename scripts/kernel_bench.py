@@ -1,0 +1,147 @@
+"""Kernel timing and config sweeps on a GPU: what docs/performance.md quotes.
+
+    python scripts/kernel_bench.py compare            # ours vs SDPA flash / cuDNN, papers' shapes
+    python scripts/kernel_bench.py sweep-fwd          # forward configs per (head dim, causal)
+    python scripts/kernel_bench.py sweep-bwd          # backward configs
+
+Each row is timed with triton.testing.do_bench (median, after warm-up) on fresh random bf16
+inputs; peers are timed in the same process. Config candidates go through PYFLASHATTN_CONFIG.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+import torch
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+import torch.nn.functional as F
+
+import pyflashattn as pfa
+
+TOKENS, HIDDEN = 16384, 2048
+
+
+def flops(b, h, sq, sk, d, causal, mode):
+    f = 4 * b * h * sq * sk * d / (2 if causal else 1)
+    return f * {"fwd": 1.0, "bwd": 2.5, "fwdbwd": 3.5}[mode]
+
+
+def bench(fn, mode, out_grad=None, leaves=()):
+    if mode == "fwd":
+        with torch.no_grad():
+            return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
+    def step():
+        out = fn()
+        out.backward(out_grad)
+    return triton.testing.do_bench(step, warmup=50, rep=200, return_mode="median", grad_to_none=list(leaves))
+
+
+def make(b, s, h, d, dtype=torch.bfloat16, hk=None):
+    hk = hk or h
+    q = torch.randn(b, s, h, d, device="cuda", dtype=dtype, requires_grad=True)
+    k = torch.randn(b, s, hk, d, device="cuda", dtype=dtype, requires_grad=True)
+    v = torch.randn(b, s, hk, d, device="cuda", dtype=dtype, requires_grad=True)
+    return q, k, v
+
+
+def providers(q, k, v, causal):
+    qt, kt, vt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
+    def sdpa(backend):
+        def run():
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
+        return run
+    return {
+        "ours": (lambda: pfa.flash_attn_func(q, k, v, causal=causal), (q, k, v)),
+        "sdpa_flash": (sdpa(SDPBackend.FLASH_ATTENTION), (qt, kt, vt)),
+        "sdpa_cudnn": (sdpa(SDPBackend.CUDNN_ATTENTION), (qt, kt, vt)),
+    }
+
+
+def compare(args):
+    rows = []
+    for d, causal, s in itertools.product(args.head_dims, (False, True), args.seqlens):
+        b, h = max(1, TOKENS // s), HIDDEN // d
+        q, k, v = make(b, s, h, d, dtype=getattr(torch, args.dtype))
+        g = torch.randn_like(q)
+        for mode in args.modes:
+            for name, (fn, leaves) in providers(q, k, v, causal).items():
+                try:
+                    ms = bench(fn, mode, g if name == "ours" else g.transpose(1, 2).contiguous(), leaves)
+                    tf = flops(b, h, s, s, d, causal, mode) / ms / 1e9
+                except Exception as e:  # a peer that refuses the shape
+                    ms, tf = float("nan"), float("nan")
+                    print(f"# {name} failed: {type(e).__name__}: {str(e)[:100]}", file=sys.stderr)
+                rows.append(dict(d=d, causal=causal, s=s, mode=mode, provider=name, ms=ms, tflops=tf))
+                print(f"d={d:3d} causal={int(causal)} n={s:5d} {mode:6s} {name:11s} {ms:8.3f} ms {tf:6.1f} TFLOP/s", flush=True)
+        del q, k, v, g
+        torch.cuda.empty_cache()
+    return rows
+
+
+FWD_CANDIDATES = [
+    dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
+    dict(block_m=128, block_n=64, num_warps=8, num_stages=3),
+    dict(block_m=128, block_n=128, num_warps=8, num_stages=2),
+    dict(block_m=128, block_n=128, num_warps=8, num_stages=3),
+    dict(block_m=64, block_n=64, num_warps=4, num_stages=3),
+    dict(block_m=128, block_n=32, num_warps=4, num_stages=4),
+    dict(block_m=256, block_n=64, num_warps=8, num_stages=2),
+]
+BWD_CANDIDATES = [
+    dict(block_m_kv=32, block_n_kv=128, num_warps_kv=4, num_stages_kv=3, block_m_q=128, block_n_q=32, num_warps_q=4, num_stages_q=3),
+    dict(block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=2, block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=2),
+    dict(block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3, block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
+    dict(block_m_kv=32, block_n_kv=64, num_warps_kv=4, num_stages_kv=3, block_m_q=64, block_n_q=32, num_warps_q=4, num_stages_q=3),
+    dict(block_m_kv=64, block_n_kv=64, num_warps_kv=4, num_stages_kv=3, block_m_q=64, block_n_q=64, num_warps_q=4, num_stages_q=3),
+    dict(block_m_kv=32, block_n_kv=128, num_warps_kv=8, num_stages_kv=2, block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=2),
+]
+
+
+def sweep(args, candidates, mode):
+    rows = []
+    for d, causal, s in itertools.product(args.head_dims, (False, True), args.seqlens):
+        b, h = max(1, TOKENS // s), HIDDEN // d
+        q, k, v = make(b, s, h, d, dtype=getattr(torch, args.dtype))
+        g = torch.randn_like(q)
+        for cand in candidates:
+            os.environ["PYFLASHATTN_CONFIG"] = json.dumps(cand)
+            try:
+                ms = bench(lambda: pfa.flash_attn_func(q, k, v, causal=causal), mode, g, (q, k, v))
+                tf = flops(b, h, s, s, d, causal, mode) / ms / 1e9
+            except Exception as e:
+                ms, tf = float("nan"), float("nan")
+                print(f"# failed {cand}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+            rows.append(dict(d=d, causal=causal, s=s, mode=mode, config=cand, ms=ms, tflops=tf))
+            print(f"d={d:3d} causal={int(causal)} n={s:5d} {mode:6s} {tf:6.1f} TFLOP/s {json.dumps(cand)}", flush=True)
+        os.environ.pop("PYFLASHATTN_CONFIG", None)
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["compare", "sweep-fwd", "sweep-bwd"])
+    p.add_argument("--seqlens", type=int, nargs="+", default=[1024, 4096, 16384])
+    p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--modes", nargs="+", default=["fwd", "fwdbwd"])
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--json")
+    args = p.parse_args()
+    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}")
+    if args.what == "compare":
+        rows = compare(args)
+    elif args.what == "sweep-fwd":
+        rows = sweep(args, FWD_CANDIDATES, "fwd")
+    else:
+        rows = sweep(args, BWD_CANDIDATES, "fwdbwd")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
