@@ -278,7 +278,7 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     )
     common = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d,
                   BLOCK_DV=config.block_dv, PRECISION=precision, UPCAST=upcast)
-    qk_scale = softmax_scale * LOG2E
+    qk_scale = softmax_scale * LOG2E.value
     _bwd_dkdv_kernel[(triton.cdiv(seqlen_k, config.block_n_kv) * batch * nheads_k,)](
         q, k, v, dout, lse, delta, dk, dv,
         q.stride(0), q.stride(1), q.stride(2),

@@ -8,8 +8,9 @@ import triton.language as tl
 
 from ..configs import interpreting  # noqa: F401  (re-exported for the launchers)
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
+# Triton kernels may read module globals only when they are constexpr; host code uses ``.value``.
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit

@@ -148,7 +148,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: f
         v.stride(0), v.stride(1), v.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         nheads, nheads // nheads_k, seqlen_q, seqlen_k, window_left, window_right,
-        softmax_scale * LOG2E,
+        softmax_scale * LOG2E.value,
         HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_D=config.block_d, BLOCK_DV=config.block_dv,

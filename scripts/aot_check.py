@@ -1,0 +1,95 @@
+"""Compile the kernels for sm_90 without a GPU and print registers, spills and shared memory.
+
+    python scripts/aot_check.py [--dtype bf16] [--head-dim 128] [--config '{"block_m": 128}']
+
+Triton's bundled ptxas does the work, so this costs no device time: use it to reject configs
+that spill or exceed shared memory before a GPU sweep.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from pyflashattn.configs import get_config
+from pyflashattn.kernels import bwd, fwd
+
+TY = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
+
+
+def compile_kernel(kernel, ptr_args, int_args, float_args, constexprs, num_warps, num_stages):
+    names = list(inspect_args(kernel))
+    sig = {}
+    for n in names:
+        if n in constexprs:
+            sig[n] = "constexpr"
+        elif n in ptr_args:
+            sig[n] = ptr_args[n]
+        elif n in float_args:
+            sig[n] = "fp32"
+        else:
+            sig[n] = "i32"
+    const = {(names.index(k),): v for k, v in constexprs.items()}
+    # what a real launch specializes: 16-byte aligned pointers, strides and head counts that
+    # are multiples of 16 (the runtime marks ints divisible by 16; lengths are not specialized)
+    aligned = [n for n in names if n in ptr_args or n.startswith("stride_")]
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    src = ASTSource(fn=kernel, signature=sig, constexprs=const, attrs=attrs)
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                        options=dict(num_warps=num_warps, num_stages=num_stages))
+    return dict(shared=ck.metadata.shared, **resource_usage(ck.asm["cubin"]))
+
+
+def resource_usage(cubin: bytes) -> dict:
+    """Registers, spill stores/loads and stack frame from ``cuobjdump --dump-resource-usage``."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    import triton.backends.nvidia as nv
+    tool = os.path.join(os.path.dirname(nv.__file__), "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    fields = dict(re.findall(r"(REG|STACK|LOCAL):(\d+)", text))
+    return {k.lower(): int(v) for k, v in fields.items()}
+
+
+def inspect_args(kernel):
+    import inspect
+    return inspect.signature(kernel.fn).parameters
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dtype", default="bf16", choices=TY)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--config", default="{}")
+    a = p.parse_args()
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
+    cfg = replace(get_config(a.head_dim, a.head_dim, dt), **json.loads(a.config))
+    ptr = TY[a.dtype]
+    prec = "ieee" if a.dtype == "fp32" else "tf32"
+    common = dict(HEAD_DIM=a.head_dim, HEAD_DIM_V=a.head_dim, BLOCK_D=cfg.block_d, BLOCK_DV=cfg.block_dv,
+                  PRECISION=prec, UPCAST=False)
+    r = compile_kernel(fwd._attn_fwd_kernel, dict(Q=ptr, K=ptr, V=ptr, O=ptr, LSE="*fp32"), {}, {"qk_scale"},
+                       dict(common, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n), cfg.num_warps, cfg.num_stages)
+    print("fwd ", cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, r)
+    ptrs = dict(Q=ptr, K=ptr, V=ptr, DO=ptr, LSE="*fp32", DELTA="*fp32", DK=ptr, DV=ptr, DQ=ptr)
+    r = compile_kernel(bwd._bwd_dkdv_kernel, ptrs, {}, {"softmax_scale", "qk_scale"},
+                       dict(common, BLOCK_M=cfg.block_m_kv, BLOCK_N=cfg.block_n_kv), cfg.num_warps_kv, cfg.num_stages_kv)
+    print("dkdv", cfg.block_m_kv, cfg.block_n_kv, cfg.num_warps_kv, cfg.num_stages_kv, r)
+    r = compile_kernel(bwd._bwd_dq_kernel, ptrs, {}, {"softmax_scale", "qk_scale"},
+                       dict(common, BLOCK_M=cfg.block_m_q, BLOCK_N=cfg.block_n_q), cfg.num_warps_q, cfg.num_stages_q)
+    print("dq  ", cfg.block_m_q, cfg.block_n_q, cfg.num_warps_q, cfg.num_stages_q, r)
+
+
+if __name__ == "__main__":
+    main()
