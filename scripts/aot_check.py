@@ -18,6 +18,7 @@ from triton.compiler import ASTSource
 
 from pyflashattn.configs import get_config
 from pyflashattn.kernels import bwd, fwd
+from pyflashattn.kernels.common import dot_precision
 
 TY = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 
@@ -76,7 +77,7 @@ def main():
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
     cfg = replace(get_config(a.head_dim, a.head_dim, dt), **json.loads(a.config))
     ptr = TY[a.dtype]
-    prec = "ieee" if a.dtype == "fp32" else "tf32"
+    prec = dot_precision(dt)
     common = dict(HEAD_DIM=a.head_dim, HEAD_DIM_V=a.head_dim, BLOCK_D=cfg.block_d, BLOCK_DV=cfg.block_dv,
                   PRECISION=prec, UPCAST=False)
     r = compile_kernel(fwd._attn_fwd_kernel, dict(Q=ptr, K=ptr, V=ptr, O=ptr, LSE="*fp32"), {}, {"qk_scale"},

@@ -92,13 +92,18 @@ FWD_CANDIDATES = [
     dict(block_m=128, block_n=32, num_warps=4, num_stages=4),
     dict(block_m=256, block_n=64, num_warps=8, num_stages=2),
 ]
+def _bwd(m_kv, n_kv, w_kv, s_kv, m_q, n_q, w_q, s_q):
+    return dict(block_m_kv=m_kv, block_n_kv=n_kv, num_warps_kv=w_kv, num_stages_kv=s_kv,
+                block_m_q=m_q, block_n_q=n_q, num_warps_q=w_q, num_stages_q=s_q)
+
+
 BWD_CANDIDATES = [
-    dict(block_m_kv=32, block_n_kv=128, num_warps_kv=4, num_stages_kv=3, block_m_q=128, block_n_q=32, num_warps_q=4, num_stages_q=3),
-    dict(block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=2, block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=2),
-    dict(block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3, block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
-    dict(block_m_kv=32, block_n_kv=64, num_warps_kv=4, num_stages_kv=3, block_m_q=64, block_n_q=32, num_warps_q=4, num_stages_q=3),
-    dict(block_m_kv=64, block_n_kv=64, num_warps_kv=4, num_stages_kv=3, block_m_q=64, block_n_q=64, num_warps_q=4, num_stages_q=3),
-    dict(block_m_kv=32, block_n_kv=128, num_warps_kv=8, num_stages_kv=2, block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=2),
+    _bwd(32, 128, 4, 3, 128, 32, 4, 3),
+    _bwd(64, 128, 8, 2, 128, 64, 8, 2),
+    _bwd(32, 128, 8, 2, 128, 32, 8, 2),
+    _bwd(64, 64, 4, 3, 64, 64, 4, 3),
+    _bwd(64, 128, 8, 3, 128, 64, 8, 3),
+    _bwd(32, 128, 4, 2, 128, 64, 8, 2),
 ]
 
 

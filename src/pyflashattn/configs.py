@@ -41,7 +41,7 @@ _TABLE_16BIT: dict[int, dict] = {
     16: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
     32: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
-    128: dict(block_m=128, block_n=64, num_warps=8, num_stages=3,
+    128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=2,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=2),
     256: dict(block_m=64, block_n=64, num_warps=8, num_stages=2,

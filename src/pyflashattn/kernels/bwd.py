@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .block_info import kv_block_range, q_block_range, visible
-from .common import LOG2E, interpreting, mma
+from .common import LOG2E, dot_precision, interpreting, mma
 
 
 @triton.jit(do_not_specialize=["seqlen_q"])
@@ -265,7 +265,7 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     delta = torch.empty_like(lse)
-    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    precision = dot_precision(q.dtype)
     upcast = interpreting()
 
     _bwd_preprocess_kernel[(triton.cdiv(seqlen_q, config.block_m_pre), batch * nheads)](

@@ -3,6 +3,7 @@
 Conventions (as in flash-linear-attention): ``p_`` pointers, ``b_`` register blocks,
 ``o_`` offset vectors, ``m_`` masks; shapes in comments.
 """
+import torch
 import triton
 import triton.language as tl
 
@@ -17,11 +18,18 @@ LN2 = tl.constexpr(0.6931471805599453)
 def mma(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """``acc + a @ b`` with fp32 accumulation.
 
-    ``PRECISION`` is "ieee" for fp32 inputs (fp32 accuracy, not tf32) and "tf32" otherwise (it
-    does not matter for 16-bit operands). ``UPCAST`` is set under the interpreter, whose dot
+    ``PRECISION`` comes from ``dot_precision``. ``UPCAST`` is set under the interpreter, whose dot
     on bf16 operands is wrong: the operands go to fp32 there.
     """
     if UPCAST:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
     else:
         return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``input_precision`` for the kernels' dots. fp32 inputs use 3xTF32 (tensor cores, error at
+    fp32 level: the three-term split recovers the mantissa bits plain TF32 drops), never plain
+    TF32; "ieee" would be exact but compiles to unrolled FMA code that takes minutes to build.
+    For 16-bit operands the value is ignored."""
+    return "tf32x3" if dtype == torch.float32 else "tf32"

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from .block_info import kv_block_range, visible
-from .common import LN2, LOG2E, interpreting, mma
+from .common import LN2, LOG2E, dot_precision, interpreting, mma
 
 
 @triton.jit
@@ -152,7 +152,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: f
         HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_D=config.block_d, BLOCK_DV=config.block_dv,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", UPCAST=interpreting(),
+        PRECISION=dot_precision(q.dtype), UPCAST=interpreting(),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out, lse
