@@ -28,7 +28,6 @@ GPU_SHAPES = [
     (1, 8192, 8192, 4, 1, 128, 128),
     (1, 3000, 3000, 2, 2, 7, 7),
 ]
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
 def shape_id(s):
@@ -108,15 +107,18 @@ def test_lse_gradient(backend):
         torch.testing.assert_close(g.double(), r, atol=1e-4, rtol=1e-4)
 
 
+# every GPU shape in bf16; fp16 and fp32 on a subset (each new (head dim, dtype) compiles
+# four kernels, and compilation dominates this suite's time)
+GPU_CASES = [(s, torch.bfloat16) for s in GPU_SHAPES] + [
+    (s, dt) for s in GPU_SHAPES[:4] for dt in (torch.float16, torch.float32)]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("shape", GPU_SHAPES, ids=shape_id)
-def test_gpu_sizes(shape, causal, dtype):
+@pytest.mark.parametrize("shape,dtype", GPU_CASES, ids=[f"{shape_id(s)}-{str(d)[6:]}" for s, d in GPU_CASES])
+def test_gpu_sizes(shape, dtype, causal):
     b, sq, sk, h, hk, d, dv = shape
-    if dtype == torch.float32 and sq * sk > 4096 * 4096:
-        pytest.skip("fp32 reference at this size is slow; covered by smaller fp32 shapes")
     q, k, v = make_qkv(b, sq, sk, h, hk, d, dv, dtype=dtype, device="cuda")
     compare_with_reference(run_flash(causal), q, k, v, causal=causal)
 
