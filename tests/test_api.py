@@ -91,8 +91,7 @@ def test_devices_must_match():
         pfa.flash_attn_func(q, meta, v)
 
 
-@pytest.mark.parametrize("option,kwargs", [("dropout", dict(dropout_p=0.1)), ("softcap", dict(softcap=5.0)),
-                                           ("alibi_slopes", dict(alibi_slopes=torch.ones(4)))])
+@pytest.mark.parametrize("option,kwargs", [("dropout", dict(dropout_p=0.1))])
 def test_unimplemented_options_raise(option, kwargs):
     q, k, v = qkv(1, 4, 4, 4, 4, 16)
     with pytest.raises(NotImplementedError, match=option):

@@ -71,33 +71,91 @@ def _heads_first(x: torch.Tensor, group: int = 1) -> torch.Tensor:
     return x.repeat_interleave(group, dim=1) if group > 1 else x
 
 
-def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: float,
-             window_left: int, window_right: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _scores(s: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, seqlen_q: int, seqlen_k: int,
+            softcap: float, slopes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """Scaled scores ``scale * q.k`` ``[b, h, BM, BN]`` -> the logits the softmax sees, and
+    their derivative factor (``kernels/mask.py``'s ``scores_log2``, in natural log)."""
+    dmod = 1.0
+    if softcap > 0.0:
+        th = torch.tanh(s / softcap)
+        s, dmod = softcap * th, 1.0 - th * th
+    if slopes is not None:
+        rel = cols[None, :] - (rows[:, None] + seqlen_k - seqlen_q)
+        s = s - slopes[:, :, None, None] * rel.abs()
+    return s, dmod
+
+
+def _slopes(p, batch: int, nheads: int, index: int | None = None) -> torch.Tensor | None:
+    """ALiBi slopes as ``(batch, nheads)`` float32 (``index``: one varlen sequence)."""
+    s = p.alibi_slopes
+    if s is None:
+        return None
+    if s.dim() == 2 and index is not None:
+        s = s[index:index + 1]
+    return s.float().expand(batch, nheads)
+
+
+def _per_sequence(p):
+    """Varlen: yield ``(index, q_slice, k_slice)`` row ranges of each packed sequence."""
+    cq, ck = p.cu_seqlens_q.tolist(), p.cu_seqlens_k.tolist()
+    for i in range(len(cq) - 1):
+        yield i, slice(cq[i], cq[i + 1]), slice(ck[i], ck[i + 1])
+
+
+def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward for ``p`` (``params.KernelParams``): dense ``(b, s, h, d)`` -> out, lse ``(b, h, sq)``;
+    varlen ``(total, h, d)`` -> out, lse ``(h, total_q)`` (one dense call per sequence)."""
+    if not p.is_varlen:
+        return _fwd_dense(q, k, v, p, _slopes(p, q.shape[0], q.shape[2]))
+    out = q.new_zeros((*q.shape[:-1], v.shape[-1]))
+    lse = torch.full((q.shape[1], q.shape[0]), torch.inf, dtype=torch.float32, device=q.device)
+    for i, rq, rk in _per_sequence(p):
+        o_i, l_i = _fwd_dense(q[None, rq], k[None, rk], v[None, rk], p, _slopes(p, 1, q.shape[1], i))
+        out[rq], lse[:, rq] = o_i[0], l_i[0]
+    return out, lse
+
+
+def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+             lse: torch.Tensor, dlse: torch.Tensor | None, p) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward for ``p``; shapes as in ``attn_fwd``."""
+    if not p.is_varlen:
+        return _bwd_dense(dout, q, k, v, out, lse, dlse, p, _slopes(p, q.shape[0], q.shape[2]))
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    for i, rq, rk in _per_sequence(p):
+        g = _bwd_dense(dout[None, rq], q[None, rq], k[None, rk], v[None, rk], out[None, rq], lse[None, :, rq],
+                       None if dlse is None else dlse[None, :, rq], p, _slopes(p, 1, q.shape[1], i))
+        dq[rq], dk[rk], dv[rk] = g[0][0], g[1][0], g[2][0]
+    return dq, dk, dv
+
+
+def _fwd_dense(q, k, v, p, slopes):
     """Algorithm 1. Returns out ``(b, sq, h, dv)`` in q's dtype and lse ``(b, h, sq)`` float32."""
     batch, seqlen_q, nheads, _ = q.shape
     seqlen_k, nheads_k, head_dim_v = v.shape[1], v.shape[2], v.shape[3]
+    left, right = p.window_left, p.window_right
     group = nheads // nheads_k
     qh, kh, vh = _heads_first(q), _heads_first(k, group), _heads_first(v, group)
     out = torch.empty((batch, nheads, seqlen_q, head_dim_v), dtype=torch.float32, device=q.device)
     lse = torch.empty((batch, nheads, seqlen_q), dtype=torch.float32, device=q.device)
     for m_start in range(0, seqlen_q, BLOCK_M):
         rows = torch.arange(m_start, min(m_start + BLOCK_M, seqlen_q), device=q.device)
-        q_blk = qh[:, :, rows] * softmax_scale                       # [b, h, BM, d]
+        q_blk = qh[:, :, rows] * p.softmax_scale                      # [b, h, BM, d]
         row_max = torch.full(q_blk.shape[:-1], -math.inf, device=q.device)
         row_sum = torch.zeros(q_blk.shape[:-1], device=q.device)
         acc = torch.zeros((*q_blk.shape[:-1], head_dim_v), device=q.device)
-        ranges = kv_block_range(m_start, seqlen_q, seqlen_k, window_left, window_right, BLOCK_M, BLOCK_N)
+        ranges = kv_block_range(m_start, seqlen_q, seqlen_k, left, right, BLOCK_M, BLOCK_N)
         for n_start, masked in _block_steps(*ranges, BLOCK_N):
             cols = torch.arange(n_start, min(n_start + BLOCK_N, seqlen_k), device=q.device)
-            s = q_blk @ kh[:, :, cols].transpose(-1, -2)               # [b, h, BM, BN]
+            s, _ = _scores(q_blk @ kh[:, :, cols].transpose(-1, -2), rows, cols, seqlen_q, seqlen_k,
+                           p.softcap, slopes)                         # [b, h, BM, BN]
             if masked:
-                s = s.masked_fill(~visible(rows, cols, seqlen_q, seqlen_k, window_left, window_right), -math.inf)
+                s = s.masked_fill(~visible(rows, cols, seqlen_q, seqlen_k, left, right), -math.inf)
             new_max = torch.maximum(row_max, s.amax(-1))
             shift = new_max.masked_fill(new_max == -math.inf, 0.0)    # rows that saw nothing yet
-            p = torch.exp(s - shift[..., None])
+            p_blk = torch.exp(s - shift[..., None])
             alpha = torch.exp(row_max - shift)
-            row_sum = row_sum * alpha + p.sum(-1)
-            acc = acc * alpha[..., None] + p @ vh[:, :, cols]
+            row_sum = row_sum * alpha + p_blk.sum(-1)
+            acc = acc * alpha[..., None] + p_blk @ vh[:, :, cols]
             row_max = new_max
         empty = row_sum == 0
         out[:, :, rows] = acc / row_sum.masked_fill(empty, 1.0)[..., None]
@@ -105,13 +163,12 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: f
     return out.transpose(1, 2).to(q.dtype).contiguous(), lse
 
 
-def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-             lse: torch.Tensor, dlse: torch.Tensor | None, softmax_scale: float,
-             window_left: int, window_right: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _bwd_dense(dout, q, k, v, out, lse, dlse, p, slopes):
     """Algorithm 2, organised like the dK/dV kernel: outer loop over key blocks, inner over the
     query blocks that see them; dQ accumulates in an fp32 buffer (on the GPU it has its own pass)."""
     batch, seqlen_q, nheads, _ = q.shape
     seqlen_k, nheads_k = k.shape[1], k.shape[2]
+    left, right, scale = p.window_left, p.window_right, p.softmax_scale
     group = nheads // nheads_k
     qh, kh, vh = _heads_first(q), _heads_first(k, group), _heads_first(v, group)
     doh, oh = _heads_first(dout), _heads_first(out)
@@ -124,18 +181,20 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     for n_start in range(0, seqlen_k, BLOCK_N):
         cols = torch.arange(n_start, min(n_start + BLOCK_N, seqlen_k), device=q.device)
         k_blk, v_blk = kh[:, :, cols], vh[:, :, cols]
-        ranges = q_block_range(n_start, seqlen_q, seqlen_k, window_left, window_right, BLOCK_M, BLOCK_N)
+        ranges = q_block_range(n_start, seqlen_q, seqlen_k, left, right, BLOCK_M, BLOCK_N)
         for m_start, masked in _block_steps(*ranges, BLOCK_M):
             rows = torch.arange(m_start, min(m_start + BLOCK_M, seqlen_q), device=q.device)
             q_blk, do_blk = qh[:, :, rows], doh[:, :, rows]
-            p = torch.exp(softmax_scale * (q_blk @ k_blk.transpose(-1, -2)) - lse[:, :, rows, None])
+            s, dmod = _scores(scale * (q_blk @ k_blk.transpose(-1, -2)), rows, cols, seqlen_q, seqlen_k,
+                              p.softcap, slopes)
+            p_blk = torch.exp(s - lse[:, :, rows, None])
             if masked:
-                p = p.masked_fill(~visible(rows, cols, seqlen_q, seqlen_k, window_left, window_right), 0.0)
-            dv[:, :, cols] += p.transpose(-1, -2) @ do_blk
-            ds = p * (do_blk @ v_blk.transpose(-1, -2) - delta[:, :, rows, None])
+                p_blk = p_blk.masked_fill(~visible(rows, cols, seqlen_q, seqlen_k, left, right), 0.0)
+            dv[:, :, cols] += p_blk.transpose(-1, -2) @ do_blk
+            ds = p_blk * (do_blk @ v_blk.transpose(-1, -2) - delta[:, :, rows, None]) * dmod
             dk[:, :, cols] += ds.transpose(-1, -2) @ q_blk
             dq[:, :, rows] += ds @ k_blk
-    dq, dk = dq * softmax_scale, dk * softmax_scale
+    dq, dk = dq * scale, dk * scale
     if group > 1:  # sum each GQA group's query heads into its kv head
         dk = dk.unflatten(1, (nheads_k, group)).sum(2)
         dv = dv.unflatten(1, (nheads_k, group)).sum(2)

@@ -42,7 +42,9 @@ def flash_attn_func(
             ``seqlen_q != seqlen_k``; a query row that sees no key outputs 0.
         window_size: ``(left, right)`` local attention, ``-1`` unbounded; row ``i`` sees keys
             ``i + seqlen_k - seqlen_q - left <= j <= i + seqlen_k - seqlen_q + right``.
-        softcap, alibi_slopes: not implemented yet (must be 0.0 / None).
+        softcap: if > 0, scores ``s`` become ``softcap * tanh(s / softcap)`` before the softmax.
+        alibi_slopes: fp32 ``(nheads,)`` or ``(batch, nheads)``; adds
+            ``-slope * |i + seqlen_k - seqlen_q - j|`` to the scaled scores.
         deterministic: accepted; the backward is always deterministic (no atomics).
         return_attn_probs: also return ``softmax_lse`` ``(batch, nheads, seqlen_q)`` float32
             (natural log) and ``None`` in place of the probabilities.
@@ -51,20 +53,22 @@ def flash_attn_func(
         out ``(batch, seqlen_q, nheads, headdim_v)``, or ``(out, softmax_lse, None)``.
     """
     validate.check_qkv(q, k, v)
+    validate.check_alibi(alibi_slopes, q.shape[0], q.shape[2], q.device)
+    scale, window_left, window_right = _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap)
+    out, lse = ops.attn_fwd(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes)
+    return (out, lse, None) if return_attn_probs else out
+
+
+def _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap):
+    """Validate the options every variant shares; returns (scale, window_left, window_right)."""
     validate.check_scale(softmax_scale)
     validate.check_dropout(dropout_p)
     validate.check_window(window_size)
     validate.check_softcap(softcap)
     if dropout_p > 0.0:
         raise _not_yet("dropout (dropout_p > 0)")
-    if softcap > 0.0:
-        raise _not_yet("softcap")
-    if alibi_slopes is not None:
-        raise _not_yet("alibi_slopes")
     scale = float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    window_left, window_right = fold_causal(causal, window_size)
-    out, lse = ops.attn_fwd(q, k, v, scale, window_left, window_right)
-    return (out, lse, None) if return_attn_probs else out
+    return (scale, *fold_causal(causal, window_size))
 
 
 def _check_packed(name: str, t: Tensor, ndim: int, axis: int, count: int, layout: str) -> None:
@@ -91,6 +95,52 @@ def flash_attn_kvpacked_func(q: Tensor, kv: Tensor, dropout_p: float = 0.0, soft
     _check_packed("kv", kv, 5, 2, 2, "(batch, seqlen_k, 2, nheads_k, headdim)")
     return flash_attn_func(q, kv[:, :, 0], kv[:, :, 1], dropout_p, softmax_scale, causal,
                            window_size, softcap, alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_varlen_func(
+    q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor, cu_seqlens_k: Tensor,
+    max_seqlen_q: int, max_seqlen_k: int, dropout_p: float = 0.0, softmax_scale: Optional[float] = None,
+    causal: bool = False, window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0,
+    alibi_slopes: Optional[Tensor] = None, deterministic: bool = False, return_attn_probs: bool = False,
+):
+    """Variable-length attention on packed sequences, flash-attn's ``flash_attn_varlen_func``.
+
+    q ``(total_q, nheads, headdim)``, k/v ``(total_k, nheads_k, headdim[_v])``; sequence ``i``
+    is rows ``cu_seqlens_q[i]:cu_seqlens_q[i+1]`` (int32, length batch + 1; empty sequences are
+    allowed). Masks and ALiBi positions are per sequence. Returns out ``(total_q, nheads,
+    headdim_v)``, or ``(out, softmax_lse, None)`` with ``softmax_lse`` ``(nheads, total_q)``.
+    """
+    validate.check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    validate.check_alibi(alibi_slopes, cu_seqlens_q.shape[0] - 1, q.shape[1], q.device)
+    scale, window_left, window_right = _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap)
+    out, lse = ops.attn_fwd(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
+                            cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k))
+    return (out, lse, None) if return_attn_probs else out
+
+
+def flash_attn_varlen_qkvpacked_func(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, dropout_p: float = 0.0,
+                                     softmax_scale: Optional[float] = None, causal: bool = False,
+                                     window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0,
+                                     alibi_slopes: Optional[Tensor] = None, deterministic: bool = False,
+                                     return_attn_probs: bool = False):
+    """``qkv`` ``(total, 3, nheads, headdim)``; otherwise as ``flash_attn_varlen_func``."""
+    _check_packed("qkv", qkv, 4, 1, 3, "(total, 3, nheads, headdim)")
+    return flash_attn_varlen_func(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                                  dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+                                  deterministic, return_attn_probs)
+
+
+def flash_attn_varlen_kvpacked_func(q: Tensor, kv: Tensor, cu_seqlens_q: Tensor, cu_seqlens_k: Tensor,
+                                    max_seqlen_q: int, max_seqlen_k: int, dropout_p: float = 0.0,
+                                    softmax_scale: Optional[float] = None, causal: bool = False,
+                                    window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0,
+                                    alibi_slopes: Optional[Tensor] = None, deterministic: bool = False,
+                                    return_attn_probs: bool = False):
+    """``kv`` ``(total_k, 2, nheads_k, headdim)``; otherwise as ``flash_attn_varlen_func``."""
+    _check_packed("kv", kv, 4, 1, 2, "(total_k, 2, nheads_k, headdim)")
+    return flash_attn_varlen_func(q, kv[:, 0], kv[:, 1], cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                  dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+                                  deterministic, return_attn_probs)
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,

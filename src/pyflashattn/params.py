@@ -5,6 +5,11 @@ public API; kernels get a finite value large enough never to bind, so there is o
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
 UNBOUNDED = -1
 
 
@@ -26,3 +31,80 @@ def kernel_window(window_left: int, window_right: int, seqlen_q: int, seqlen_k: 
     left = seqlen_k if window_left < 0 else min(window_left, seqlen_k)
     right = seqlen_q if window_right < 0 else min(window_right, seqlen_q)
     return left, right
+
+
+LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class KernelParams:
+    """Everything a launcher needs besides the tensors, normalized once per call.
+
+    Dense tensors are ``(batch, seq, heads, dim)``; varlen tensors ``(total, heads, dim)`` with
+    ``cu_seqlens_q/k`` (int32, ``batch + 1``) and the maxima as ``max_seqlen_q/k``. The
+    launchers see varlen tensors as a batch of one (``as_4d``) whose batch stride is 0, and
+    the kernels find each sequence's start and length in ``cu_seqlens``.
+    """
+    batch: int
+    max_seqlen_q: int
+    max_seqlen_k: int
+    softmax_scale: float
+    window_left: int          # finite (``kernel_window``)
+    window_right: int
+    softcap: float = 0.0
+    alibi_slopes: Optional[torch.Tensor] = None   # (nheads,) or (batch, nheads) fp32
+    cu_seqlens_q: Optional[torch.Tensor] = None
+    cu_seqlens_k: Optional[torch.Tensor] = None
+
+    @property
+    def is_varlen(self) -> bool:
+        return self.cu_seqlens_q is not None
+
+    @property
+    def has_softcap(self) -> bool:
+        return self.softcap > 0.0
+
+    @property
+    def has_alibi(self) -> bool:
+        return self.alibi_slopes is not None
+
+    # scalars as the kernels take them (base-2 scores; see kernels/mask.py)
+    @property
+    def qk_scale(self) -> float:
+        return (self.softcap if self.has_softcap else self.softmax_scale) * LOG2E
+
+    @property
+    def softcap_scale(self) -> float:
+        return self.softmax_scale / self.softcap if self.has_softcap else 1.0
+
+    alibi_log2 = LOG2E
+
+    def as_4d(self, t: torch.Tensor) -> torch.Tensor:
+        return t.unsqueeze(0) if self.is_varlen else t
+
+    def strides(self, t4: torch.Tensor) -> tuple[int, int, int]:
+        """(batch, seq, head) strides of a 4-d view; the batch stride of packed tensors is 0."""
+        return (0 if self.is_varlen else t4.stride(0)), t4.stride(1), t4.stride(2)
+
+    def new_lse(self, q: torch.Tensor) -> torch.Tensor:
+        """lse as flash-attn returns it: ``(batch, nheads, seqlen_q)``, or ``(nheads, total_q)`` for varlen."""
+        shape = (q.shape[1], q.shape[0]) if self.is_varlen else (q.shape[0], q.shape[2], q.shape[1])
+        return torch.empty(shape, dtype=torch.float32, device=q.device)
+
+    def lse_strides(self, lse: torch.Tensor) -> tuple[int, int]:
+        return (0, lse.stride(0)) if self.is_varlen else (lse.stride(0), lse.stride(1))
+
+    def cu_q(self, dummy: torch.Tensor) -> torch.Tensor:
+        return self.cu_seqlens_q if self.is_varlen else dummy
+
+    def cu_k(self, dummy: torch.Tensor) -> torch.Tensor:
+        return self.cu_seqlens_k if self.is_varlen else dummy
+
+    def slopes_or(self, dummy: torch.Tensor) -> torch.Tensor:
+        return self.alibi_slopes if self.has_alibi else dummy
+
+    def slope_strides(self) -> tuple[int, int]:
+        s = self.alibi_slopes
+        if s is None:
+            return 0, 0
+        return (0, s.stride(0)) if s.dim() == 1 else (s.stride(0), s.stride(1))

@@ -27,7 +27,8 @@ def dense_mask(seqlen_q: int, seqlen_k: int, window_left: int, window_right: int
 
 def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: float | None = None,
                   causal: bool = False, window_size: tuple[int, int] = (-1, -1),
-                  dtype: torch.dtype | None = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+                  dtype: torch.dtype | None = torch.float64, softcap: float = 0.0,
+                  alibi_slopes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Standard attention in the flash-attn layout. q ``(b, sq, h, d)``, k/v ``(b, sk, hk, d)``.
 
     Computes in ``dtype`` (float64 by default; ``None`` keeps the inputs' dtype, which is how
@@ -45,12 +46,36 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_sca
         right = 0
     keep = dense_mask(q.shape[1], k.shape[1], left, right, device=q.device)
     scores = (qh @ kh.transpose(-1, -2)) * scale
+    if softcap > 0:
+        scores = softcap * torch.tanh(scores / softcap)
+    if alibi_slopes is not None:
+        i = torch.arange(q.shape[1], device=q.device)[:, None]
+        j = torch.arange(k.shape[1], device=q.device)[None, :]
+        distance = (i + k.shape[1] - q.shape[1] - j).abs().to(dtype)
+        slopes = alibi_slopes.to(dtype).expand(q.shape[0], q.shape[2])[:, :, None, None]
+        scores = scores - slopes * distance
     scores = scores.masked_fill(~keep, -math.inf)
     lse = torch.logsumexp(scores.float() if dtype in (torch.float16, torch.bfloat16) else scores, dim=-1)
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows -> 0
     out = probs @ vh
     lse = lse.masked_fill(lse == -math.inf, math.inf)
     return out.transpose(1, 2), lse
+
+
+def varlen_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                         cu_seqlens_k: torch.Tensor, alibi_slopes: torch.Tensor | None = None,
+                         **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """``attention_ref`` per packed sequence: q ``(total_q, h, d)`` -> out ``(total_q, h, dv)``,
+    lse ``(h, total_q)``."""
+    outs, lses = [], []
+    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for i in range(len(cq) - 1):
+        slopes = alibi_slopes[i] if alibi_slopes is not None and alibi_slopes.dim() == 2 else alibi_slopes
+        o, lse = attention_ref(q[None, cq[i]:cq[i + 1]], k[None, ck[i]:ck[i + 1]], v[None, ck[i]:ck[i + 1]],
+                               alibi_slopes=slopes, **kw)
+        outs.append(o[0])
+        lses.append(lse[0])
+    return torch.cat(outs), torch.cat(lses, dim=-1)
 
 
 def standard_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,

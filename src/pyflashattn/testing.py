@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .reference import attention_ref
+from .reference import attention_ref, varlen_attention_ref  # noqa: F401
 
 FLOOR = {torch.float32: 2e-5, torch.float16: 1e-4, torch.bfloat16: 1e-3}
 
@@ -60,13 +60,15 @@ def check_close(name: str, ours: torch.Tensor, ref64: torch.Tensor, same_dtype: 
 
 
 def compare_with_reference(fn, q, k, v, causal=False, window_size=(-1, -1), softmax_scale=None,
-                           grads=True, factor=2.0, grad_factor=3.0):
+                           grads=True, factor=2.0, grad_factor=3.0, ref=attention_ref, **ref_kw):
     """Run ``fn(q, k, v) -> (out, lse)`` and check out, lse and (optionally) dq/dk/dv against
-    the float64 reference, with PyTorch same-dtype standard attention as the yardstick."""
+    the float64 reference ``ref``, with its same-dtype result (PyTorch's standard attention)
+    as the yardstick. ``ref_kw`` go to ``ref`` (softcap, alibi_slopes, cu_seqlens...)."""
     out, lse = fn(q, k, v)
     q64, k64, v64 = (t.detach().double().requires_grad_(grads) for t in (q, k, v))
-    ref_out, ref_lse = attention_ref(q64, k64, v64, softmax_scale, causal, window_size)
-    pt_out, pt_lse = attention_ref(q, k, v, softmax_scale, causal, window_size, dtype=None)
+    kw = dict(softmax_scale=softmax_scale, causal=causal, window_size=window_size, **ref_kw)
+    ref_out, ref_lse = ref(q64, k64, v64, **kw)
+    pt_out, pt_lse = ref(q, k, v, dtype=None, **kw)
     assert out.shape == pt_out.shape and out.dtype == q.dtype
     check_close("out", out, ref_out, pt_out, factor)
     check_close("lse", lse, ref_lse, pt_lse.float(), factor, floor=1e-4)

@@ -24,23 +24,69 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     check_tensor("q", q, 4, "(batch, seqlen_q, nheads, headdim)")
     check_tensor("k", k, 4, "(batch, seqlen_k, nheads_k, headdim)")
     check_tensor("v", v, 4, "(batch, seqlen_k, nheads_k, headdim_v)")
+    batch = q.shape[0]
+    if k.shape[0] != batch or v.shape[0] != batch:
+        raise ValueError(f"batch sizes differ: q {batch}, k {k.shape[0]}, v {v.shape[0]}")
+    _check_heads(q, k, v, seq_dim=1)
+
+
+def check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> None:
+    """Packed q ``(total_q, nheads, d)``, k/v ``(total_k, nheads_k, d)`` and their cu_seqlens."""
+    check_tensor("q", q, 3, "(total_q, nheads, headdim)")
+    check_tensor("k", k, 3, "(total_k, nheads_k, headdim)")
+    check_tensor("v", v, 3, "(total_k, nheads_k, headdim_v)")
+    _check_heads(q, k, v, seq_dim=0)
+    for name, cu, total, max_len in (("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q),
+                                     ("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)):
+        if not isinstance(cu, torch.Tensor) or cu.dtype != torch.int32 or cu.dim() != 1:
+            raise TypeError(f"{name} must be a 1-d int32 tensor of length batch + 1, got "
+                            f"{getattr(cu, 'dtype', type(cu).__name__)} {tuple(getattr(cu, 'shape', ()))}")
+        if cu.device != q.device:
+            raise ValueError(f"{name} must be on q's device {q.device}, got {cu.device}")
+        values = cu.tolist()
+        if len(values) < 2 or values[0] != 0:
+            raise ValueError(f"{name} must start at 0 and have length batch + 1 >= 2, got {values[:4]}...")
+        if any(b < a for a, b in zip(values, values[1:])):
+            raise ValueError(f"{name} must be non-decreasing")
+        if values[-1] != total:
+            raise ValueError(f"{name}[-1] ({values[-1]}) must equal the packed length ({total})")
+        longest = max(b - a for a, b in zip(values, values[1:]))
+        if not isinstance(max_len, int) or max_len < longest:
+            raise ValueError(f"max_seqlen for {name} must be an int >= the longest sequence ({longest}), got {max_len!r}")
+    if cu_seqlens_q.shape != cu_seqlens_k.shape:
+        raise ValueError(f"cu_seqlens_q and cu_seqlens_k must have the same length (batch + 1), got "
+                         f"{cu_seqlens_q.shape[0]} and {cu_seqlens_k.shape[0]}")
+
+
+def check_alibi(alibi_slopes, batch: int, nheads: int, device) -> None:
+    if alibi_slopes is None:
+        return
+    if not isinstance(alibi_slopes, torch.Tensor) or alibi_slopes.dtype != torch.float32:
+        raise TypeError(f"alibi_slopes must be a float32 tensor of shape (nheads,) or (batch, nheads), "
+                        f"got {getattr(alibi_slopes, 'dtype', type(alibi_slopes).__name__)}")
+    if tuple(alibi_slopes.shape) not in ((nheads,), (batch, nheads)):
+        raise ValueError(f"alibi_slopes must have shape ({nheads},) or ({batch}, {nheads}), got {tuple(alibi_slopes.shape)}")
+    if alibi_slopes.device != device:
+        raise ValueError(f"alibi_slopes must be on q's device {device}, got {alibi_slopes.device}")
+
+
+def _check_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_dim: int) -> None:
+    """Dtypes, devices, lengths, head counts and head dims, for either layout."""
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k and v must share one dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k and v must be on one device, got q {q.device}, k {k.device}, v {v.device}")
-    batch, _, nheads, head_dim = q.shape
-    if k.shape[0] != batch or v.shape[0] != batch:
-        raise ValueError(f"batch sizes differ: q {batch}, k {k.shape[0]}, v {v.shape[0]}")
-    if k.shape[1] != v.shape[1]:
-        raise ValueError(f"k and v must have the same seqlen_k, got k {k.shape[1]} and v {v.shape[1]}")
-    if k.shape[2] != v.shape[2]:
-        raise ValueError(f"k and v must have the same nheads_k, got k {k.shape[2]} and v {v.shape[2]}")
-    if k.shape[3] != head_dim:
-        raise ValueError(f"q and k must have the same head dim, got q {head_dim} and k {k.shape[3]}")
-    for name, d in (("q/k", head_dim), ("v", v.shape[3])):
+    nheads, head_dim = q.shape[-2], q.shape[-1]
+    if k.shape[seq_dim] != v.shape[seq_dim]:
+        raise ValueError(f"k and v must have the same seqlen_k, got k {k.shape[seq_dim]} and v {v.shape[seq_dim]}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same nheads_k, got k {k.shape[-2]} and v {v.shape[-2]}")
+    if k.shape[-1] != head_dim:
+        raise ValueError(f"q and k must have the same head dim, got q {head_dim} and k {k.shape[-1]}")
+    for name, d in (("q/k", head_dim), ("v", v.shape[-1])):
         if not 1 <= d <= MAX_HEAD_DIM:
             raise ValueError(f"{name} head dim must be in [1, {MAX_HEAD_DIM}], got {d}")
-    nheads_k = k.shape[2]
+    nheads_k = k.shape[-2]
     if nheads_k == 0 or nheads % nheads_k != 0:
         raise ValueError(f"nheads of q ({nheads}) must be a multiple of nheads of k/v ({nheads_k}) (GQA/MQA)")
 

@@ -9,6 +9,7 @@ value large enough to never bind (see ``params.kernel_window``), so there is one
 Each function returns ``(lo, full_lo, full_hi, hi)``: the blocks in ``[lo, full_lo)`` and
 ``[full_hi, hi)`` need the element mask, the blocks in ``[full_lo, full_hi)`` do not.
 ``lo``, ``full_lo`` and ``full_hi`` are multiples of the block size; loops step from them.
+The element mask applied inside the masked blocks is ``kernels.mask.visible``.
 
 The same arithmetic exists twice: here for Triton and in ``pyflashattn.cpu`` for the PyTorch
 path (Triton functions cannot be called from Python). ``tests/test_block_info.py`` checks both
@@ -49,11 +50,3 @@ def q_block_range(n_start, seqlen_q, seqlen_k, window_left, window_right,
     full_lo = tl.where(no_full, tl.maximum(hi, lo), full_lo)
     full_hi = tl.where(no_full, tl.maximum(hi, lo), full_hi)
     return lo, full_lo, full_hi, hi
-
-
-@triton.jit
-def visible(offs_m, offs_n, seqlen_q, seqlen_k, window_left, window_right):
-    """Element mask ``[BLOCK_M, BLOCK_N]``: True where query row sees key column."""
-    diag = seqlen_k - seqlen_q
-    rel = offs_n[None, :] - (offs_m[:, None] + diag)
-    return (rel >= -window_left) & (rel <= window_right) & (offs_n[None, :] < seqlen_k)

@@ -14,8 +14,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .block_info import kv_block_range, q_block_range, visible
+from .block_info import kv_block_range, q_block_range
 from .common import LOG2E, dot_precision, interpreting, mma
+from .fwd import seq_bounds
+from .mask import scores_log2, visible
 
 
 @triton.jit(do_not_specialize=["seqlen_q"])
@@ -46,8 +48,9 @@ def _bwd_preprocess_kernel(O, DO, DLSE, DELTA,
 @triton.jit
 def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                 m_begin, m_end, o_m, o_n, o_d, o_dv,
-                seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-                MASKED: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+                seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2,
+                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                 PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     m_d = o_d < HEAD_DIM
@@ -75,14 +78,17 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
             b_lse = tl.load(p_lse + o_rows)
             b_delta = tl.load(p_delta + o_rows)
         b_st = mma(b_k, b_qt, tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32), PRECISION, UPCAST)
-        b_pt = tl.math.exp2(b_st * qk_scale - (b_lse * LOG2E)[None, :])                 # [BN, BM]
+        # the transposed tile is the problem with q and k swapped: swap the lengths too
+        b_st, b_dmod = scores_log2(b_st, o_n, o_rows, seqlen_k, seqlen_q, qk_scale, softcap_scale,
+                                   alibi_slope2, HAS_SOFTCAP, HAS_ALIBI)
+        b_pt = tl.math.exp2(b_st - (b_lse * LOG2E)[None, :])                            # [BN, BM]
         if MASKED:
             m_vis = visible(o_rows, o_n, seqlen_q, seqlen_k, window_left, window_right)
             b_pt = tl.where(tl.trans(m_vis), b_pt, 0.0)
         b_dv = mma(b_pt.to(b_do.dtype), b_do, b_dv, PRECISION, UPCAST)
         b_dpt = mma(b_v, tl.trans(b_do), tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32),
                     PRECISION, UPCAST)
-        b_dst = b_pt * (b_dpt - b_delta[None, :])
+        b_dst = b_pt * (b_dpt - b_delta[None, :]) * b_dmod
         b_dk = mma(b_dst.to(b_qt.dtype), tl.trans(b_qt), b_dk, PRECISION, UPCAST)
         p_qt += BLOCK_M * stride_qs
         p_dob += BLOCK_M * stride_dos
@@ -91,17 +97,19 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
 
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV,
+    Q, K, V, DO, LSE, DELTA, DK, DV, CU_Q, CU_K, SLOPES,
     stride_qb, stride_qs, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
     stride_dob, stride_dos, stride_doh,
     stride_dkb, stride_dks, stride_dkh,
     stride_dvb, stride_dvs, stride_dvh,
+    stride_lb, stride_lh, stride_sb, stride_sh,
     nheads, nheads_k, group_size, seqlen_q, seqlen_k, window_left, window_right,
-    softmax_scale, qk_scale,
+    softmax_scale, qk_scale, softcap_scale, alibi_log2,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     num_n = tl.cdiv(seqlen_k, BLOCK_N)
@@ -110,6 +118,9 @@ def _bwd_dkdv_kernel(
     start_n = pid % num_n
     b = bhk // nheads_k
     hk = bhk % nheads_k
+    q_start, seqlen_q, k_start, seqlen_k = seq_bounds(CU_Q, CU_K, b, seqlen_q, seqlen_k, IS_VARLEN)
+    if start_n * BLOCK_N >= seqlen_k:
+        return
 
     o_n = start_n * BLOCK_N + tl.arange(0, BLOCK_N)
     o_m = tl.arange(0, BLOCK_M)
@@ -118,8 +129,8 @@ def _bwd_dkdv_kernel(
     m_cols = o_n < seqlen_k
     m_k = m_cols[:, None] & (o_d < HEAD_DIM)[None, :]
     m_v = m_cols[:, None] & (o_dv < HEAD_DIM_V)[None, :]
-    p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
-    p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
+    p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + k_start * stride_ks
+    p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + k_start * stride_vs
     b_k = tl.load(p_k + o_n[:, None].to(tl.int64) * stride_ks + o_d[None, :], mask=m_k, other=0.0)
     b_v = tl.load(p_v + o_n[:, None].to(tl.int64) * stride_vs + o_dv[None, :], mask=m_v, other=0.0)
     b_dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -127,31 +138,33 @@ def _bwd_dkdv_kernel(
 
     lo, full_lo, full_hi, hi = q_block_range(start_n * BLOCK_N, seqlen_q, seqlen_k,
                                              window_left, window_right, BLOCK_M, BLOCK_N)
+    alibi_slope2 = 0.0
     for g in range(0, group_size):
         h = hk * group_size + g
-        bh = b * nheads + h
-        p_q = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-        p_do = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
-        p_lse = LSE + bh.to(tl.int64) * seqlen_q
-        p_delta = DELTA + bh.to(tl.int64) * seqlen_q
+        p_q = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + q_start * stride_qs
+        p_do = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh + q_start * stride_dos
+        p_lse = LSE + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start
+        p_delta = DELTA + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start
+        if HAS_ALIBI:
+            alibi_slope2 = tl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
         b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                                  full_lo, full_hi, o_m, o_n, o_d, o_dv,
-                                 seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-                                 False, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D, BLOCK_DV,
-                                 PRECISION, UPCAST)
+                                 seqlen_q, seqlen_k, window_left, window_right,
+                                 qk_scale, softcap_scale, alibi_slope2, False, HAS_SOFTCAP, HAS_ALIBI,
+                                 HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
         b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                                  lo, full_lo, o_m, o_n, o_d, o_dv,
-                                 seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-                                 True, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D, BLOCK_DV,
-                                 PRECISION, UPCAST)
+                                 seqlen_q, seqlen_k, window_left, window_right,
+                                 qk_scale, softcap_scale, alibi_slope2, True, HAS_SOFTCAP, HAS_ALIBI,
+                                 HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
         b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                                  full_hi, hi, o_m, o_n, o_d, o_dv,
-                                 seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-                                 True, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D, BLOCK_DV,
-                                 PRECISION, UPCAST)
+                                 seqlen_q, seqlen_k, window_left, window_right,
+                                 qk_scale, softcap_scale, alibi_slope2, True, HAS_SOFTCAP, HAS_ALIBI,
+                                 HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
 
-    p_dk = DK + b.to(tl.int64) * stride_dkb + hk.to(tl.int64) * stride_dkh
-    p_dv = DV + b.to(tl.int64) * stride_dvb + hk.to(tl.int64) * stride_dvh
+    p_dk = DK + b.to(tl.int64) * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start * stride_dks
+    p_dv = DV + b.to(tl.int64) * stride_dvb + hk.to(tl.int64) * stride_dvh + k_start * stride_dvs
     tl.store(p_dk + o_n[:, None].to(tl.int64) * stride_dks + o_d[None, :],
              (b_dk * softmax_scale).to(DK.dtype.element_ty), mask=m_k)
     tl.store(p_dv + o_n[:, None].to(tl.int64) * stride_dvs + o_dv[None, :],
@@ -161,8 +174,9 @@ def _bwd_dkdv_kernel(
 @triton.jit
 def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
               n_begin, n_end, o_m, o_n, o_d, o_dv,
-              seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-              MASKED: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2,
+              MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+              HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
               PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     m_d = o_d < HEAD_DIM
@@ -185,11 +199,13 @@ def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
             else:
                 b_vt = tl.load(p_vt, mask=m_dv[:, None], other=0.0)
         b_s = mma(b_q, b_kt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
-        b_p = tl.math.exp2(b_s * qk_scale - b_lse2[:, None])                                # [BM, BN]
+        b_s, b_dmod = scores_log2(b_s, o_m, o_cols, seqlen_q, seqlen_k, qk_scale, softcap_scale,
+                                  alibi_slope2, HAS_SOFTCAP, HAS_ALIBI)
+        b_p = tl.math.exp2(b_s - b_lse2[:, None])                                           # [BM, BN]
         if MASKED:
             b_p = tl.where(visible(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right), b_p, 0.0)
         b_dp = mma(b_do, b_vt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
-        b_ds = b_p * (b_dp - b_delta[:, None])
+        b_ds = b_p * (b_dp - b_delta[:, None]) * b_dmod
         b_dq = mma(b_ds.to(b_kt.dtype), tl.trans(b_kt), b_dq, PRECISION, UPCAST)
         p_kt += BLOCK_N * stride_ks
         p_vt += BLOCK_N * stride_vs
@@ -198,16 +214,18 @@ def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
 
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
 def _bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ,
+    Q, K, V, DO, LSE, DELTA, DQ, CU_Q, CU_K, SLOPES,
     stride_qb, stride_qs, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
     stride_dob, stride_dos, stride_doh,
     stride_dqb, stride_dqs, stride_dqh,
+    stride_lb, stride_lh, stride_sb, stride_sh,
     nheads, group_size, seqlen_q, seqlen_k, window_left, window_right,
-    softmax_scale, qk_scale,
+    softmax_scale, qk_scale, softcap_scale, alibi_log2,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     num_m = tl.cdiv(seqlen_q, BLOCK_M)
@@ -217,6 +235,9 @@ def _bwd_dq_kernel(
     b = bh // nheads
     h = bh % nheads
     hk = h // group_size
+    q_start, seqlen_q, k_start, seqlen_k = seq_bounds(CU_Q, CU_K, b, seqlen_q, seqlen_k, IS_VARLEN)
+    if start_m * BLOCK_M >= seqlen_q:
+        return
 
     o_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     o_n = tl.arange(0, BLOCK_N)
@@ -224,83 +245,81 @@ def _bwd_dq_kernel(
     o_dv = tl.arange(0, BLOCK_DV)
     m_rows = o_m < seqlen_q
     m_q = m_rows[:, None] & (o_d < HEAD_DIM)[None, :]
-    p_q = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    p_do = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+    p_q = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + q_start * stride_qs
+    p_do = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh + q_start * stride_dos
     b_q = tl.load(p_q + o_m[:, None].to(tl.int64) * stride_qs + o_d[None, :], mask=m_q, other=0.0)
     b_do = tl.load(p_do + o_m[:, None].to(tl.int64) * stride_dos + o_dv[None, :],
                    mask=m_rows[:, None] & (o_dv < HEAD_DIM_V)[None, :], other=0.0)
-    p_row = bh.to(tl.int64) * seqlen_q + o_m
+    p_row = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start + o_m
     b_lse2 = tl.load(LSE + p_row, mask=m_rows, other=float("inf")) * LOG2E
     b_delta = tl.load(DELTA + p_row, mask=m_rows, other=0.0)
     b_dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    alibi_slope2 = 0.0
+    if HAS_ALIBI:
+        alibi_slope2 = tl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
 
-    p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
-    p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
+    p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + k_start * stride_ks
+    p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + k_start * stride_vs
     lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
                                               window_left, window_right, BLOCK_M, BLOCK_N)
     b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                      full_lo, full_hi, o_m, o_n, o_d, o_dv,
-                     seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-                     False, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                     seqlen_q, seqlen_k, window_left, window_right,
+                     qk_scale, softcap_scale, alibi_slope2, False, HAS_SOFTCAP, HAS_ALIBI,
+                     HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
     b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                      lo, full_lo, o_m, o_n, o_d, o_dv,
-                     seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-                     True, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                     seqlen_q, seqlen_k, window_left, window_right,
+                     qk_scale, softcap_scale, alibi_slope2, True, HAS_SOFTCAP, HAS_ALIBI,
+                     HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
     b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                      full_hi, hi, o_m, o_n, o_d, o_dv,
-                     seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-                     True, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
-    p_dq = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh
+                     seqlen_q, seqlen_k, window_left, window_right,
+                     qk_scale, softcap_scale, alibi_slope2, True, HAS_SOFTCAP, HAS_ALIBI,
+                     HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+    p_dq = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + q_start * stride_dqs
     tl.store(p_dq + o_m[:, None].to(tl.int64) * stride_dqs + o_d[None, :],
              (b_dq * softmax_scale).to(DQ.dtype.element_ty), mask=m_q)
 
 
 def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             out: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None, softmax_scale: float,
-             window_left: int, window_right: int, config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Launch the backward. Shapes as in ``attn_fwd``; ``lse`` (and ``dlse``) ``(b, h, sq)`` fp32."""
-    batch, seqlen_q, nheads, head_dim = q.shape
-    _, seqlen_k, nheads_k, head_dim_v = v.shape
+             out: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None, p,
+             config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Launch the backward for ``p`` (a ``params.KernelParams``); shapes as in ``attn_fwd``."""
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     delta = torch.empty_like(lse)
-    precision = dot_precision(q.dtype)
-    upcast = interpreting()
+    q4, k4, v4, o4, do4, dq4, dk4, dv4 = (p.as_4d(t) for t in (q, k, v, out, dout, dq, dk, dv))
+    nheads, nheads_k, head_dim, head_dim_v = q4.shape[2], k4.shape[2], q4.shape[3], v4.shape[3]
 
-    _bwd_preprocess_kernel[(triton.cdiv(seqlen_q, config.block_m_pre), batch * nheads)](
-        out, dout, dlse if dlse is not None else lse, delta,
-        out.stride(0), out.stride(1), out.stride(2),
-        dout.stride(0), dout.stride(1), dout.stride(2),
-        nheads, seqlen_q,
+    # delta: per query row; packed varlen rows are one long sequence of a batch of one
+    rows = q4.shape[0] * q4.shape[1] if p.is_varlen else q4.shape[1]
+    pre_batch = 1 if p.is_varlen else q4.shape[0]
+    _bwd_preprocess_kernel[(triton.cdiv(rows, config.block_m_pre), pre_batch * nheads)](
+        o4, do4, dlse if dlse is not None else lse, delta,
+        o4.stride(0), o4.stride(1), o4.stride(2),
+        do4.stride(0), do4.stride(1), do4.stride(2),
+        nheads, rows,
         HEAD_DIM_V=head_dim_v, BLOCK_M=config.block_m_pre, BLOCK_DV=config.block_dv,
         HAS_DLSE=dlse is not None,
     )
     common = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d,
-                  BLOCK_DV=config.block_dv, PRECISION=precision, UPCAST=upcast)
-    qk_scale = softmax_scale * LOG2E.value
-    _bwd_dkdv_kernel[(triton.cdiv(seqlen_k, config.block_n_kv) * batch * nheads_k,)](
-        q, k, v, dout, lse, delta, dk, dv,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        dout.stride(0), dout.stride(1), dout.stride(2),
-        dk.stride(0), dk.stride(1), dk.stride(2),
-        dv.stride(0), dv.stride(1), dv.stride(2),
-        nheads, nheads_k, nheads // nheads_k, seqlen_q, seqlen_k, window_left, window_right,
-        softmax_scale, qk_scale,
+                  BLOCK_DV=config.block_dv, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
+                  HAS_ALIBI=p.has_alibi, PRECISION=dot_precision(q.dtype), UPCAST=interpreting())
+    scalars = (p.window_left, p.window_right, p.softmax_scale, p.qk_scale, p.softcap_scale, p.alibi_log2)
+    extra = (*p.lse_strides(lse), *p.slope_strides())
+    _bwd_dkdv_kernel[(triton.cdiv(p.max_seqlen_k, config.block_n_kv) * p.batch * nheads_k,)](
+        q4, k4, v4, do4, lse, delta, dk4, dv4, p.cu_q(q), p.cu_k(q), p.slopes_or(lse),
+        *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(do4), *p.strides(dk4), *p.strides(dv4),
+        *extra, nheads, nheads_k, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, *scalars,
         BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv,
         num_warps=config.num_warps_kv, num_stages=config.num_stages_kv, **common,
     )
-    _bwd_dq_kernel[(triton.cdiv(seqlen_q, config.block_m_q) * batch * nheads,)](
-        q, k, v, dout, lse, delta, dq,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        dout.stride(0), dout.stride(1), dout.stride(2),
-        dq.stride(0), dq.stride(1), dq.stride(2),
-        nheads, nheads // nheads_k, seqlen_q, seqlen_k, window_left, window_right,
-        softmax_scale, qk_scale,
+    _bwd_dq_kernel[(triton.cdiv(p.max_seqlen_q, config.block_m_q) * p.batch * nheads,)](
+        q4, k4, v4, do4, lse, delta, dq4, p.cu_q(q), p.cu_k(q), p.slopes_or(lse),
+        *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(do4), *p.strides(dq4),
+        *extra, nheads, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, *scalars,
         BLOCK_M=config.block_m_q, BLOCK_N=config.block_n_q,
         num_warps=config.num_warps_q, num_stages=config.num_stages_q, **common,
     )

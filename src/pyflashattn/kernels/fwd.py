@@ -7,20 +7,38 @@ base 2 with ``softmax_scale * log2(e)`` folded into one multiply; the accumulato
 once per block and divided by the row sum once at the end. The log-sum-exp (natural log) is
 saved for the backward. A row that sees no key writes 0 and ``lse = +inf`` (flash-attn's
 convention, so that the backward's ``exp(s - lse)`` is 0 there).
+
+Features are compile-time flags, their values runtime arguments: ``IS_VARLEN`` (sequences
+packed along one axis, bounds from ``cu_seqlens``), ``HAS_SOFTCAP``, ``HAS_ALIBI``.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .block_info import kv_block_range, visible
-from .common import LN2, LOG2E, dot_precision, interpreting, mma
+from .block_info import kv_block_range
+from .common import LN2, dot_precision, interpreting, mma
+from .mask import scores_log2, visible
+
+
+@triton.jit
+def seq_bounds(CU_Q, CU_K, b, seqlen_q, seqlen_k, IS_VARLEN: tl.constexpr):
+    """(first row as int64, length) of batch entry ``b`` for queries and keys."""
+    if IS_VARLEN:
+        q_start = tl.load(CU_Q + b)
+        k_start = tl.load(CU_K + b)
+        return (q_start, tl.load(CU_Q + b + 1) - q_start,
+                k_start, tl.load(CU_K + b + 1) - k_start)
+    else:
+        zero = b.to(tl.int64) * 0  # a 64-bit scalar either way, so offsets never wrap
+        return zero, seqlen_q, zero, seqlen_k
 
 
 @triton.jit
 def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
                n_begin, n_end, o_m, o_n, o_d, o_dv,
-               seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-               MASKED: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+               seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2,
+               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+               HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
                PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     m_d = o_d < HEAD_DIM
@@ -38,14 +56,18 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
         else:
             b_kt = tl.load(p_kt, mask=m_d[:, None], other=0.0)
         b_s = mma(b_q, b_kt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
-        if MASKED:
-            m_vis = visible(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right)
-            b_s = tl.where(m_vis, b_s * qk_scale, float("-inf"))
+        if HAS_SOFTCAP or HAS_ALIBI or MASKED:
+            b_s, _ = scores_log2(b_s, o_m, o_cols, seqlen_q, seqlen_k, qk_scale, softcap_scale,
+                                 alibi_slope2, HAS_SOFTCAP, HAS_ALIBI)
+            if MASKED:
+                b_s = tl.where(visible(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right),
+                               b_s, float("-inf"))
             b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
             # a row that has seen nothing yet keeps m = -inf: shift by 0 instead (no NaN)
             b_shift = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
             b_p = tl.math.exp2(b_s - b_shift[:, None])
         else:
+            # plain scores: fold the scale into the exponent's FMA
             b_m_new = tl.maximum(b_m, tl.max(b_s, 1) * qk_scale)
             b_shift = b_m_new
             b_p = tl.math.exp2(b_s * qk_scale - b_shift[:, None])
@@ -66,18 +88,22 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
 
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
 def _attn_fwd_kernel(
-    Q, K, V, O, LSE,
+    Q, K, V, O, LSE, CU_Q, CU_K, SLOPES,
     stride_qb, stride_qs, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
     stride_ob, stride_os, stride_oh,
-    nheads, group_size, seqlen_q, seqlen_k, window_left, window_right, qk_scale,
+    stride_lb, stride_lh, stride_sb, stride_sh,
+    nheads, group_size, seqlen_q, seqlen_k, window_left, window_right,
+    qk_scale, softcap_scale, alibi_log2,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     # 1-D grid, query blocks fastest so that programs in flight share K/V in L2; the
-    # heaviest (last, under causal) query blocks of each head go first.
+    # heaviest (last, under causal) query blocks of each head go first. With varlen,
+    # seqlen_q/seqlen_k are the maxima and programs past their sequence's end exit.
     num_m = tl.cdiv(seqlen_q, BLOCK_M)
     pid = tl.program_id(0)
     bh = pid // num_m
@@ -85,6 +111,9 @@ def _attn_fwd_kernel(
     b = bh // nheads
     h = bh % nheads
     hk = h // group_size
+    q_start, seqlen_q, k_start, seqlen_k = seq_bounds(CU_Q, CU_K, b, seqlen_q, seqlen_k, IS_VARLEN)
+    if start_m * BLOCK_M >= seqlen_q:
+        return
 
     o_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     o_n = tl.arange(0, BLOCK_N)
@@ -92,11 +121,14 @@ def _attn_fwd_kernel(
     o_dv = tl.arange(0, BLOCK_DV)
     m_rows = o_m < seqlen_q
 
-    p_q = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
-    p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
+    p_q = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + q_start * stride_qs
+    p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + k_start * stride_ks
+    p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + k_start * stride_vs
     b_q = tl.load(p_q + o_m[:, None].to(tl.int64) * stride_qs + o_d[None, :],
                   mask=m_rows[:, None] & (o_d < HEAD_DIM)[None, :], other=0.0)  # [BM, BD]
+    alibi_slope2 = 0.0
+    if HAS_ALIBI:
+        alibi_slope2 = tl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
 
     b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     b_l = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -107,51 +139,56 @@ def _attn_fwd_kernel(
     # unmasked middle first: the masked diagonal blocks then rescale an already large sum
     b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
                                  full_lo, full_hi, o_m, o_n, o_d, o_dv,
-                                 seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-                                 False, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N,
-                                 PRECISION, UPCAST)
+                                 seqlen_q, seqlen_k, window_left, window_right,
+                                 qk_scale, softcap_scale, alibi_slope2,
+                                 False, HAS_SOFTCAP, HAS_ALIBI, HEAD_DIM, HEAD_DIM_V,
+                                 BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
     b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
                                  lo, full_lo, o_m, o_n, o_d, o_dv,
-                                 seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-                                 True, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N,
-                                 PRECISION, UPCAST)
+                                 seqlen_q, seqlen_k, window_left, window_right,
+                                 qk_scale, softcap_scale, alibi_slope2,
+                                 True, HAS_SOFTCAP, HAS_ALIBI, HEAD_DIM, HEAD_DIM_V,
+                                 BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
     b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
                                  full_hi, hi, o_m, o_n, o_d, o_dv,
-                                 seqlen_q, seqlen_k, window_left, window_right, qk_scale,
-                                 True, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N,
-                                 PRECISION, UPCAST)
+                                 seqlen_q, seqlen_k, window_left, window_right,
+                                 qk_scale, softcap_scale, alibi_slope2,
+                                 True, HAS_SOFTCAP, HAS_ALIBI, HEAD_DIM, HEAD_DIM_V,
+                                 BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
 
     m_empty = b_l == 0.0
     b_l = tl.where(m_empty, 1.0, b_l)
     b_o = b_acc / b_l[:, None]
     b_lse = tl.where(m_empty, float("inf"), (b_m + tl.math.log2(b_l)) * LN2)
-    p_o = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    p_o = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + q_start * stride_os
     tl.store(p_o + o_m[:, None].to(tl.int64) * stride_os + o_dv[None, :], b_o.to(O.dtype.element_ty),
              mask=m_rows[:, None] & (o_dv < HEAD_DIM_V)[None, :])
-    tl.store(LSE + bh.to(tl.int64) * seqlen_q + o_m, b_lse, mask=m_rows)
+    p_lse = LSE + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start
+    tl.store(p_lse + o_m, b_lse, mask=m_rows)
 
 
-def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: float,
-             window_left: int, window_right: int, config) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the forward. q ``(b, sq, h, d)``, k ``(b, sk, hk, d)``, v ``(b, sk, hk, dv)``,
-    window values already made finite (``params.kernel_window``). Returns out ``(b, sq, h, dv)``
-    and lse ``(b, h, sq)`` float32."""
-    batch, seqlen_q, nheads, head_dim = q.shape
-    _, seqlen_k, nheads_k, head_dim_v = v.shape
-    out = torch.empty((batch, seqlen_q, nheads, head_dim_v), dtype=q.dtype, device=q.device)
-    lse = torch.empty((batch, nheads, seqlen_q), dtype=torch.float32, device=q.device)
-    grid = (triton.cdiv(seqlen_q, config.block_m) * batch * nheads,)
+def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the forward for ``p`` (a ``params.KernelParams``).
+
+    Dense: q ``(b, sq, h, d)``, k ``(b, sk, hk, d)``, v ``(b, sk, hk, dv)``; returns out
+    ``(b, sq, h, dv)`` and lse ``(b, h, sq)`` float32. Varlen: q ``(total_q, h, d)``, k/v
+    ``(total_k, hk, d)``; returns out ``(total_q, h, dv)`` and lse ``(h, total_q)``.
+    """
+    out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
+    lse = p.new_lse(q)
+    q4, k4, v4, o4 = (p.as_4d(t) for t in (q, k, v, out))
+    batch, nheads, nheads_k = p.batch, q4.shape[2], k4.shape[2]
+    grid = (triton.cdiv(p.max_seqlen_q, config.block_m) * batch * nheads,)
     _attn_fwd_kernel[grid](
-        q, k, v, out, lse,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        nheads, nheads // nheads_k, seqlen_q, seqlen_k, window_left, window_right,
-        softmax_scale * LOG2E.value,
-        HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v,
+        q4, k4, v4, o4, lse, p.cu_q(q), p.cu_k(q), p.slopes_or(lse),
+        *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(o4),
+        *p.lse_strides(lse), *p.slope_strides(),
+        nheads, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, p.window_left, p.window_right,
+        p.qk_scale, p.softcap_scale, p.alibi_log2,
+        HEAD_DIM=q4.shape[-1], HEAD_DIM_V=v4.shape[-1],
         BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_D=config.block_d, BLOCK_DV=config.block_dv,
+        IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi,
         PRECISION=dot_precision(q.dtype), UPCAST=interpreting(),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )

@@ -1,0 +1,46 @@
+"""Element masks and score modifiers, shared by the forward and both backward kernels.
+
+Scores are handled in base 2: ``s2 = log2(e) * S`` where ``S`` is the natural-log logit the
+softmax sees. Modifiers (flash-attn's conventions):
+- softcap ``c``: ``S = c * tanh(scale * qk / c)``, derivative ``scale * (1 - tanh^2)``;
+- ALiBi slope ``m``: ``S += -m * |i + seqlen_k - seqlen_q - j|`` (a constant: no gradient).
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def visible(o_m, o_n, seqlen_q, seqlen_k, window_left, window_right):
+    """Element mask ``[BLOCK_M, BLOCK_N]``: True where query row sees key column
+    (the rule in ``block_info``'s docstring)."""
+    diag = seqlen_k - seqlen_q
+    rel = o_n[None, :] - (o_m[:, None] + diag)
+    return (rel >= -window_left) & (rel <= window_right) & (o_n[None, :] < seqlen_k)
+
+
+@triton.jit
+def _tanh(x):
+    # 1 - 2 / (e^{2x} + 1): exact limits at +-inf (no NaN), portable to the interpreter
+    return 1.0 - 2.0 / (tl.math.exp2(x * 2.8853900817779268) + 1.0)
+
+
+@triton.jit
+def scores_log2(b_qk, o_m, o_n, seqlen_q, seqlen_k, qk_scale, softcap_scale, alibi_slope2,
+                HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr):
+    """Raw ``q.k`` tile ``[BLOCK_M, BLOCK_N]`` -> base-2 scores, and ``dS/d(scale*qk)``.
+
+    ``qk_scale`` is ``scale * log2(e)`` without softcap and ``c * log2(e)`` with it;
+    ``softcap_scale`` is ``scale / c``; ``alibi_slope2`` is ``m * log2(e)``. The second result
+    is ``1 - tanh^2`` with softcap and 1.0 without (the backward multiplies dS by it).
+    """
+    if HAS_SOFTCAP:
+        b_th = _tanh(b_qk * softcap_scale)
+        b_s = b_th * qk_scale
+        b_dmod = 1.0 - b_th * b_th
+    else:
+        b_s = b_qk * qk_scale
+        b_dmod = 1.0
+    if HAS_ALIBI:
+        rel = o_n[None, :] - (o_m[:, None] + seqlen_k - seqlen_q)
+        b_s -= alibi_slope2 * tl.abs(rel).to(tl.float32)
+    return b_s, b_dmod

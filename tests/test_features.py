@@ -1,0 +1,115 @@
+"""flash-attn 2's options beyond the core: softcap, ALiBi, variable length (+ padding helpers).
+Each against the float64 reference on every backend, composed with causal/window/GQA."""
+import pytest
+import torch
+
+import pyflashattn as pfa
+from pyflashattn.padding import index_first_axis, pad_input, unpad_input
+from pyflashattn.reference import varlen_attention_ref
+from pyflashattn.testing import compare_with_reference, make_qkv
+
+from conftest import DEVICE
+
+
+def run(**kw):
+    def fn(q, k, v):
+        return pfa.flash_attn_func(q, k, v, return_attn_probs=True, **kw)[:2]
+    return fn
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_softcap(backend, causal):
+    q, k, v = make_qkv(2, 23, 31, 2, 1, 24, 24, device=DEVICE)
+    q.data *= 3  # large scores, so the cap bends them
+    compare_with_reference(run(causal=causal, softcap=2.5), q, k, v, causal=causal, softcap=2.5)
+
+
+@pytest.mark.parametrize("per_batch", [False, True], ids=["slopes_h", "slopes_bh"])
+def test_alibi(backend, per_batch):
+    q, k, v = make_qkv(2, 19, 27, 4, 2, 16, 16, device=DEVICE)
+    slopes = torch.rand(2, 4, device=DEVICE) if per_batch else torch.rand(4, device=DEVICE)
+    compare_with_reference(run(causal=True, alibi_slopes=slopes), q, k, v, causal=True, alibi_slopes=slopes)
+
+
+def test_softcap_alibi_window(backend):
+    q, k, v = make_qkv(1, 29, 29, 2, 2, 16, 16, device=DEVICE)
+    slopes = torch.rand(2, device=DEVICE)
+    compare_with_reference(run(window_size=(6, 2), softcap=3.0, alibi_slopes=slopes), q, k, v,
+                           window_size=(6, 2), softcap=3.0, alibi_slopes=slopes)
+
+
+def packed(lengths_q, lengths_k, h, hk, d, dtype=torch.float32):
+    cu_q = torch.tensor([0] + lengths_q, device=DEVICE).cumsum(0).to(torch.int32)
+    cu_k = torch.tensor([0] + lengths_k, device=DEVICE).cumsum(0).to(torch.int32)
+    q, k, v = make_qkv(1, sum(lengths_q), sum(lengths_k), h, hk, d, d, dtype=dtype, device=DEVICE, requires_grad=False)
+    return (q[0].requires_grad_(), k[0].requires_grad_(), v[0].requires_grad_(), cu_q, cu_k)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_varlen(backend, causal):
+    lq, lk = [5, 0, 17, 33, 1], [9, 4, 17, 20, 0]  # empty sequences on either side
+    q, k, v, cu_q, cu_k = packed(lq, lk, 4, 2, 24)
+    slopes = torch.rand(len(lq), 4, device=DEVICE)
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lq), max(lk), causal=causal,
+                                                 alibi_slopes=slopes, return_attn_probs=True)
+        assert lse.shape == (4, sum(lq))
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal, ref=varlen_attention_ref,
+                           cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, alibi_slopes=slopes)
+
+
+def test_varlen_packed_variants_match():
+    lens = [7, 12, 3]
+    q, k, v, cu, _ = packed(lens, lens, 2, 2, 16)
+    plain = pfa.flash_attn_varlen_func(q, k, v, cu, cu, 12, 12, causal=True)
+    qkv = torch.stack([q, k, v], dim=1)
+    torch.testing.assert_close(pfa.flash_attn_varlen_qkvpacked_func(qkv, cu, 12, causal=True), plain)
+    kv = torch.stack([k, v], dim=1)
+    torch.testing.assert_close(pfa.flash_attn_varlen_kvpacked_func(q, kv, cu, cu, 12, 12, causal=True), plain)
+
+
+def test_unpad_pad_roundtrip_and_matches_padded_attention(backend):
+    batch, seqlen, h, d = 3, 13, 2, 16
+    mask = torch.zeros(batch, seqlen, dtype=torch.int32, device=DEVICE)
+    for b, n in enumerate([13, 5, 9]):
+        mask[b, :n] = 1  # right padding
+    x = torch.randn(batch, seqlen, 3, h, d, device=DEVICE)
+    x_unpad, indices, cu, max_len, used = unpad_input(x, mask)
+    assert cu.tolist() == [0, 13, 18, 27] and max_len == 13 and used.tolist() == [13, 5, 9]
+    back = pad_input(x_unpad, indices, batch, seqlen)
+    torch.testing.assert_close(back * mask[..., None, None, None], x * mask[..., None, None, None])
+    torch.testing.assert_close(index_first_axis(x.reshape(batch * seqlen, -1), indices), x_unpad.reshape(27, -1))
+    out = pad_input(pfa.flash_attn_varlen_qkvpacked_func(x_unpad, cu, max_len, causal=True), indices, batch, seqlen)
+    for b, n in enumerate([13, 5, 9]):  # each row equals attention over its own tokens
+        ref = pfa.flash_attn_func(*x[b:b + 1, :n].unbind(2), causal=True)
+        torch.testing.assert_close(out[b:b + 1, :n], ref, atol=1e-5, rtol=1e-5)
+        assert torch.all(out[b, n:] == 0)
+
+
+BAD_VARLEN = [
+    ("dtype", lambda cu: cu.long(), TypeError, "int32"),
+    ("start", lambda cu: cu + 1, ValueError, "start at 0"),
+    ("decreasing", lambda cu: torch.tensor([0, 9, 5, 12], dtype=torch.int32), ValueError, "non-decreasing"),
+    ("total", lambda cu: torch.tensor([0, 5, 9, 11], dtype=torch.int32), ValueError, "must equal the packed length"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_VARLEN, ids=[c[0] for c in BAD_VARLEN])
+def test_bad_cu_seqlens(case):
+    _, mutate, exc, fragment = case
+    q, k, v, cu, _ = packed([5, 4, 3], [5, 4, 3], 2, 2, 16)
+    with pytest.raises(exc, match=fragment):
+        pfa.flash_attn_varlen_func(q, k, v, mutate(cu.cpu()).to(DEVICE), cu, 5, 5)
+
+
+def test_bad_alibi_and_max_seqlen():
+    q, k, v, cu, _ = packed([5, 4], [5, 4], 2, 2, 16)
+    with pytest.raises(ValueError, match="max_seqlen"):
+        pfa.flash_attn_varlen_func(q, k, v, cu, cu, 3, 5)
+    q4, k4, v4 = make_qkv(2, 5, 5, 2, 2, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="alibi_slopes must have shape"):
+        pfa.flash_attn_func(q4, k4, v4, alibi_slopes=torch.ones(3, device=DEVICE))
+    with pytest.raises(TypeError, match="alibi_slopes must be a float32"):
+        pfa.flash_attn_func(q4, k4, v4, alibi_slopes=torch.ones(2, dtype=torch.float64, device=DEVICE))
