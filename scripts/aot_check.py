@@ -73,21 +73,26 @@ def main():
     p.add_argument("--dtype", default="bf16", choices=TY)
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--config", default="{}")
+    p.add_argument("--varlen", action="store_true")
+    p.add_argument("--softcap", action="store_true")
+    p.add_argument("--alibi", action="store_true")
     a = p.parse_args()
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
     cfg = replace(get_config(a.head_dim, a.head_dim, dt), **json.loads(a.config))
     ptr = TY[a.dtype]
     prec = dot_precision(dt)
     common = dict(HEAD_DIM=a.head_dim, HEAD_DIM_V=a.head_dim, BLOCK_D=cfg.block_d, BLOCK_DV=cfg.block_dv,
-                  PRECISION=prec, UPCAST=False)
-    r = compile_kernel(fwd._attn_fwd_kernel, dict(Q=ptr, K=ptr, V=ptr, O=ptr, LSE="*fp32"), {}, {"qk_scale"},
+                  PRECISION=prec, UPCAST=False, IS_VARLEN=a.varlen, HAS_SOFTCAP=a.softcap, HAS_ALIBI=a.alibi)
+    side = dict(CU_Q="*i32", CU_K="*i32", SLOPES="*fp32")
+    scalars = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale"}
+    r = compile_kernel(fwd._attn_fwd_kernel, dict(Q=ptr, K=ptr, V=ptr, O=ptr, LSE="*fp32", **side), {}, scalars,
                        dict(common, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n), cfg.num_warps, cfg.num_stages)
     print("fwd ", cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, r)
-    ptrs = dict(Q=ptr, K=ptr, V=ptr, DO=ptr, LSE="*fp32", DELTA="*fp32", DK=ptr, DV=ptr, DQ=ptr)
-    r = compile_kernel(bwd._bwd_dkdv_kernel, ptrs, {}, {"softmax_scale", "qk_scale"},
+    ptrs = dict(Q=ptr, K=ptr, V=ptr, DO=ptr, LSE="*fp32", DELTA="*fp32", DK=ptr, DV=ptr, DQ=ptr, **side)
+    r = compile_kernel(bwd._bwd_dkdv_kernel, ptrs, {}, scalars,
                        dict(common, BLOCK_M=cfg.block_m_kv, BLOCK_N=cfg.block_n_kv), cfg.num_warps_kv, cfg.num_stages_kv)
     print("dkdv", cfg.block_m_kv, cfg.block_n_kv, cfg.num_warps_kv, cfg.num_stages_kv, r)
-    r = compile_kernel(bwd._bwd_dq_kernel, ptrs, {}, {"softmax_scale", "qk_scale"},
+    r = compile_kernel(bwd._bwd_dq_kernel, ptrs, {}, scalars,
                        dict(common, BLOCK_M=cfg.block_m_q, BLOCK_N=cfg.block_n_q), cfg.num_warps_q, cfg.num_stages_q)
     print("dq  ", cfg.block_m_q, cfg.block_n_q, cfg.num_warps_q, cfg.num_stages_q, r)
 

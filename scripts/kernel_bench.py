@@ -3,6 +3,7 @@
     python scripts/kernel_bench.py compare            # ours vs SDPA flash / cuDNN, papers' shapes
     python scripts/kernel_bench.py sweep-fwd          # forward configs per (head dim, causal)
     python scripts/kernel_bench.py sweep-bwd          # backward configs
+    python scripts/kernel_bench.py features --seqlens 4096 16384   # softcap, ALiBi, varlen, window
 
 Each row is timed with triton.testing.do_bench (median, after warm-up) on fresh random bf16
 inputs; peers are timed in the same process. Config candidates go through PYFLASHATTN_CONFIG.
@@ -127,9 +128,36 @@ def sweep(args, candidates, mode):
     return rows
 
 
+def features(args):
+    """Each flash-attn option against the plain kernel at the same shape (issue 5's budget)."""
+    rows = []
+    b, h, d = 4, 16, 128
+    for s_len in args.seqlens:
+        q, k, v = make(b, s_len, h, d, dtype=getattr(torch, args.dtype))
+        g = torch.randn_like(q)
+        slopes = torch.rand(h, device="cuda")
+        cu = torch.arange(0, (b + 1) * s_len, s_len, device="cuda", dtype=torch.int32)
+        qp, kp, vp = (t.detach().reshape(b * s_len, h, d).requires_grad_() for t in (q, k, v))
+        variants = {
+            "causal": (lambda: pfa.flash_attn_func(q, k, v, causal=True), (q, k, v), 1),
+            "causal+softcap": (lambda: pfa.flash_attn_func(q, k, v, causal=True, softcap=30.0), (q, k, v), 1),
+            "causal+alibi": (lambda: pfa.flash_attn_func(q, k, v, causal=True, alibi_slopes=slopes), (q, k, v), 1),
+            "causal varlen": (lambda: pfa.flash_attn_varlen_func(qp, kp, vp, cu, cu, s_len, s_len, causal=True),
+                              (qp, kp, vp), 1),
+            "window(1024,0)": (lambda: pfa.flash_attn_func(q, k, v, window_size=(1024, 0)), (q, k, v), 1),
+        }
+        for mode in args.modes:
+            for name, (fn, leaves, _) in variants.items():
+                grad = g if name != "causal varlen" else g.reshape(b * s_len, h, d)
+                ms = bench(fn, mode, grad, leaves)
+                rows.append(dict(s=s_len, mode=mode, variant=name, ms=ms))
+                print(f"n={s_len:5d} {mode:6s} {name:15s} {ms:8.3f} ms", flush=True)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["compare", "sweep-fwd", "sweep-bwd"])
+    p.add_argument("what", choices=["compare", "sweep-fwd", "sweep-bwd", "features"])
     p.add_argument("--seqlens", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--modes", nargs="+", default=["fwd", "fwdbwd"])
@@ -139,6 +167,8 @@ def main():
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}")
     if args.what == "compare":
         rows = compare(args)
+    elif args.what == "features":
+        rows = features(args)
     elif args.what == "sweep-fwd":
         rows = sweep(args, FWD_CANDIDATES, "fwd")
     else:

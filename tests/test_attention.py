@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import pyflashattn as pfa
+from pyflashattn.reference import attention_ref
 from pyflashattn.testing import compare_with_reference, make_qkv
 
 from conftest import DEVICE, HAS_CUDA
@@ -100,7 +101,6 @@ def test_lse_gradient(backend):
     loss = (out * out).sum() + (lse * torch.linspace(0.5, 1.5, lse.shape[-1], device=lse.device)).sum()
     grads = torch.autograd.grad(loss, (q, k, v))
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    from pyflashattn.reference import attention_ref
     ro, rl = attention_ref(q64, k64, v64, causal=True)
     rloss = (ro * ro).sum() + (rl * torch.linspace(0.5, 1.5, rl.shape[-1], device=rl.device, dtype=torch.float64)).sum()
     for g, r in zip(grads, torch.autograd.grad(rloss, (q64, k64, v64))):
@@ -132,3 +132,29 @@ def test_gpu_deterministic():
     for _ in range(3):
         again = torch.autograd.grad(pfa.flash_attn_func(q, k, v, causal=True), (q, k, v), g)
         assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_gpu_offsets_past_int32():
+    """2^31 + elements per tensor: batch offsets (many short sequences) and row offsets (one
+    long sequence under a narrow window, so the work stays small) must not wrap."""
+    torch.cuda.empty_cache()
+    # batch offset: b * stride_b passes 2^31 for the last batches
+    b, s, h, d = 4100, 128, 32, 128                         # 2.15e9 elements per tensor
+    q = torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16)
+    k, v = torch.randn_like(q), torch.randn_like(q)
+    out = pfa.flash_attn_func(q, k, v, causal=True)
+    last = slice(b - 2, b)
+    ref, _ = attention_ref(q[last], k[last], v[last], causal=True)
+    assert (out[last].double() - ref).abs().max() < 2e-2
+    del q, k, v, out
+    torch.cuda.empty_cache()
+    # row offset: one sequence of 2^24 tokens x 128 = 2^31 elements per head-group
+    s, h, d = (1 << 24) + 64, 1, 128
+    q = torch.randn(1, s, h, d, device="cuda", dtype=torch.bfloat16)
+    k, v = torch.randn_like(q), torch.randn_like(q)
+    out = pfa.flash_attn_func(q, k, v, window_size=(32, 0))
+    tail = slice(s - 200, s)
+    ref, _ = attention_ref(q[:, s - 232:], k[:, s - 232:], v[:, s - 232:], window_size=(32, 0))
+    assert (out[:, tail].double() - ref[:, -200:]).abs().max() < 2e-2
