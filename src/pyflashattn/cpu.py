@@ -65,6 +65,58 @@ def _block_steps(lo: int, full_lo: int, full_hi: int, hi: int, block: int):
         yield start, True
 
 
+class _WindowSteps:
+    """Which blocks a tile visits and their masks, for dense (window) attention."""
+
+    def __init__(self, p, seqlen_q: int, seqlen_k: int):
+        self.block_m, self.block_n = BLOCK_M, BLOCK_N
+        self.sq, self.sk, self.left, self.right = seqlen_q, seqlen_k, p.window_left, p.window_right
+
+    def keys(self, m_start: int, rows: torch.Tensor):
+        """Forward / dQ: ``(cols, mask or None)`` for the key blocks query block ``m_start`` sees."""
+        ranges = kv_block_range(m_start, self.sq, self.sk, self.left, self.right, self.block_m, self.block_n)
+        for n_start, masked in _block_steps(*ranges, self.block_n):
+            cols = torch.arange(n_start, min(n_start + self.block_n, self.sk), device=rows.device)
+            yield cols, (visible(rows, cols, self.sq, self.sk, self.left, self.right) if masked else None)
+
+    def queries(self, n_start: int, cols: torch.Tensor):
+        """dK/dV: ``(rows, mask or None)`` for the query blocks that see key block ``n_start``."""
+        ranges = q_block_range(n_start, self.sq, self.sk, self.left, self.right, self.block_m, self.block_n)
+        for m_start, masked in _block_steps(*ranges, self.block_m):
+            rows = torch.arange(m_start, min(m_start + self.block_m, self.sq), device=cols.device)
+            yield rows, (visible(rows, cols, self.sq, self.sk, self.left, self.right) if masked else None)
+
+
+class _SparseSteps:
+    """The same for block-sparse attention: blocks that any (batch, head) lists, with each
+    (batch, head)'s element mask (full: all True, partial: its tile, unlisted: all False)."""
+
+    def __init__(self, p, seqlen_q: int, seqlen_k: int):
+        from .block_mask import block_layout
+        self.kinds, self.tile_of = block_layout(p.sparse)            # [B, H, nq, nk]
+        self.tiles = p.sparse[5].bool()
+        self.block_m, self.block_n = p.sparse_blocks
+        self.sq, self.sk = seqlen_q, seqlen_k
+
+    def _mask(self, qi: int, ki: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        kinds, tiles = self.kinds[:, :, qi, ki], self.tile_of[:, :, qi, ki]
+        block = self.tiles[tiles.clamp(min=0)][..., rows - qi * self.block_m, :][..., cols - ki * self.block_n]
+        full = (kinds == 2)[..., None, None]
+        return full | ((kinds == 1)[..., None, None] & block)
+
+    def keys(self, m_start: int, rows: torch.Tensor):
+        qi = m_start // self.block_m
+        for ki in (self.kinds[:, :, qi] > 0).flatten(0, 1).any(0).nonzero().flatten().tolist():
+            cols = torch.arange(ki * self.block_n, min((ki + 1) * self.block_n, self.sk), device=rows.device)
+            yield cols, self._mask(qi, ki, rows, cols)
+
+    def queries(self, n_start: int, cols: torch.Tensor):
+        ki = n_start // self.block_n
+        for qi in (self.kinds[:, :, :, ki] > 0).flatten(0, 1).any(0).nonzero().flatten().tolist():
+            rows = torch.arange(qi * self.block_m, min((qi + 1) * self.block_m, self.sq), device=cols.device)
+            yield rows, self._mask(qi, ki, rows, cols)
+
+
 def _heads_first(x: torch.Tensor, group: int = 1) -> torch.Tensor:
     """``(b, s, h, d)`` -> float32 ``(b, h * group, s, d)``; ``group`` repeats kv heads for GQA."""
     x = x.transpose(1, 2).float()
@@ -132,24 +184,22 @@ def _fwd_dense(q, k, v, p, slopes):
     """Algorithm 1. Returns out ``(b, sq, h, dv)`` in q's dtype and lse ``(b, h, sq)`` float32."""
     batch, seqlen_q, nheads, _ = q.shape
     seqlen_k, nheads_k, head_dim_v = v.shape[1], v.shape[2], v.shape[3]
-    left, right = p.window_left, p.window_right
     group = nheads // nheads_k
     qh, kh, vh = _heads_first(q), _heads_first(k, group), _heads_first(v, group)
     out = torch.empty((batch, nheads, seqlen_q, head_dim_v), dtype=torch.float32, device=q.device)
     lse = torch.empty((batch, nheads, seqlen_q), dtype=torch.float32, device=q.device)
-    for m_start in range(0, seqlen_q, BLOCK_M):
-        rows = torch.arange(m_start, min(m_start + BLOCK_M, seqlen_q), device=q.device)
+    steps = (_SparseSteps if p.is_sparse else _WindowSteps)(p, seqlen_q, seqlen_k)
+    for m_start in range(0, seqlen_q, steps.block_m):
+        rows = torch.arange(m_start, min(m_start + steps.block_m, seqlen_q), device=q.device)
         q_blk = qh[:, :, rows] * p.softmax_scale                      # [b, h, BM, d]
         row_max = torch.full(q_blk.shape[:-1], -math.inf, device=q.device)
         row_sum = torch.zeros(q_blk.shape[:-1], device=q.device)
         acc = torch.zeros((*q_blk.shape[:-1], head_dim_v), device=q.device)
-        ranges = kv_block_range(m_start, seqlen_q, seqlen_k, left, right, BLOCK_M, BLOCK_N)
-        for n_start, masked in _block_steps(*ranges, BLOCK_N):
-            cols = torch.arange(n_start, min(n_start + BLOCK_N, seqlen_k), device=q.device)
+        for cols, mask in steps.keys(m_start, rows):
             s, _ = _scores(q_blk @ kh[:, :, cols].transpose(-1, -2), rows, cols, seqlen_q, seqlen_k,
                            p.softcap, slopes)                         # [b, h, BM, BN]
-            if masked:
-                s = s.masked_fill(~visible(rows, cols, seqlen_q, seqlen_k, left, right), -math.inf)
+            if mask is not None:
+                s = s.masked_fill(~mask, -math.inf)
             new_max = torch.maximum(row_max, s.amax(-1))
             shift = new_max.masked_fill(new_max == -math.inf, 0.0)    # rows that saw nothing yet
             p_blk = torch.exp(s - shift[..., None])
@@ -168,7 +218,7 @@ def _bwd_dense(dout, q, k, v, out, lse, dlse, p, slopes):
     query blocks that see them; dQ accumulates in an fp32 buffer (on the GPU it has its own pass)."""
     batch, seqlen_q, nheads, _ = q.shape
     seqlen_k, nheads_k = k.shape[1], k.shape[2]
-    left, right, scale = p.window_left, p.window_right, p.softmax_scale
+    scale = p.softmax_scale
     group = nheads // nheads_k
     qh, kh, vh = _heads_first(q), _heads_first(k, group), _heads_first(v, group)
     doh, oh = _heads_first(dout), _heads_first(out)
@@ -178,18 +228,17 @@ def _bwd_dense(dout, q, k, v, out, lse, dlse, p, slopes):
     dq = torch.zeros_like(qh)
     dk = torch.zeros_like(kh)
     dv = torch.zeros(vh.shape, device=q.device)
-    for n_start in range(0, seqlen_k, BLOCK_N):
-        cols = torch.arange(n_start, min(n_start + BLOCK_N, seqlen_k), device=q.device)
+    steps = (_SparseSteps if p.is_sparse else _WindowSteps)(p, seqlen_q, seqlen_k)
+    for n_start in range(0, seqlen_k, steps.block_n):
+        cols = torch.arange(n_start, min(n_start + steps.block_n, seqlen_k), device=q.device)
         k_blk, v_blk = kh[:, :, cols], vh[:, :, cols]
-        ranges = q_block_range(n_start, seqlen_q, seqlen_k, left, right, BLOCK_M, BLOCK_N)
-        for m_start, masked in _block_steps(*ranges, BLOCK_M):
-            rows = torch.arange(m_start, min(m_start + BLOCK_M, seqlen_q), device=q.device)
+        for rows, mask in steps.queries(n_start, cols):
             q_blk, do_blk = qh[:, :, rows], doh[:, :, rows]
             s, dmod = _scores(scale * (q_blk @ k_blk.transpose(-1, -2)), rows, cols, seqlen_q, seqlen_k,
                               p.softcap, slopes)
             p_blk = torch.exp(s - lse[:, :, rows, None])
-            if masked:
-                p_blk = p_blk.masked_fill(~visible(rows, cols, seqlen_q, seqlen_k, left, right), 0.0)
+            if mask is not None:
+                p_blk = p_blk.masked_fill(~mask, 0.0)
             dv[:, :, cols] += p_blk.transpose(-1, -2) @ do_blk
             ds = p_blk * (do_blk @ v_blk.transpose(-1, -2) - delta[:, :, rows, None]) * dmod
             dk[:, :, cols] += ds.transpose(-1, -2) @ q_blk

@@ -143,15 +143,40 @@ def flash_attn_varlen_kvpacked_func(q: Tensor, kv: Tensor, cu_seqlens_q: Tensor,
                                   deterministic, return_attn_probs)
 
 
+def block_sparse_attn_func(q: Tensor, k: Tensor, v: Tensor, block_mask, mask_mod=None,
+                           softmax_scale: Optional[float] = None, softcap: float = 0.0,
+                           alibi_slopes: Optional[Tensor] = None, return_attn_probs: bool = False):
+    """Block-sparse attention in the flash-attn layout: only the blocks ``block_mask`` lists are
+    computed (``pyflashattn.block_mask.create_block_mask``). Partial blocks apply the element
+    mask the block mask was built from; a row with no visible key outputs 0.
+
+    ``mask_mod`` is accepted for FlexAttention-style calls and must be the one the block mask
+    was created with (its values are already stored in the mask's tiles).
+    """
+    from .block_mask import BlockMask
+    validate.check_qkv(q, k, v)
+    validate.check_alibi(alibi_slopes, q.shape[0], q.shape[2], q.device)
+    if not isinstance(block_mask, BlockMask):
+        raise TypeError(f"block_mask must be a pyflashattn BlockMask (create_block_mask), got {type(block_mask).__name__}")
+    validate.check_block_mask(block_mask, q, k)
+    if mask_mod is not None and mask_mod is not block_mask.mask_mod:
+        raise ValueError("mask_mod differs from the one block_mask was created with; build the block mask "
+                         "with create_block_mask(mask_mod, ...) instead")
+    scale, _, _ = _common_options(q, 0.0, softmax_scale, False, (-1, -1), softcap)
+    out, lse = ops.sparse_fwd(q, k, v, *ops.pack_block_mask(block_mask.as_tensors()), scale, float(softcap),
+                              alibi_slopes)
+    return (out, lse, None) if return_attn_probs else out
+
+
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,
                                  dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
-                                 enable_gqa: bool = False) -> Tensor:
+                                 enable_gqa: bool = False, block_mask=None) -> Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` in its ``(batch, heads, seq, dim)``
     layout, computed by the flash kernels on transposed views (no copy).
 
     Differences from torch: ``is_causal`` with ``seq_q != seq_k`` is aligned bottom-right
     (flash-attn's convention; torch aligns top-left), and an ``attn_mask`` is not supported
-    (use ``is_causal`` or a block mask); both raise rather than silently differ.
+    (use ``is_causal`` or ``block_mask=``, a ``BlockMask``); both raise rather than silently differ.
     """
     for name, t in (("query", query), ("key", key), ("value", value)):
         validate.check_tensor(name, t, 4, "(batch, heads, seq, dim)")
@@ -162,6 +187,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
                          "bottom-right); call flash_attn_func(causal=True) for bottom-right alignment")
     if query.shape[1] != key.shape[1] and not enable_gqa:
         raise ValueError(f"query has {query.shape[1]} heads and key {key.shape[1]}: pass enable_gqa=True for GQA")
-    out = flash_attn_func(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
-                          dropout_p=dropout_p, softmax_scale=scale, causal=is_causal)
-    return out.transpose(1, 2)
+    q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    if block_mask is not None:
+        if is_causal or dropout_p:
+            raise ValueError("block_mask replaces is_causal and cannot be combined with dropout_p")
+        return block_sparse_attn_func(q, k, v, block_mask, softmax_scale=scale).transpose(1, 2)
+    return flash_attn_func(q, k, v, dropout_p=dropout_p, softmax_scale=scale, causal=is_causal).transpose(1, 2)

@@ -4,9 +4,12 @@ implementations and autograd, so ``torch.compile(fullgraph=True)`` traces throug
 ``pyflashattn::fwd(q, k, v, scale, window_left, window_right, softcap=0, alibi_slopes=None,
 cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=-1, max_seqlen_k=-1) -> (out, lse)``
 ``pyflashattn::bwd(dout, q, k, v, out, lse, dlse, <the same options>) -> (dq, dk, dv)``
+``pyflashattn::sparse_fwd(q, k, v, block_lists, block_tiles, block_meta, scale, softcap=0,
+alibi_slopes=None)`` and ``pyflashattn::sparse_bwd``: the same under a block mask
+(``pack_block_mask(BlockMask.as_tensors())``).
 
 Dense tensors ``(batch, seq, heads, dim)``, or packed ``(total, heads, dim)`` with
-``cu_seqlens``; any strides with a unit last stride (other inputs are copied once). Windows
+``cu_seqlens``. Any strides with a unit last stride (other inputs are copied once). Windows
 arrive with -1 for unbounded sides. The backend is chosen here: Triton for CUDA tensors, the
 tiled PyTorch path (``cpu.py``) otherwise; ``PYFLASHATTN_BACKEND=triton|torch`` forces one
 (``triton`` on CPU tensors needs ``TRITON_INTERPRET=1``).
@@ -14,6 +17,7 @@ tiled PyTorch path (``cpu.py``) otherwise; ``PYFLASHATTN_BACKEND=triton|torch`` 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -43,7 +47,7 @@ def _unit_last_stride(t: Tensor) -> Tensor:
 
 
 def _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
-            cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> KernelParams:
+            cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_sparse) -> KernelParams:
     if cu_seqlens_q is None:
         batch, max_seqlen_q, max_seqlen_k = q.shape[0], q.shape[1], k.shape[1]
     else:
@@ -51,8 +55,47 @@ def _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slope
     left, right = kernel_window(window_left, window_right, max_seqlen_q, max_seqlen_k)
     return KernelParams(batch, max_seqlen_q, max_seqlen_k, softmax_scale, left, right, softcap,
                         None if alibi_slopes is None else alibi_slopes.float().contiguous(),
-                        cu_seqlens_q, cu_seqlens_k)
+                        cu_seqlens_q, cu_seqlens_k, tuple(block_sparse) if block_sparse else None)
 
+
+def _config(q: Tensor, v: Tensor, p: KernelParams):
+    """The table's config; under a block mask, tiles no larger than the mask's blocks (all
+    powers of two, so each kernel tile lies inside one mask block)."""
+    cfg = get_config(q.shape[-1], v.shape[-1], q.dtype)
+    if not p.is_sparse:
+        return cfg
+    bq, bk = p.sparse_blocks
+    # the sparse forward pipelines two loops (full and partial blocks): one stage less keeps
+    # d=128 inside Hopper's 227 KB of shared memory (scripts/aot_check.py --sparse)
+    return replace(cfg, num_stages=min(cfg.num_stages, 2), block_m=min(cfg.block_m, bq), block_n=min(cfg.block_n, bk),
+                   block_m_kv=min(cfg.block_m_kv, bq), block_n_kv=min(cfg.block_n_kv, bk),
+                   block_m_q=min(cfg.block_m_q, bq), block_n_q=min(cfg.block_n_q, bk))
+
+
+def _run_fwd(q: Tensor, k: Tensor, v: Tensor, p: KernelParams) -> tuple[Tensor, Tensor]:
+    if q.numel() == 0:
+        out = q.new_zeros((*q.shape[:-1], v.shape[-1]))
+        return out, p.new_lse(q).fill_(float("inf"))
+    if backend_for(q) == "torch":
+        return cpu.attn_fwd(q, k, v, p)
+    from .kernels import fwd
+    return fwd.attn_fwd(q, k, v, p, _config(q, v, p))
+
+
+def _run_bwd(dout, q, k, v, out, lse, dlse, p: KernelParams) -> tuple[Tensor, Tensor, Tensor]:
+    if q.numel() == 0 or k.numel() == 0:
+        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    if backend_for(q) == "torch":
+        return cpu.attn_bwd(dout, q, k, v, out, lse, dlse, p)
+    from .kernels import bwd
+    return bwd.attn_bwd(dout, q, k, v, out, lse, dlse, p, _config(q, v, p))
+
+
+def _lse_shape(q: Tensor, varlen: bool) -> tuple[int, ...]:
+    return (q.shape[1], q.shape[0]) if varlen else (q.shape[0], q.shape[2], q.shape[1])
+
+
+# -- dense and varlen ----------------------------------------------------------------------
 
 @torch.library.custom_op("pyflashattn::fwd", mutates_args=())
 def attn_fwd(q: Tensor, k: Tensor, v: Tensor, softmax_scale: float, window_left: int, window_right: int,
@@ -60,27 +103,15 @@ def attn_fwd(q: Tensor, k: Tensor, v: Tensor, softmax_scale: float, window_left:
              cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
              max_seqlen_q: int = -1, max_seqlen_k: int = -1) -> tuple[Tensor, Tensor]:
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
-    p = _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
-                cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    if q.numel() == 0:
-        out, lse = _fwd_fake(q, k, v, softmax_scale, window_left, window_right, softcap, alibi_slopes,
-                             cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-        return out.zero_(), lse.fill_(float("inf"))
-    if backend_for(q) == "torch":
-        return cpu.attn_fwd(q, k, v, p)
-    from .kernels import fwd
-    return fwd.attn_fwd(q, k, v, p, get_config(q.shape[-1], v.shape[-1], q.dtype))
+    return _run_fwd(q, k, v, _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
+                                     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None))
 
 
 @attn_fwd.register_fake
 def _fwd_fake(q, k, v, softmax_scale, window_left, window_right, softcap=0.0, alibi_slopes=None,
               cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=-1, max_seqlen_k=-1):
-    out = q.new_empty((*q.shape[:-1], v.shape[-1]))
-    if cu_seqlens_q is None:
-        lse = q.new_empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
-    else:
-        lse = q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
-    return out, lse
+    return (q.new_empty((*q.shape[:-1], v.shape[-1])),
+            q.new_empty(_lse_shape(q, cu_seqlens_q is not None), dtype=torch.float32))
 
 
 @torch.library.custom_op("pyflashattn::bwd", mutates_args=())
@@ -90,34 +121,86 @@ def attn_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Te
              cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
              max_seqlen_q: int = -1, max_seqlen_k: int = -1) -> tuple[Tensor, Tensor, Tensor]:
     dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
-    lse = lse.contiguous()
     dlse = dlse.contiguous() if dlse is not None else None
     p = _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
-                cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    if q.numel() == 0 or k.numel() == 0:
-        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    if backend_for(q) == "torch":
-        return cpu.attn_bwd(dout, q, k, v, out, lse, dlse, p)
-    from .kernels import bwd
-    return bwd.attn_bwd(dout, q, k, v, out, lse, dlse, p, get_config(q.shape[-1], v.shape[-1], q.dtype))
+                cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None)
+    return _run_bwd(dout, q, k, v, out, lse.contiguous(), dlse, p)
 
 
 @attn_bwd.register_fake
-def _bwd_fake(dout, q, k, v, out, lse, dlse, softmax_scale, window_left, window_right, *options):
+def _bwd_fake(dout, q, k, v, out, lse, dlse, *options):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, *options = inputs
-    out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse)
-    ctx.options = options  # scale, window, softcap, slopes, cu_seqlens, max seqlens
+# -- block-sparse: the BlockMask travels packed as one int32 tensor of its lists, its tiles,
+#    and the lists' shapes (pack_block_mask), which keeps the op's schema to plain tensors ------
+
+def pack_block_mask(tensors: tuple) -> tuple[Tensor, Tensor, list[int]]:
+    """``BlockMask.as_tensors()`` -> (flat int32 lists, int8 tiles, shapes as [ndim, *dims, ...])."""
+    lists = [t for i, t in enumerate(tensors) if i != 5]
+    meta: list[int] = []
+    for t in lists:
+        meta += [t.dim(), *t.shape]
+    return torch.cat([t.reshape(-1).to(torch.int32) for t in lists]), tensors[5], meta
 
 
-def _backward(ctx, dout, dlse):
-    q, k, v, out, lse = ctx.saved_tensors
-    dq, dk, dv = attn_bwd(dout, q, k, v, out, lse, dlse, *ctx.options)
-    return (dq, dk, dv) + (None,) * len(ctx.options)
+def _unpack_block_mask(flat: Tensor, tiles: Tensor, meta: list[int]) -> tuple:
+    lists, pos, at = [], 0, 0
+    while at < len(meta):
+        ndim = meta[at]
+        shape = meta[at + 1:at + 1 + ndim]
+        numel = 1
+        for d in shape:
+            numel *= d
+        lists.append(flat[pos:pos + numel].view(shape))
+        pos, at = pos + numel, at + 1 + ndim
+    return (*lists[:5], tiles, *lists[5:])
 
 
-torch.library.register_autograd("pyflashattn::fwd", _backward, setup_context=_setup_context)
+@torch.library.custom_op("pyflashattn::sparse_fwd", mutates_args=())
+def sparse_fwd(q: Tensor, k: Tensor, v: Tensor, block_lists: Tensor, block_tiles: Tensor, block_meta: list[int],
+               softmax_scale: float, softcap: float = 0.0,
+               alibi_slopes: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    q, k, v = (_unit_last_stride(t) for t in (q, k, v))
+    sparse = _unpack_block_mask(block_lists, block_tiles, block_meta)
+    return _run_fwd(q, k, v, _params(q, k, softmax_scale, -1, -1, softcap, alibi_slopes,
+                                     None, None, -1, -1, sparse))
+
+
+@sparse_fwd.register_fake
+def _sparse_fwd_fake(q, k, v, block_lists, block_tiles, block_meta, softmax_scale, softcap=0.0, alibi_slopes=None):
+    return _fwd_fake(q, k, v, softmax_scale, -1, -1)
+
+
+@torch.library.custom_op("pyflashattn::sparse_bwd", mutates_args=())
+def sparse_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dlse: Optional[Tensor],
+               block_lists: Tensor, block_tiles: Tensor, block_meta: list[int], softmax_scale: float,
+               softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
+    dlse = dlse.contiguous() if dlse is not None else None
+    sparse = _unpack_block_mask(block_lists, block_tiles, block_meta)
+    p = _params(q, k, softmax_scale, -1, -1, softcap, alibi_slopes, None, None, -1, -1, sparse)
+    return _run_bwd(dout, q, k, v, out, lse.contiguous(), dlse, p)
+
+
+@sparse_bwd.register_fake
+def _sparse_bwd_fake(dout, q, k, v, out, lse, dlse, *options):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _autograd(backward_op):
+    def setup_context(ctx, inputs, output):
+        q, k, v, *options = inputs
+        ctx.save_for_backward(q, k, v, *output)
+        ctx.options = options  # scale, window or block lists, softcap, slopes, cu_seqlens, ...
+
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = backward_op(dout, q, k, v, out, lse, dlse, *ctx.options)
+        return (dq, dk, dv) + (None,) * len(ctx.options)
+    return backward, setup_context
+
+
+for _fwd_name, _bwd_op in (("pyflashattn::fwd", attn_bwd), ("pyflashattn::sparse_fwd", sparse_bwd)):
+    _backward, _setup = _autograd(_bwd_op)
+    torch.library.register_autograd(_fwd_name, _backward, setup_context=_setup)

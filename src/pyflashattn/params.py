@@ -55,6 +55,28 @@ class KernelParams:
     alibi_slopes: Optional[torch.Tensor] = None   # (nheads,) or (batch, nheads) fp32
     cu_seqlens_q: Optional[torch.Tensor] = None
     cu_seqlens_k: Optional[torch.Tensor] = None
+    # block-sparse: the BlockMask's lists (forward order, then the transposed ones), see block_mask.py
+    sparse: Optional[tuple] = None
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.sparse is not None
+
+    @property
+    def sparse_blocks(self) -> tuple[int, int]:
+        """(Q_BLOCK, KV_BLOCK) of the block mask (the tiles' shape); (1, 1) when dense."""
+        return tuple(self.sparse[5].shape[1:]) if self.sparse else (1, 1)
+
+    def sparse_args(self, dummy: torch.Tensor, transposed: bool = False) -> tuple:
+        """Kernel arguments: (num, idx, tile ids, full num, full idx, tiles, stride_b, stride_h, row length)."""
+        if self.sparse is None:
+            return (dummy,) * 6 + (0, 0, 1)
+        kv_num, kv_idx, kv_tile, full_num, full_idx, tiles, q_num, q_idx, q_tile, fq_num, fq_idx = self.sparse
+        lists = (q_num, q_idx, q_tile, fq_num, fq_idx) if transposed else (kv_num, kv_idx, kv_tile, full_num, full_idx)
+        num = lists[0]
+        stride_b = 0 if num.shape[0] == 1 else num.stride(0)
+        stride_h = 0 if num.shape[1] == 1 else num.stride(1)
+        return (*lists, tiles, stride_b, stride_h, lists[1].shape[-1])
 
     @property
     def is_varlen(self) -> bool:

@@ -114,3 +114,15 @@ def check_window(window_size) -> None:
 def check_softcap(softcap) -> None:
     if not isinstance(softcap, (int, float)) or not math.isfinite(softcap) or softcap < 0:
         raise ValueError(f"softcap must be a finite float >= 0 (0: off), got {softcap!r}")
+
+
+def check_block_mask(block_mask, q: torch.Tensor, k: torch.Tensor) -> None:
+    """A BlockMask made for these shapes: lengths equal, batch/heads equal or broadcast (1)."""
+    b, h, sq, sk = block_mask.shape
+    if (sq, sk) != (q.shape[1], k.shape[1]):
+        raise ValueError(f"block_mask was built for seqlen_q x seqlen_k = {sq} x {sk}, "
+                         f"but q/k have {q.shape[1]} x {k.shape[1]}")
+    if b not in (1, q.shape[0]) or h not in (1, q.shape[2]):
+        raise ValueError(f"block_mask batch/heads ({b}, {h}) must be 1 or match q's ({q.shape[0]}, {q.shape[2]})")
+    if block_mask.tiles.device != q.device:
+        raise ValueError(f"block_mask is on {block_mask.tiles.device}, q on {q.device}: use block_mask.to(device)")

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .block_info import kv_block_range
 from .common import LN2, dot_precision, interpreting, mma
-from .mask import scores_log2, visible
+from .mask import element_mask, scores_log2
 
 
 @triton.jit
@@ -36,8 +36,9 @@ def seq_bounds(CU_Q, CU_K, b, seqlen_q, seqlen_k, IS_VARLEN: tl.constexpr):
 @triton.jit
 def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
                n_begin, n_end, o_m, o_n, o_d, o_dv,
-               seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2,
+               seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+               HAS_TILES: tl.constexpr, TILE_W: tl.constexpr,
                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
                PRECISION: tl.constexpr, UPCAST: tl.constexpr):
@@ -60,8 +61,8 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
             b_s, _ = scores_log2(b_s, o_m, o_cols, seqlen_q, seqlen_k, qk_scale, softcap_scale,
                                  alibi_slope2, HAS_SOFTCAP, HAS_ALIBI)
             if MASKED:
-                b_s = tl.where(visible(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right),
-                               b_s, float("-inf"))
+                b_s = tl.where(element_mask(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right,
+                                            p_tile, HAS_TILES, TILE_W), b_s, float("-inf"))
             b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
             # a row that has seen nothing yet keeps m = -inf: shift by 0 instead (no NaN)
             b_shift = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
@@ -89,6 +90,7 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
 def _attn_fwd_kernel(
     Q, K, V, O, LSE, CU_Q, CU_K, SLOPES,
+    KV_NUM, KV_IDX, KV_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_KV_BLOCKS,
     stride_qb, stride_qs, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
@@ -99,6 +101,7 @@ def _attn_fwd_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     # 1-D grid, query blocks fastest so that programs in flight share K/V in L2; the
@@ -134,27 +137,45 @@ def _attn_fwd_kernel(
     b_l = tl.zeros([BLOCK_M], dtype=tl.float32)
     b_acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
 
-    lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
-                                              window_left, window_right, BLOCK_M, BLOCK_N)
-    # unmasked middle first: the masked diagonal blocks then rescale an already large sum
-    b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
-                                 full_lo, full_hi, o_m, o_n, o_d, o_dv,
-                                 seqlen_q, seqlen_k, window_left, window_right,
-                                 qk_scale, softcap_scale, alibi_slope2,
-                                 False, HAS_SOFTCAP, HAS_ALIBI, HEAD_DIM, HEAD_DIM_V,
-                                 BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
-    b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
-                                 lo, full_lo, o_m, o_n, o_d, o_dv,
-                                 seqlen_q, seqlen_k, window_left, window_right,
-                                 qk_scale, softcap_scale, alibi_slope2,
-                                 True, HAS_SOFTCAP, HAS_ALIBI, HEAD_DIM, HEAD_DIM_V,
-                                 BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
-    b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
-                                 full_hi, hi, o_m, o_n, o_d, o_dv,
-                                 seqlen_q, seqlen_k, window_left, window_right,
-                                 qk_scale, softcap_scale, alibi_slope2,
-                                 True, HAS_SOFTCAP, HAS_ALIBI, HEAD_DIM, HEAD_DIM_V,
-                                 BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
+    if IS_SPARSE:
+        # block-sparse: visit the listed full blocks unmasked, then the partial ones with their tiles
+        row = b * stride_mb + h * stride_mh + (start_m * BLOCK_M) // SPARSE_Q
+        p_tiles = TILES - ((start_m * BLOCK_M) // SPARSE_Q * SPARSE_Q) * SPARSE_KV
+        for j in range(0, tl.load(FULL_NUM + row)):
+            n0 = tl.load(FULL_IDX + row.to(tl.int64) * NUM_KV_BLOCKS + j) * SPARSE_KV
+            b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
+                                         n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
+                                         seqlen_q, seqlen_k, window_left, window_right,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES,
+                                         False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HEAD_DIM, HEAD_DIM_V,
+                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
+        for j in range(0, tl.load(KV_NUM + row)):
+            n0 = tl.load(KV_IDX + row.to(tl.int64) * NUM_KV_BLOCKS + j) * SPARSE_KV
+            tile = tl.load(KV_TILE + row.to(tl.int64) * NUM_KV_BLOCKS + j).to(tl.int64)
+            b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
+                                         n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
+                                         seqlen_q, seqlen_k, window_left, window_right,
+                                         qk_scale, softcap_scale, alibi_slope2,
+                                         p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0,
+                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HEAD_DIM, HEAD_DIM_V,
+                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
+    else:
+        lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
+                                                  window_left, window_right, BLOCK_M, BLOCK_N)
+        # unmasked middle first: the masked diagonal blocks then rescale an already large sum
+        for stage in tl.static_range(3):
+            if stage == 0:
+                n_begin, n_end = full_lo, full_hi
+            elif stage == 1:
+                n_begin, n_end = lo, full_lo
+            else:
+                n_begin, n_end = full_hi, hi
+            b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
+                                         n_begin, n_end, o_m, o_n, o_d, o_dv,
+                                         seqlen_q, seqlen_k, window_left, window_right,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES,
+                                         stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HEAD_DIM, HEAD_DIM_V,
+                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
 
     m_empty = b_l == 0.0
     b_l = tl.where(m_empty, 1.0, b_l)
@@ -180,7 +201,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
     batch, nheads, nheads_k = p.batch, q4.shape[2], k4.shape[2]
     grid = (triton.cdiv(p.max_seqlen_q, config.block_m) * batch * nheads,)
     _attn_fwd_kernel[grid](
-        q4, k4, v4, o4, lse, p.cu_q(q), p.cu_k(q), p.slopes_or(lse),
+        q4, k4, v4, o4, lse, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse),
         *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(o4),
         *p.lse_strides(lse), *p.slope_strides(),
         nheads, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, p.window_left, p.window_right,
@@ -189,6 +210,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
         BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_D=config.block_d, BLOCK_DV=config.block_dv,
         IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi,
+        IS_SPARSE=p.is_sparse, SPARSE_Q=p.sparse_blocks[0], SPARSE_KV=p.sparse_blocks[1],
         PRECISION=dot_precision(q.dtype), UPCAST=interpreting(),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )

@@ -19,6 +19,18 @@ def visible(o_m, o_n, seqlen_q, seqlen_k, window_left, window_right):
 
 
 @triton.jit
+def element_mask(o_m, o_n, seqlen_q, seqlen_k, window_left, window_right, p_tile,
+                 HAS_TILES: tl.constexpr, TILE_W: tl.constexpr):
+    """The mask of a masked block: the window rule, or for block-sparse attention the block's
+    precomputed tile (``p_tile`` is offset so that element (row, col) sits at
+    ``p_tile + row * TILE_W + col`` in sequence coordinates)."""
+    if HAS_TILES:
+        return tl.load(p_tile + o_m[:, None] * TILE_W + o_n[None, :]) != 0
+    else:
+        return visible(o_m, o_n, seqlen_q, seqlen_k, window_left, window_right)
+
+
+@triton.jit
 def _tanh(x):
     # 1 - 2 / (e^{2x} + 1): exact limits at +-inf (no NaN), portable to the interpreter
     return 1.0 - 2.0 / (tl.math.exp2(x * 2.8853900817779268) + 1.0)

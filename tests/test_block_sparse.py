@@ -1,0 +1,99 @@
+"""Block-sparse attention against the dense masked float64 reference (FlashAttention section 3.3)."""
+import math
+
+import pytest
+import torch
+
+import pyflashattn as pfa
+from pyflashattn.block_mask import (BlockMask, butterfly_mask, causal_mask, create_block_mask, document_mask,
+                                    local_global_mask, sliding_window_mask)
+from pyflashattn.reference import dense_mask
+from pyflashattn.testing import check_close, make_qkv
+
+from conftest import DEVICE
+
+
+def masked_ref(q, k, v, keep, dtype=torch.float64):
+    """Standard attention under a dense ``[B or 1, H or 1, sq, sk]`` mask, in ``dtype``."""
+    group = q.shape[2] // k.shape[2]
+    qh = q.transpose(1, 2).to(dtype)
+    kh = k.transpose(1, 2).to(dtype).repeat_interleave(group, 1)
+    vh = v.transpose(1, 2).to(dtype).repeat_interleave(group, 1)
+    s = (qh @ kh.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    s = s.masked_fill(~keep, -math.inf)
+    return (torch.softmax(s, -1).nan_to_num(0.0) @ vh).transpose(1, 2)
+
+
+def mask_cases(sq, sk):
+    ids = torch.tensor([0] * (sk // 3) + [1] * (sk // 3) + [2] * (sk - 2 * (sk // 3)), device=DEVICE)
+    cases = [("causal", causal_mask(sq, sk)), ("sliding", sliding_window_mask(11, sq, sk)),
+             ("local_global", local_global_mask(7, 3)), ("butterfly", butterfly_mask(block=16))]
+    if sq == sk:
+        cases.append(("document", document_mask(ids)))
+    return cases
+
+
+@pytest.mark.parametrize("sq,sk", [(70, 70), (45, 83)])
+def test_block_sparse_matches_dense_masked_reference(backend, sq, sk):
+    for name, mod in mask_cases(sq, sk):
+        mask = create_block_mask(mod, None, 2, sq, sk, block_size=16, device=DEVICE)
+        keep = mask.to_dense()
+        q, k, v = make_qkv(2, sq, sk, 2, 1, 16, device=DEVICE)
+        out, lse, _ = pfa.block_sparse_attn_func(q, k, v, mask, return_attn_probs=True)
+        q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+        ref = masked_ref(q64, k64, v64, keep)
+        same = masked_ref(q, k, v, keep, dtype=torch.float32)
+        check_close(f"{name} out", out, ref, same)
+        g = torch.randn_like(out)
+        for gname, a, r, p in zip(("dq", "dk", "dv"), torch.autograd.grad(out, (q, k, v), g),
+                                  torch.autograd.grad(ref, (q64, k64, v64), g.double()),
+                                  torch.autograd.grad(same, (q, k, v), g)):
+            check_close(f"{name} {gname}", a, r, p, 3.0)
+
+
+def test_per_head_masks_and_empty_rows(backend):
+    """Heads with different masks; a row with no visible key outputs 0 with zero gradient."""
+    sq = sk = 40
+    def mod(b, h, q, k):
+        return torch.where(h == 0, k <= q, (k <= q) & (q >= 20))  # head 1: rows < 20 see nothing
+    mask = create_block_mask(mod, None, 2, sq, sk, block_size=16, device=DEVICE)
+    q, k, v = make_qkv(1, sq, sk, 2, 2, 16, device=DEVICE)
+    out = pfa.block_sparse_attn_func(q, k, v, mask)
+    assert torch.all(out[:, :20, 1] == 0) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.all(q.grad[:, :20, 1] == 0) and torch.isfinite(k.grad).all()
+    ref = masked_ref(q.detach(), k.detach(), v.detach(), mask.to_dense())
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_block_mask_structure():
+    mask = create_block_mask(causal_mask(300, 300), None, None, 300, 300, block_size=64)
+    assert torch.equal(mask.to_dense()[0, 0], dense_mask(300, 300, -1, 0))
+    # the diagonal blocks are partial, and so is the whole last query block: it runs past
+    # seqlen_q, and the unmasked loops never load out of bounds
+    assert mask.kv_num_blocks.tolist() == [[[1, 1, 1, 1, 5]]]
+    assert mask.full_kv_num_blocks.tolist() == [[[0, 1, 2, 3, 0]]]
+    assert mask.tiles.shape[0] == 3                    # diagonal, clipped rows, clipped diagonal
+    assert 0.55 < mask.density() < 0.65 and "#+" in repr(mask)
+    q_num, q_idx, _, fq_num, _ = mask.transposed()
+    assert q_num.tolist() == [[[2, 2, 2, 2, 1]]] and fq_num.tolist() == [[[3, 2, 1, 0, 0]]]
+    dense = torch.rand(1, 2, 50, 37) > 0.6
+    assert torch.equal(BlockMask.from_dense(dense, block_size=16).to_dense(), dense)
+
+
+def test_sdpa_block_mask_keyword(backend):
+    mask = create_block_mask(causal_mask(33, 33), None, None, 33, 33, block_size=16, device=DEVICE)
+    q, k, v = (t.transpose(1, 2) for t in make_qkv(1, 33, 33, 2, 2, 16, device=DEVICE, requires_grad=False))
+    torch.testing.assert_close(pfa.scaled_dot_product_attention(q, k, v, block_mask=mask),
+                               pfa.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-5, rtol=1e-5)
+
+
+def test_block_mask_errors():
+    mask = create_block_mask(causal_mask(32, 32), None, None, 32, 32, block_size=16)
+    q, k, v = make_qkv(1, 48, 48, 2, 2, 16, requires_grad=False)
+    with pytest.raises(ValueError, match="built for seqlen_q x seqlen_k = 32 x 32"):
+        pfa.block_sparse_attn_func(q, k, v, mask)
+    with pytest.raises(TypeError, match="BlockMask"):
+        pfa.block_sparse_attn_func(q, k, v, torch.ones(48, 48, dtype=torch.bool))
+    with pytest.raises(ValueError, match="block_size"):
+        create_block_mask(causal_mask(32, 32), None, None, 32, 32, block_size=24)
