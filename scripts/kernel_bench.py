@@ -4,6 +4,7 @@
     python scripts/kernel_bench.py sweep-fwd          # forward configs per (head dim, causal)
     python scripts/kernel_bench.py sweep-bwd          # backward configs
     python scripts/kernel_bench.py features --seqlens 4096 16384   # softcap, ALiBi, varlen, window
+    python scripts/kernel_bench.py sparse --seqlens 16384 65536     # block-sparse vs dense vs Flex
 
 Each row is timed with triton.testing.do_bench (median, after warm-up) on fresh random bf16
 inputs; peers are timed in the same process. Config candidates go through PYFLASHATTN_CONFIG.
@@ -15,6 +16,7 @@ import itertools
 import json
 import os
 import sys
+import time
 
 import torch
 import triton
@@ -155,9 +157,52 @@ def features(args):
     return rows
 
 
+def sparse(args):
+    """Block-sparse against dense at ~10 % density, and FlexAttention on the same mask (issue 6)."""
+    from pyflashattn.block_mask import create_block_mask, local_global_mask, sliding_window_mask
+    rows = []
+    h, d = 16, 128
+    for s_len in args.seqlens:
+        q, k, v = make(1, s_len, h, d, dtype=getattr(torch, args.dtype))
+        g = torch.randn_like(q)
+        window = s_len // 20          # causal band of ~ s/20 -> ~10 % of the causal... of the full matrix
+        masks = {"sliding(~10%)": sliding_window_mask(2 * window, s_len, s_len),
+                 "local+global(~10%)": local_global_mask(window, 128)}
+        for name, mod in masks.items():
+            t0 = time.perf_counter()
+            bm = create_block_mask(mod, None, None, s_len, s_len, device="cuda")
+            build_s = time.perf_counter() - t0
+            variants = {"dense": lambda: pfa.flash_attn_func(q, k, v),
+                        "sparse": lambda: pfa.block_sparse_attn_func(q, k, v, bm)}
+            try:
+                from torch.nn.attention.flex_attention import create_block_mask as flex_mask, flex_attention
+                fm = flex_mask(lambda b, hh, qi, ki: mod(b, hh, qi, ki), None, None, s_len, s_len, device="cuda")
+                flex = torch.compile(flex_attention)
+                qt, kt, vt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
+                variants["flex"] = (lambda: flex(qt, kt, vt, block_mask=fm), (qt, kt, vt))
+            except Exception as e:  # noqa: BLE001
+                print(f"# flex unavailable: {type(e).__name__}: {str(e)[:100]}")
+            for mode in args.modes:
+                for vname, fn in variants.items():
+                    leaves = (q, k, v)
+                    grad = g
+                    if isinstance(fn, tuple):
+                        fn, leaves = fn
+                        grad = g.transpose(1, 2).contiguous()
+                    try:
+                        ms = bench(fn, mode, grad, leaves)
+                    except Exception as e:  # noqa: BLE001
+                        ms = float("nan")
+                        print(f"# {vname} failed: {type(e).__name__}: {str(e)[:100]}")
+                    rows.append(dict(s=s_len, mask=name, density=bm.density(), mode=mode, variant=vname, ms=ms))
+                    print(f"n={s_len:6d} {name:20s} density={bm.density():.3f} {mode:6s} {vname:7s} {ms:9.3f} ms"
+                          f"  (mask build {build_s:.2f} s)", flush=True)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["compare", "sweep-fwd", "sweep-bwd", "features"])
+    p.add_argument("what", choices=["compare", "sweep-fwd", "sweep-bwd", "features", "sparse"])
     p.add_argument("--seqlens", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--modes", nargs="+", default=["fwd", "fwdbwd"])
@@ -167,6 +212,8 @@ def main():
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}")
     if args.what == "compare":
         rows = compare(args)
+    elif args.what == "sparse":
+        rows = sparse(args)
     elif args.what == "features":
         rows = features(args)
     elif args.what == "sweep-fwd":

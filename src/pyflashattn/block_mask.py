@@ -174,6 +174,24 @@ def _compress(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return num.contiguous(), order.to(torch.int32).contiguous()
 
 
+def _dedupe(tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """bool ``[n, qb, kb]`` -> (unique tiles as int8, index of each input among them). Rows are
+    compared as packed bits (64 elements per int64 word), which keeps the sort small."""
+    n, qb, kb = tiles.shape
+    weights = (1 << torch.arange(8, device=tiles.device)).to(torch.int16)
+    packed = (tiles.reshape(n, -1, 8).to(torch.int16) * weights).sum(-1).to(torch.uint8)
+    words = packed.view(n, -1, 8).contiguous().view(torch.int64).view(n, -1)
+    _, first, inverse = _unique_rows(words)
+    return tiles[first].to(torch.int8).contiguous(), inverse
+
+
+def _unique_rows(x: torch.Tensor):
+    uniq, inverse = torch.unique(x, dim=0, return_inverse=True)
+    first = torch.full((uniq.shape[0],), x.shape[0], dtype=torch.long, device=x.device)
+    first.scatter_reduce_(0, inverse, torch.arange(x.shape[0], device=x.device), reduce="amin")
+    return uniq, first, inverse
+
+
 def create_block_mask(mask_mod: MaskMod, B: Optional[int], H: Optional[int], Q_LEN: int, KV_LEN: int,
                       block_size: int | tuple[int, int] = DEFAULT_BLOCK, device="cpu") -> BlockMask:
     """Evaluate ``mask_mod(b, h, q_idx, kv_idx) -> bool`` (vectorized over broadcast index tensors)
@@ -185,36 +203,37 @@ def create_block_mask(mask_mod: MaskMod, B: Optional[int], H: Optional[int], Q_L
     B, H = B or 1, H or 1
     nq, nk = _cdiv(Q_LEN, qb), _cdiv(KV_LEN, kb)
     kinds = torch.zeros(B, H, nq, nk, dtype=torch.int8, device=device)
-    tile_list, tile_keys = [], []
+    tile_chunks, where_chunks = [], []        # partial blocks' element masks and their (b, h, qi, ki)
     cols = torch.arange(nk * kb, device=device)
+    block_ids = torch.arange(nk, device=device)
     for b in range(B):
         for h in range(H):
             bt, ht = torch.tensor(b, device=device), torch.tensor(h, device=device)
             for qi in range(nq):
                 rows = torch.arange(qi * qb, (qi + 1) * qb, device=device)
                 keep = torch.zeros(qb, nk * kb, dtype=torch.bool, device=device)
-                r_ok, c_ok = rows < Q_LEN, cols < KV_LEN
                 keep[:, :KV_LEN] = mask_mod(bt, ht, rows.clamp(max=Q_LEN - 1)[:, None], cols[None, :KV_LEN]).expand(qb, KV_LEN)
-                keep &= r_ok[:, None] & c_ok[None, :]
+                keep &= (rows < Q_LEN)[:, None]
                 blocks = keep.view(qb, nk, kb).transpose(0, 1)              # [nk, qb, kb]
                 any_ = blocks.flatten(1).any(1)
                 # full: every element visible and the block wholly inside both sequences (the
                 # kernels' unmasked loops load without bounds checks)
-                full = blocks.flatten(1).all(1) & (torch.arange(nk, device=device) * kb + kb <= KV_LEN) & (qi * qb + qb <= Q_LEN)
-                kinds[b, h, qi] = torch.where(full, 2, torch.where(any_, 1, 0)).to(torch.int8)
-                for ki in (any_ & ~full).nonzero().flatten().tolist():
-                    tile_list.append(blocks[ki].to(torch.int8))
-                    tile_keys.append((b, h, qi, ki))
+                full = blocks.flatten(1).all(1) & (block_ids * kb + kb <= KV_LEN) & (qi * qb + qb <= Q_LEN)
+                partial = any_ & ~full
+                kinds[b, h, qi] = (2 * full + partial).to(torch.int8)
+                if partial.any():
+                    tile_chunks.append(blocks[partial])
+                    ki = partial.nonzero().flatten()
+                    where_chunks.append(torch.stack([torch.full_like(ki, b), torch.full_like(ki, h),
+                                                     torch.full_like(ki, qi), ki], dim=1))
     partial_num, partial_idx = _compress(kinds == 1)
     full_num, full_idx = _compress(kinds == 2)
     tile_ids = torch.zeros(B, H, nq, nk, dtype=torch.int32, device=device)
-    if tile_list:
-        stacked = torch.stack(tile_list)
-        tiles, inverse = torch.unique(stacked.flatten(1), dim=0, return_inverse=True)
-        tiles = tiles.view(-1, qb, kb)
+    if tile_chunks:
+        tiles, inverse = _dedupe(torch.cat(tile_chunks))
+        where = torch.cat(where_chunks)
         tile_at = torch.zeros(B, H, nq, nk, dtype=torch.int32, device=device)
-        for (b, h, qi, ki), t in zip(tile_keys, inverse.tolist()):
-            tile_at[b, h, qi, ki] = t
+        tile_at[where[:, 0], where[:, 1], where[:, 2], where[:, 3]] = inverse.to(torch.int32)
         tile_ids = torch.gather(tile_at, -1, partial_idx.long()).to(torch.int32)
     else:
         tiles = torch.zeros(1, qb, kb, dtype=torch.int8, device=device)
