@@ -77,6 +77,7 @@ def main():
     p.add_argument("--softcap", action="store_true")
     p.add_argument("--alibi", action="store_true")
     p.add_argument("--sparse", action="store_true", help="block-sparse with 128 x 128 mask blocks")
+    p.add_argument("--dropout", action="store_true")
     a = p.parse_args()
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
     cfg = replace(get_config(a.head_dim, a.head_dim, dt), **json.loads(a.config))
@@ -84,11 +85,12 @@ def main():
     prec = dot_precision(dt)
     common = dict(HEAD_DIM=a.head_dim, HEAD_DIM_V=a.head_dim, BLOCK_D=cfg.block_d, BLOCK_DV=cfg.block_dv,
                   PRECISION=prec, UPCAST=False, IS_VARLEN=a.varlen, HAS_SOFTCAP=a.softcap, HAS_ALIBI=a.alibi,
-                  IS_SPARSE=a.sparse, SPARSE_Q=128 if a.sparse else 1, SPARSE_KV=128 if a.sparse else 1)
-    side = dict(CU_Q="*i32", CU_K="*i32", SLOPES="*fp32", TILES="*i8",
+                  IS_SPARSE=a.sparse, SPARSE_Q=128 if a.sparse else 1, SPARSE_KV=128 if a.sparse else 1,
+                  HAS_DROPOUT=a.dropout)
+    side = dict(CU_Q="*i32", CU_K="*i32", SLOPES="*fp32", TILES="*i8", SEED="*i64", drop_threshold="i64",
                 **{n: "*i32" for n in ("KV_NUM", "KV_IDX", "KV_TILE", "FULL_NUM", "FULL_IDX",
                                        "BLK_NUM", "BLK_IDX", "BLK_TILE")})
-    scalars = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale"}
+    scalars = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale", "drop_scale"}
     r = compile_kernel(fwd._attn_fwd_kernel, dict(Q=ptr, K=ptr, V=ptr, O=ptr, LSE="*fp32", **side), {}, scalars,
                        dict(common, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n), cfg.num_warps, cfg.num_stages)
     print("fwd ", cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, r)

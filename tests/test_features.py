@@ -113,3 +113,88 @@ def test_bad_alibi_and_max_seqlen():
         pfa.flash_attn_func(q4, k4, v4, alibi_slopes=torch.ones(3, device=DEVICE))
     with pytest.raises(TypeError, match="alibi_slopes must be a float32"):
         pfa.flash_attn_func(q4, k4, v4, alibi_slopes=torch.ones(2, dtype=torch.float64, device=DEVICE))
+
+
+def dense_dropout_ref(q, k, v, keep, p, causal):
+    """float64 attention with a given keep mask ``[b, h, sq, sk]`` (scaled by 1 / (1 - p))."""
+    import math
+    from pyflashattn.reference import dense_mask
+    group = q.shape[2] // k.shape[2]
+    s = (q.transpose(1, 2) @ k.transpose(1, 2).repeat_interleave(group, 1).transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if causal:
+        s = s.masked_fill(~dense_mask(q.shape[1], k.shape[1], -1, 0, device=q.device), -math.inf)
+    probs = torch.softmax(s, -1) * keep / (1 - p)
+    return (probs @ v.transpose(1, 2).repeat_interleave(group, 1)).transpose(1, 2)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_dropout_matches_reference_with_its_mask(backend, causal):
+    q, k, v = make_qkv(2, 29, 41, 4, 2, 16, device=DEVICE)
+    out, lse, probs = pfa.flash_attn_func(q, k, v, dropout_p=0.25, causal=causal, return_attn_probs=True)
+    keep = probs > 0
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref = dense_dropout_ref(q64, k64, v64, keep, 0.25, causal)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=2e-5)
+    g = torch.randn_like(out)
+    for a, r in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q64, k64, v64), g.double())):
+        torch.testing.assert_close(a.double(), r, atol=5e-5, rtol=5e-5)
+
+
+def test_dropout_statistics_and_reproducibility(backend):
+    q, k, v = make_qkv(1, 64, 64, 2, 2, 16, device=DEVICE, requires_grad=False)
+    torch.manual_seed(7)
+    out, _, probs = pfa.flash_attn_func(q, k, v, dropout_p=0.4, return_attn_probs=True)
+    kept = (probs > 0).float().mean().item()
+    n = probs.numel()
+    assert abs(kept - 0.6) < 4 * (0.6 * 0.4 / n) ** 0.5, kept         # Bernoulli(0.6), 4 sigma
+    torch.manual_seed(7)
+    assert torch.equal(pfa.flash_attn_func(q, k, v, dropout_p=0.4), out)   # same seed, same output
+    assert not torch.equal(pfa.flash_attn_func(q, k, v, dropout_p=0.4), out)
+    # E[out] is the output without dropout: one draw deviates by ~0.8 x |out| here, the mean of
+    # 64 by ~0.1; without the 1 / (1 - p) rescale the mean would be off by 0.4
+    if backend == "triton" and DEVICE == "cpu":
+        return  # 64 interpreted runs take a minute; the masks equal the CPU path's (next test)
+    mean = sum(pfa.flash_attn_func(q, k, v, dropout_p=0.4) for _ in range(64)) / 64
+    exact = pfa.flash_attn_func(q, k, v)
+    assert (mean - exact).abs().mean() < 0.2 * exact.abs().mean()
+
+
+def test_dropout_same_mask_on_every_backend(monkeypatch):
+    """The CPU path and the Triton kernels draw the same Philox numbers."""
+    pytest.importorskip("triton")
+    q, k, v = make_qkv(1, 33, 33, 2, 2, 16, device=DEVICE, requires_grad=False)
+    outs = []
+    for name in ("torch", "triton"):
+        monkeypatch.setenv("PYFLASHATTN_BACKEND", name)
+        torch.manual_seed(3)
+        outs.append(pfa.flash_attn_func(q, k, v, dropout_p=0.5, causal=True))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_philox_matches_triton():
+    """pyflashattn.dropout.philox is bit-identical to Triton's generator."""
+    triton = pytest.importorskip("triton")
+    import triton.language as tl
+    from pyflashattn.dropout import philox
+    from pyflashattn.kernels.mask import dropout_keep  # noqa: F401  (the kernels' user of it)
+
+    out = torch.zeros(16, 32, dtype=torch.int64, device=DEVICE)
+    _philox_probe[(1,)](out, 123456789012345, 7, BM=16, BN=32)
+    ref = philox(123456789012345, torch.arange(1000, 1032, device=DEVICE)[None, :],
+                 torch.arange(5, 21, device=DEVICE)[:, None], torch.tensor(7, device=DEVICE), torch.tensor(0, device=DEVICE))
+    assert torch.equal(out & 0xFFFFFFFF, ref)
+
+
+try:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _philox_probe(OUT, seed, bh, BM: tl.constexpr, BN: tl.constexpr):
+        rows = tl.arange(0, BM)[:, None] + 5
+        cols = tl.arange(0, BN)[None, :] + 1000
+        zero = rows * 0 + cols * 0
+        r, _, _, _ = tl.random.philox(seed, cols + zero, rows + zero, zero + bh, zero)
+        tl.store(OUT + tl.arange(0, BM)[:, None] * BN + tl.arange(0, BN)[None, :], r.to(tl.int64))
+except ImportError:  # pragma: no cover
+    pass

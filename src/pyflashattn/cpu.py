@@ -123,7 +123,7 @@ def _heads_first(x: torch.Tensor, group: int = 1) -> torch.Tensor:
     return x.repeat_interleave(group, dim=1) if group > 1 else x
 
 
-def _scores(s: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, seqlen_q: int, seqlen_k: int,
+def scores(s: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, seqlen_q: int, seqlen_k: int,
             softcap: float, slopes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | float]:
     """Scaled scores ``scale * q.k`` ``[b, h, BM, BN]`` -> the logits the softmax sees, and
     their derivative factor (``kernels/mask.py``'s ``scores_log2``, in natural log)."""
@@ -162,7 +162,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p) -> tuple[torc
     out = q.new_zeros((*q.shape[:-1], v.shape[-1]))
     lse = torch.full((q.shape[1], q.shape[0]), torch.inf, dtype=torch.float32, device=q.device)
     for i, rq, rk in _per_sequence(p):
-        o_i, l_i = _fwd_dense(q[None, rq], k[None, rk], v[None, rk], p, _slopes(p, 1, q.shape[1], i))
+        o_i, l_i = _fwd_dense(q[None, rq], k[None, rk], v[None, rk], p, _slopes(p, 1, q.shape[1], i), i)
         out[rq], lse[:, rq] = o_i[0], l_i[0]
     return out, lse
 
@@ -175,14 +175,28 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     for i, rq, rk in _per_sequence(p):
         g = _bwd_dense(dout[None, rq], q[None, rq], k[None, rk], v[None, rk], out[None, rq], lse[None, :, rq],
-                       None if dlse is None else dlse[None, :, rq], p, _slopes(p, 1, q.shape[1], i))
+                       None if dlse is None else dlse[None, :, rq], p, _slopes(p, 1, q.shape[1], i), i)
         dq[rq], dk[rk], dv[rk] = g[0][0], g[1][0], g[2][0]
     return dq, dk, dv
 
 
-def _fwd_dense(q, k, v, p, slopes):
+def _dropper(p, batch: int, nheads: int, first_batch: int, device):
+    """``drop(x, rows, cols)``: x ``[b, h, BM, BN]`` with dropout applied (kept / (1 - p)), the
+    kernels' Philox numbers (``dropout.py``); the identity without dropout."""
+    if not p.has_dropout:
+        return lambda x, rows, cols: x
+    from .dropout import keep_mask
+    seed = int(p.seed.item())
+    bh = ((torch.arange(batch, device=device) + first_batch)[:, None] * nheads
+          + torch.arange(nheads, device=device)[None, :])
+    return lambda x, rows, cols: torch.where(keep_mask(seed, p.dropout_p, bh, rows, cols),
+                                             x / (1.0 - p.dropout_p), 0.0)
+
+
+def _fwd_dense(q, k, v, p, slopes, first_batch: int = 0):
     """Algorithm 1. Returns out ``(b, sq, h, dv)`` in q's dtype and lse ``(b, h, sq)`` float32."""
     batch, seqlen_q, nheads, _ = q.shape
+    drop = _dropper(p, batch, nheads, first_batch, q.device)
     seqlen_k, nheads_k, head_dim_v = v.shape[1], v.shape[2], v.shape[3]
     group = nheads // nheads_k
     qh, kh, vh = _heads_first(q), _heads_first(k, group), _heads_first(v, group)
@@ -196,7 +210,7 @@ def _fwd_dense(q, k, v, p, slopes):
         row_sum = torch.zeros(q_blk.shape[:-1], device=q.device)
         acc = torch.zeros((*q_blk.shape[:-1], head_dim_v), device=q.device)
         for cols, mask in steps.keys(m_start, rows):
-            s, _ = _scores(q_blk @ kh[:, :, cols].transpose(-1, -2), rows, cols, seqlen_q, seqlen_k,
+            s, _ = scores(q_blk @ kh[:, :, cols].transpose(-1, -2), rows, cols, seqlen_q, seqlen_k,
                            p.softcap, slopes)                         # [b, h, BM, BN]
             if mask is not None:
                 s = s.masked_fill(~mask, -math.inf)
@@ -205,7 +219,7 @@ def _fwd_dense(q, k, v, p, slopes):
             p_blk = torch.exp(s - shift[..., None])
             alpha = torch.exp(row_max - shift)
             row_sum = row_sum * alpha + p_blk.sum(-1)
-            acc = acc * alpha[..., None] + p_blk @ vh[:, :, cols]
+            acc = acc * alpha[..., None] + drop(p_blk, rows, cols) @ vh[:, :, cols]
             row_max = new_max
         empty = row_sum == 0
         out[:, :, rows] = acc / row_sum.masked_fill(empty, 1.0)[..., None]
@@ -213,10 +227,11 @@ def _fwd_dense(q, k, v, p, slopes):
     return out.transpose(1, 2).to(q.dtype).contiguous(), lse
 
 
-def _bwd_dense(dout, q, k, v, out, lse, dlse, p, slopes):
+def _bwd_dense(dout, q, k, v, out, lse, dlse, p, slopes, first_batch: int = 0):
     """Algorithm 2, organised like the dK/dV kernel: outer loop over key blocks, inner over the
     query blocks that see them; dQ accumulates in an fp32 buffer (on the GPU it has its own pass)."""
     batch, seqlen_q, nheads, _ = q.shape
+    drop = _dropper(p, batch, nheads, first_batch, q.device)
     seqlen_k, nheads_k = k.shape[1], k.shape[2]
     scale = p.softmax_scale
     group = nheads // nheads_k
@@ -234,13 +249,14 @@ def _bwd_dense(dout, q, k, v, out, lse, dlse, p, slopes):
         k_blk, v_blk = kh[:, :, cols], vh[:, :, cols]
         for rows, mask in steps.queries(n_start, cols):
             q_blk, do_blk = qh[:, :, rows], doh[:, :, rows]
-            s, dmod = _scores(scale * (q_blk @ k_blk.transpose(-1, -2)), rows, cols, seqlen_q, seqlen_k,
+            s, dmod = scores(scale * (q_blk @ k_blk.transpose(-1, -2)), rows, cols, seqlen_q, seqlen_k,
                               p.softcap, slopes)
             p_blk = torch.exp(s - lse[:, :, rows, None])
             if mask is not None:
                 p_blk = p_blk.masked_fill(~mask, 0.0)
-            dv[:, :, cols] += p_blk.transpose(-1, -2) @ do_blk
-            ds = p_blk * (do_blk @ v_blk.transpose(-1, -2) - delta[:, :, rows, None]) * dmod
+            dv[:, :, cols] += drop(p_blk, rows, cols).transpose(-1, -2) @ do_blk
+            dp = drop(do_blk @ v_blk.transpose(-1, -2), rows, cols)
+            ds = p_blk * (dp - delta[:, :, rows, None]) * dmod
             dk[:, :, cols] += ds.transpose(-1, -2) @ q_blk
             dq[:, :, rows] += ds @ k_blk
     dq, dk = dq * scale, dk * scale

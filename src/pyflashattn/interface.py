@@ -11,8 +11,9 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from . import ops, validate
-from .params import fold_causal
+from . import cpu, ops, validate
+from .dropout import keep_mask, new_seed
+from .params import fold_causal, kernel_window
 
 
 def _not_yet(option: str) -> NotImplementedError:
@@ -36,7 +37,9 @@ def flash_attn_func(
         q: ``(batch, seqlen_q, nheads, headdim)``, fp16/bf16/fp32.
         k: ``(batch, seqlen_k, nheads_k, headdim)``; ``nheads % nheads_k == 0`` (GQA/MQA).
         v: ``(batch, seqlen_k, nheads_k, headdim_v)``.
-        dropout_p: must be 0.0 for now.
+        dropout_p: dropout on the attention probabilities (training); the mask comes from an
+            in-kernel counter-based RNG seeded from torch's generator (``torch.manual_seed``
+            reproduces it) and is regenerated in the backward, never stored.
         softmax_scale: defaults to ``1 / sqrt(headdim)``.
         causal: mask aligned to the bottom-right corner of the score matrix when
             ``seqlen_q != seqlen_k``; a query row that sees no key outputs 0.
@@ -47,7 +50,8 @@ def flash_attn_func(
             ``-slope * |i + seqlen_k - seqlen_q - j|`` to the scaled scores.
         deterministic: accepted; the backward is always deterministic (no atomics).
         return_attn_probs: also return ``softmax_lse`` ``(batch, nheads, seqlen_q)`` float32
-            (natural log) and ``None`` in place of the probabilities.
+            (natural log) and, with dropout, the dropped and rescaled probabilities
+            ``(batch, nheads, seqlen_q, seqlen_k)`` (materialized: for tests at small sizes), else None.
 
     Returns:
         out ``(batch, seqlen_q, nheads, headdim_v)``, or ``(out, softmax_lse, None)``.
@@ -55,8 +59,34 @@ def flash_attn_func(
     validate.check_qkv(q, k, v)
     validate.check_alibi(alibi_slopes, q.shape[0], q.shape[2], q.device)
     scale, window_left, window_right = _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap)
-    out, lse = ops.attn_fwd(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes)
-    return (out, lse, None) if return_attn_probs else out
+    seed = new_seed(q.device) if dropout_p > 0.0 else None
+    out, lse = ops.attn_fwd(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
+                            dropout_p=float(dropout_p), seed=seed)
+    if not return_attn_probs:
+        return out
+    probs = None
+    if dropout_p > 0.0:
+        probs = dropped_probs(q, k, lse, scale, window_left, window_right, float(softcap), alibi_slopes,
+                              float(dropout_p), seed)
+    return out, lse, probs
+
+
+def dropped_probs(q, k, lse, scale, window_left, window_right, softcap, alibi_slopes, dropout_p, seed):
+    """The probabilities the forward multiplied V by: ``P * keep / (1 - p)``, ``(b, h, sq, sk)``
+    float32, rebuilt from the saved log-sum-exp and the same Philox numbers as the kernels."""
+    b, sq, h, _ = q.shape
+    sk, group = k.shape[1], h // k.shape[2]
+    rows, cols = torch.arange(sq, device=q.device), torch.arange(sk, device=q.device)
+    qh = q.detach().transpose(1, 2).float()
+    kh = k.detach().transpose(1, 2).float().repeat_interleave(group, 1)
+    slopes = None if alibi_slopes is None else alibi_slopes.float().expand(b, h)
+    s, _ = cpu.scores(scale * (qh @ kh.transpose(-1, -2)), rows, cols, sq, sk, softcap, slopes)
+    left, right = kernel_window(window_left, window_right, sq, sk)
+    s = s.masked_fill(~cpu.visible(rows, cols, sq, sk, left, right), float("-inf"))
+    probs = torch.exp(s - lse.float()[..., None])
+    bh = torch.arange(b, device=q.device)[:, None] * h + torch.arange(h, device=q.device)[None, :]
+    keep = keep_mask(int(seed.item()), dropout_p, bh, rows, cols)
+    return torch.where(keep, probs / (1.0 - dropout_p), 0.0)
 
 
 def _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap):
@@ -65,8 +95,6 @@ def _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap):
     validate.check_dropout(dropout_p)
     validate.check_window(window_size)
     validate.check_softcap(softcap)
-    if dropout_p > 0.0:
-        raise _not_yet("dropout (dropout_p > 0)")
     scale = float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     return (scale, *fold_causal(causal, window_size))
 
@@ -113,6 +141,8 @@ def flash_attn_varlen_func(
     validate.check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     validate.check_alibi(alibi_slopes, cu_seqlens_q.shape[0] - 1, q.shape[1], q.device)
     scale, window_left, window_right = _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap)
+    if dropout_p > 0.0:
+        raise _not_yet("dropout with variable-length sequences (flash_attn_varlen_func)")
     out, lse = ops.attn_fwd(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
                             cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k))
     return (out, lse, None) if return_attn_probs else out

@@ -47,7 +47,8 @@ def _unit_last_stride(t: Tensor) -> Tensor:
 
 
 def _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
-            cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_sparse) -> KernelParams:
+            cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_sparse,
+            dropout_p=0.0, seed=None) -> KernelParams:
     if cu_seqlens_q is None:
         batch, max_seqlen_q, max_seqlen_k = q.shape[0], q.shape[1], k.shape[1]
     else:
@@ -55,7 +56,8 @@ def _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slope
     left, right = kernel_window(window_left, window_right, max_seqlen_q, max_seqlen_k)
     return KernelParams(batch, max_seqlen_q, max_seqlen_k, softmax_scale, left, right, softcap,
                         None if alibi_slopes is None else alibi_slopes.float().contiguous(),
-                        cu_seqlens_q, cu_seqlens_k, tuple(block_sparse) if block_sparse else None)
+                        cu_seqlens_q, cu_seqlens_k, tuple(block_sparse) if block_sparse else None,
+                        dropout_p, seed)
 
 
 def _config(q: Tensor, v: Tensor, p: KernelParams):
@@ -101,15 +103,17 @@ def _lse_shape(q: Tensor, varlen: bool) -> tuple[int, ...]:
 def attn_fwd(q: Tensor, k: Tensor, v: Tensor, softmax_scale: float, window_left: int, window_right: int,
              softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None,
              cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
-             max_seqlen_q: int = -1, max_seqlen_k: int = -1) -> tuple[Tensor, Tensor]:
+             max_seqlen_q: int = -1, max_seqlen_k: int = -1,
+             dropout_p: float = 0.0, seed: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
     return _run_fwd(q, k, v, _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
-                                     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None))
+                                     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None,
+                                     dropout_p, seed))
 
 
 @attn_fwd.register_fake
 def _fwd_fake(q, k, v, softmax_scale, window_left, window_right, softcap=0.0, alibi_slopes=None,
-              cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=-1, max_seqlen_k=-1):
+              cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=-1, max_seqlen_k=-1, dropout_p=0.0, seed=None):
     return (q.new_empty((*q.shape[:-1], v.shape[-1])),
             q.new_empty(_lse_shape(q, cu_seqlens_q is not None), dtype=torch.float32))
 
@@ -119,11 +123,12 @@ def attn_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Te
              dlse: Optional[Tensor], softmax_scale: float, window_left: int, window_right: int,
              softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None,
              cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
-             max_seqlen_q: int = -1, max_seqlen_k: int = -1) -> tuple[Tensor, Tensor, Tensor]:
+             max_seqlen_q: int = -1, max_seqlen_k: int = -1,
+             dropout_p: float = 0.0, seed: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
     dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
     dlse = dlse.contiguous() if dlse is not None else None
     p = _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
-                cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None)
+                cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None, dropout_p, seed)
     return _run_bwd(dout, q, k, v, out, lse.contiguous(), dlse, p)
 
 

@@ -57,6 +57,19 @@ class KernelParams:
     cu_seqlens_k: Optional[torch.Tensor] = None
     # block-sparse: the BlockMask's lists (forward order, then the transposed ones), see block_mask.py
     sparse: Optional[tuple] = None
+    dropout_p: float = 0.0
+    seed: Optional[torch.Tensor] = None       # int64 (1,), see dropout.py
+
+    @property
+    def has_dropout(self) -> bool:
+        return self.dropout_p > 0.0
+
+    def dropout_args(self, dummy: torch.Tensor) -> tuple:
+        """Kernel arguments: (seed pointer, keep threshold, 1 / (1 - p))."""
+        from .dropout import keep_threshold
+        if not self.has_dropout:
+            return dummy, 0, 1.0
+        return self.seed, keep_threshold(self.dropout_p), 1.0 / (1.0 - self.dropout_p)
 
     @property
     def is_sparse(self) -> bool:

@@ -93,7 +93,7 @@ def defaults(device: str, mode: str = "speed", quick: bool = False) -> SweepConf
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     cuda = device.startswith("cuda")
     if cuda:
-        base = SweepConfig(device=device, dtype="bf16", seqlens=_doubling(512, 16384), head_dims=(64, 128),
+        base = SweepConfig(device=device, mode=mode, dtype="bf16", seqlens=_doubling(512, 16384), head_dims=(64, 128),
                            providers=tuple(PROVIDERS), batch=None, heads=None)
         if mode == "memory":
             base = replace(base, seqlens=_doubling(1024, 256 * 1024), head_dims=(128,), causal=(False,),
@@ -104,7 +104,7 @@ def defaults(device: str, mode: str = "speed", quick: bool = False) -> SweepConf
                            plan=TimingPlan(warmup_ms=10, rep_ms=30, min_reps=3, max_reps=20)
                            if mode == "speed" else base.plan)
         return base
-    base = SweepConfig(device="cpu", plan=TimingPlan(warmup_ms=0, rep_ms=300, min_reps=3, max_reps=10))
+    base = SweepConfig(device="cpu", mode=mode, plan=TimingPlan(warmup_ms=0, rep_ms=200, min_reps=3, max_reps=8))
     if mode == "memory":
         base = replace(base, seqlens=_doubling(256, 4096), causal=(False,), passes=("fwdbwd",), batch=1,
                        plan=SINGLE_SHOT)

@@ -56,8 +56,9 @@ class Provider:
         return t if self.layout == "bshd" else t.transpose(1, 2)
 
     def from_bshd(self, t: Tensor) -> Tensor:
-        """A ``(batch, seq, heads, dim)`` tensor in this provider's layout, contiguous."""
-        return (t if self.layout == "bshd" else t.transpose(1, 2)).contiguous()
+        """A fresh contiguous copy of a ``(batch, seq, heads, dim)`` tensor, in this provider's layout."""
+        t = t.detach() if self.layout == "bshd" else t.detach().transpose(1, 2)
+        return t.clone(memory_format=torch.contiguous_format)
 
 
 class PyFlashAttn(Provider):

@@ -83,8 +83,6 @@ class SweepResult:
         return [c for c in self.cells if c.status == "error"]
 
 
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:240]
@@ -123,6 +121,18 @@ def _pass_fns(forward, inputs: list[Tensor], grad: Tensor, pass_: str):
     return (lambda: state.pop("out").backward(grad)), setup
 
 
+def _fail(cell: Cell, exc: BaseException, caught: list) -> None:
+    """Turn an exception into the cell's state: oom, skip (with the reason) or error."""
+    cell.time_ms = cell.tflops = cell.peak_mem_bytes = None
+    reason = skip_reason(exc, caught)
+    if is_oom(exc):
+        cell.status, cell.note = "oom", _first_line(exc)
+    elif reason is not None:
+        cell.status, cell.note = "skip", reason
+    else:
+        cell.status, cell.note = "error", _first_line(exc)
+
+
 def _measure(cell: Cell, provider: Provider, forward, inputs, grad, config: SweepConfig) -> None:
     fn, setup = _pass_fns(forward, inputs, grad, cell.pass_)
     try:
@@ -139,19 +149,12 @@ def _measure(cell: Cell, provider: Provider, forward, inputs, grad, config: Swee
             cell.peak_mem_bytes = peak_memory_bytes(fn, setup, config.device)
         cell.tflops = tflops(cell.flops, cell.time_ms)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a cell state
-        cell.time_ms = cell.tflops = cell.peak_mem_bytes = None
-        reason = skip_reason(exc, caught)
-        if is_oom(exc):
-            cell.status, cell.note = "oom", _first_line(exc)
-        elif reason is not None:
-            cell.status, cell.note = "skip", reason
-        else:
-            cell.status, cell.note = "error", _first_line(exc)
+        _fail(cell, exc, caught)
     finally:
         for t in inputs:
             t.grad = None
-    if cell.status == "oom":
-        free_memory(config.device)
+    if cell.status != "ok":
+        free_memory(config.device, collect=True)
 
 
 def sampled_shape(shape: Shape) -> Shape:
@@ -201,46 +204,54 @@ def check_provider(provider: Provider, ref: _Reference, with_grads: bool) -> tup
     return out_err, grad_err
 
 
+def _new_cell(provider: Provider, shape: Shape, config: SweepConfig, pass_: str) -> Cell:
+    return Cell(provider.name, pass_, shape.seqlen, shape.batch, shape.heads, shape.kv_heads, shape.head_dim,
+                shape.causal, config.dtype, flops=attention_flops(shape.batch, shape.heads, shape.seqlen,
+                                                                  shape.seqlen, shape.head_dim, shape.causal, pass_))
+
+
 def _run_provider(provider: Provider, shape: Shape, config: SweepConfig, cells: list[Cell],
                   oom_at: dict, get_ref: Callable[[], _Reference], progress: Progress) -> None:
     no_bwd = provider.backward_unavailable(config.device)
     needs_grad = no_bwd is None and any(p != "fwd" for p in config.passes)
-    inputs, grad = _make_inputs(shape, provider, config, needs_grad)
-    forward = provider.bind(*inputs, shape.causal)
-    done: list[Cell] = []
+    done = [_new_cell(provider, shape, config, pass_) for pass_ in config.passes]
+    cells.extend(done)
+    inputs, grad, forward = [], None, None
+    try:  # inputs and untimed preparation (a block mask) can run out of memory too
+        inputs, grad = _make_inputs(shape, provider, config, needs_grad)
+        forward = provider.bind(*inputs, shape.causal)
+    except Exception as exc:  # noqa: BLE001
+        for cell in done:
+            _fail(cell, exc, [])
     with provider.context():
-        for pass_ in config.passes:
-            progress.step(f"{pass_} d={shape.head_dim} {'causal' if shape.causal else 'full'} "
-                     f"s={shape.seqlen} {provider.name}")
-            cell = Cell(provider.name, pass_, shape.seqlen, shape.batch, shape.heads, shape.kv_heads,
-                        shape.head_dim, shape.causal, config.dtype,
-                        flops=attention_flops(shape.batch, shape.heads, shape.seqlen, shape.seqlen,
-                                              shape.head_dim, shape.causal, pass_))
-            earlier_oom = oom_at.get((provider.name, pass_))
-            if pass_ != "fwd" and no_bwd is not None:
+        for cell in done:
+            progress.step(f"{cell.pass_} d={shape.head_dim} {'causal' if shape.causal else 'full'} "
+                          f"s={shape.seqlen} {provider.name}")
+            earlier_oom = oom_at.get((provider.name, cell.pass_))
+            if forward is None:
+                pass  # preparation failed: the state is set
+            elif cell.pass_ != "fwd" and no_bwd is not None:
                 cell.status, cell.note = "skip", no_bwd
             elif earlier_oom is not None:
                 cell.status, cell.note = "oom", f"not run: out of memory already at seqlen {earlier_oom}"
             else:
                 _measure(cell, provider, forward, inputs, grad, config)
-                if cell.status == "oom" and config.mode == "memory":
-                    oom_at[(provider.name, pass_)] = shape.seqlen
-            cells.append(cell)
-            done.append(cell)
+            if cell.status == "oom" and config.mode == "memory" and earlier_oom is None:
+                oom_at[(provider.name, cell.pass_)] = shape.seqlen
     del inputs, grad, forward
     if config.check and any(c.status == "ok" for c in done):
         _check_cells(provider, done, get_ref, needs_grad, config)
-    free_memory(config.device)
+    free_memory(config.device, collect=any(c.status != "ok" for c in done))
 
 
 def _check_cells(provider: Provider, done: list[Cell], get_ref, needs_grad: bool, config: SweepConfig) -> None:
     try:
         ref = get_ref()
-        out_err, grad_err = check_provider(provider, ref, needs_grad and any(c.pass_ != "fwd" for c in done))
+        out_err, grad_err = check_provider(provider, ref, with_grads=needs_grad)
     except Exception as exc:  # noqa: BLE001 - a failed check is reported, not fatal
         for c in done:
             c.note = (c.note + "; " if c.note else "") + f"check failed: {_first_line(exc)}"
-        free_memory(config.device)
+        free_memory(config.device, collect=True)
         return
     sampled = None if ref.shape == _shape_of(done[0]) else dataclasses.asdict(ref.shape)
     for c in done:
@@ -310,7 +321,7 @@ def _cell_notes(cells: list[Cell]) -> list[str]:
     many cells it covers (OOM shows in the table and the memory summary instead)."""
     counts: dict[tuple[str, str, str], int] = {}
     for c in cells:
-        if c.status in ("skip", "error"):
-            key = (c.provider, c.status, c.note)
+        if c.status in ("skip", "error") or "check failed" in c.note:
+            key = (c.provider, c.status if c.status != "ok" else "check", c.note)
             counts[key] = counts.get(key, 0) + 1
     return [f"{p}: {status} in {n} cell{'s' if n > 1 else ''} ({note})" for (p, status, note), n in counts.items()]

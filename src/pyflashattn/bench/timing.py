@@ -9,12 +9,17 @@ call outside the timed region (clearing grads, the forward that a backward needs
   and for a backward the saved forward state).
 - CPU: ``time.perf_counter`` around each call, a few calls, the median. Peak memory is the
   process's peak resident set above its size when ``fn`` started (Linux: ``VmHWM`` after
-  resetting it through ``/proc/self/clear_refs``). It is a lower bound: memory the allocator
-  kept from earlier cells and reuses does not show. Elsewhere it is ``None`` (shown "-").
+  resetting it through ``/proc/self/clear_refs``), with freed heap first handed back to the
+  OS (glibc ``malloc_trim``) so that reused memory shows too. Approximate: the resident set
+  also moves with things other than ``fn``'s tensors. Elsewhere it is ``None`` (shown "-").
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import gc
+import os
 import re
 import statistics
 import time
@@ -25,8 +30,8 @@ import torch
 
 Fn = Callable[[], object]
 
-CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated above the allocation at the start of the call"
-CPU_MEMORY_METHOD = "process peak RSS above its size at the start of the call (Linux VmHWM; a lower bound)"
+CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated above what was allocated when the call started"
+CPU_MEMORY_METHOD = "growth of the process's peak RSS during the call (Linux VmHWM after malloc_trim; approximate)"
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,23 @@ def _proc_status_bytes(field: str) -> int:
     return int(match.group(1)) * 1024
 
 
+@functools.lru_cache(maxsize=None)
+def _libc_malloc_trim() -> Optional[Callable[[int], int]]:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _malloc_trim() -> None:
+    """Return the C heap's free pages to the OS (glibc only; elsewhere nothing happens)."""
+    trim = _libc_malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _cpu_peak_bytes(fn: Fn) -> Optional[int]:
+    _malloc_trim()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
@@ -123,6 +144,28 @@ def peak_memory_bytes(fn: Fn, setup: Optional[Fn] = None, device: str = "cpu") -
     return torch.cuda.max_memory_allocated() - base
 
 
+def cpu_snapshot() -> Optional[tuple[float, float, float]]:
+    """(busy CPU-seconds of the whole machine, all CPU-seconds, this process's CPU-seconds), or
+    None off Linux. Two snapshots tell how much of the machine other work used in between."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # user .. steal
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    own = os.times()
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz, own.user + own.system
+
+
+def busy_by_others(before: Optional[tuple], after: Optional[tuple]) -> Optional[float]:
+    """Fraction of all CPU time between two ``cpu_snapshot``s that other processes used."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    busy, total, own = (a - b for a, b in zip(after, before))
+    return max(0.0, min(1.0, (busy - own) / total))
+
+
 def memory_method(device: str) -> str:
     """One line saying what the memory column measures on ``device``."""
     return CUDA_MEMORY_METHOD if _is_cuda(device) else CPU_MEMORY_METHOD
@@ -136,8 +179,10 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
 
 
-def free_memory(device: str) -> None:
-    """Give back what the last cell left behind (between cells, and after an OOM)."""
-    gc.collect()
+def free_memory(device: str, collect: bool = False) -> None:
+    """Give the allocator's cached blocks back between cells; ``collect`` also runs the
+    garbage collector (slow: after an exception, whose traceback may hold tensors)."""
+    if collect:
+        gc.collect()
     if _is_cuda(device) and torch.cuda.is_available():
         torch.cuda.empty_cache()

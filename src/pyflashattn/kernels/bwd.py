@@ -17,7 +17,7 @@ import triton.language as tl
 from .block_info import kv_block_range, q_block_range
 from .common import LOG2E, dot_precision, interpreting, mma
 from .fwd import seq_bounds
-from .mask import element_mask, scores_log2
+from .mask import dropout_keep, element_mask, scores_log2
 
 
 @triton.jit(do_not_specialize=["seqlen_q"])
@@ -49,8 +49,9 @@ def _bwd_preprocess_kernel(O, DO, DLSE, DELTA,
 def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                 m_begin, m_end, o_m, o_n, o_d, o_dv,
                 seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
+                seed, bh, drop_threshold, drop_scale,
                 MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-                HAS_TILES: tl.constexpr, TILE_W: tl.constexpr,
+                HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                 HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                 PRECISION: tl.constexpr, UPCAST: tl.constexpr):
@@ -87,9 +88,14 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
             m_vis = element_mask(o_rows, o_n, seqlen_q, seqlen_k, window_left, window_right,
                                  p_tile, HAS_TILES, TILE_W)
             b_pt = tl.where(tl.trans(m_vis), b_pt, 0.0)
-        b_dv = mma(b_pt.to(b_do.dtype), b_do, b_dv, PRECISION, UPCAST)
         b_dpt = mma(b_v, tl.trans(b_do), tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32),
                     PRECISION, UPCAST)
+        if HAS_DROPOUT:  # dV sees the dropped P; dP is dropped the same way (FA2, Algorithm 2)
+            m_keep = dropout_keep(seed, bh, o_rows[None, :], o_n[:, None], drop_threshold)
+            b_dv = mma(tl.where(m_keep, b_pt * drop_scale, 0.0).to(b_do.dtype), b_do, b_dv, PRECISION, UPCAST)
+            b_dpt = tl.where(m_keep, b_dpt * drop_scale, 0.0)
+        else:
+            b_dv = mma(b_pt.to(b_do.dtype), b_do, b_dv, PRECISION, UPCAST)
         b_dst = b_pt * (b_dpt - b_delta[None, :]) * b_dmod
         b_dk = mma(b_dst.to(b_qt.dtype), tl.trans(b_qt), b_dk, PRECISION, UPCAST)
         p_qt += BLOCK_M * stride_qs
@@ -101,6 +107,7 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
 def _bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV, CU_Q, CU_K, SLOPES,
     BLK_NUM, BLK_IDX, BLK_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_BLOCKS,
+    SEED, drop_threshold, drop_scale,
     stride_qb, stride_qs, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
@@ -113,7 +120,7 @@ def _bwd_dkdv_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-    IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr,
+    IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     num_n = tl.cdiv(seqlen_k, BLOCK_N)
@@ -143,8 +150,12 @@ def _bwd_dkdv_kernel(
     lo, full_lo, full_hi, hi = q_block_range(start_n * BLOCK_N, seqlen_q, seqlen_k,
                                              window_left, window_right, BLOCK_M, BLOCK_N)
     alibi_slope2 = 0.0
+    seed = 0
+    if HAS_DROPOUT:
+        seed = tl.load(SEED)
     for g in range(0, group_size):
         h = hk * group_size + g
+        bh = b * nheads + h
         p_q = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + q_start * stride_qs
         p_do = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh + q_start * stride_dos
         p_lse = LSE + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start
@@ -160,8 +171,8 @@ def _bwd_dkdv_kernel(
                 b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                                          m0, m0 + SPARSE_Q, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, False, HAS_SOFTCAP,
-                                         HAS_ALIBI, False, SPARSE_KV, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold,
+                                         drop_scale, False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
                                          BLOCK_DV, PRECISION, UPCAST)
             for j in range(0, tl.load(BLK_NUM + row)):
                 m0 = tl.load(BLK_IDX + row.to(tl.int64) * NUM_BLOCKS + j) * SPARSE_Q
@@ -170,7 +181,8 @@ def _bwd_dkdv_kernel(
                                          m0, m0 + SPARSE_Q, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                                          alibi_slope2, p_tiles + tile * (SPARSE_Q * SPARSE_KV) - m0 * SPARSE_KV,
-                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HEAD_DIM, HEAD_DIM_V,
+                                         seed, bh, drop_threshold, drop_scale,
+                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
                                          BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
         else:
             for stage in tl.static_range(3):
@@ -183,8 +195,8 @@ def _bwd_dkdv_kernel(
                 b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                                          m_begin, m_end, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, stage > 0, HAS_SOFTCAP,
-                                         HAS_ALIBI, False, SPARSE_KV, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold,
+                                         drop_scale, stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
                                          BLOCK_DV, PRECISION, UPCAST)
 
     p_dk = DK + b.to(tl.int64) * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start * stride_dks
@@ -199,8 +211,9 @@ def _bwd_dkdv_kernel(
 def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
               n_begin, n_end, o_m, o_n, o_d, o_dv,
               seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
+              seed, bh, drop_threshold, drop_scale,
               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-              HAS_TILES: tl.constexpr, TILE_W: tl.constexpr,
+              HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, HAS_DROPOUT: tl.constexpr,
               HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
               PRECISION: tl.constexpr, UPCAST: tl.constexpr):
@@ -231,6 +244,9 @@ def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
             b_p = tl.where(element_mask(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right,
                                         p_tile, HAS_TILES, TILE_W), b_p, 0.0)
         b_dp = mma(b_do, b_vt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
+        if HAS_DROPOUT:
+            b_dp = tl.where(dropout_keep(seed, bh, o_m[:, None], o_cols[None, :], drop_threshold),
+                            b_dp * drop_scale, 0.0)
         b_ds = b_p * (b_dp - b_delta[:, None]) * b_dmod
         b_dq = mma(b_ds.to(b_kt.dtype), tl.trans(b_kt), b_dq, PRECISION, UPCAST)
         p_kt += BLOCK_N * stride_ks
@@ -242,6 +258,7 @@ def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
 def _bwd_dq_kernel(
     Q, K, V, DO, LSE, DELTA, DQ, CU_Q, CU_K, SLOPES,
     BLK_NUM, BLK_IDX, BLK_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_BLOCKS,
+    SEED, drop_threshold, drop_scale,
     stride_qb, stride_qs, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
@@ -253,7 +270,7 @@ def _bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-    IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr,
+    IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     num_m = tl.cdiv(seqlen_q, BLOCK_M)
@@ -285,6 +302,9 @@ def _bwd_dq_kernel(
     alibi_slope2 = 0.0
     if HAS_ALIBI:
         alibi_slope2 = tl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
+    seed = 0
+    if HAS_DROPOUT:
+        seed = tl.load(SEED)
 
     p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + k_start * stride_ks
     p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + k_start * stride_vs
@@ -296,8 +316,8 @@ def _bwd_dq_kernel(
             b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                              n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
-                             alibi_slope2, TILES, False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV,
-                             HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                             alibi_slope2, TILES, seed, bh, drop_threshold, drop_scale,
+                             False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
         for j in range(0, tl.load(BLK_NUM + row)):
             n0 = tl.load(BLK_IDX + row.to(tl.int64) * NUM_BLOCKS + j) * SPARSE_KV
             tile = tl.load(BLK_TILE + row.to(tl.int64) * NUM_BLOCKS + j).to(tl.int64)
@@ -305,8 +325,8 @@ def _bwd_dq_kernel(
                              n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                              alibi_slope2, p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0,
-                             True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV,
-                             HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                             seed, bh, drop_threshold, drop_scale,
+                             True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
     else:
         lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
                                                   window_left, window_right, BLOCK_M, BLOCK_N)
@@ -320,8 +340,8 @@ def _bwd_dq_kernel(
             b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                              n_begin, n_end, o_m, o_n, o_d, o_dv,
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
-                             alibi_slope2, TILES, stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV,
-                             HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                             alibi_slope2, TILES, seed, bh, drop_threshold, drop_scale,
+                             stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
     p_dq = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + q_start * stride_dqs
     tl.store(p_dq + o_m[:, None].to(tl.int64) * stride_dqs + o_d[None, :],
              (b_dq * softmax_scale).to(DQ.dtype.element_ty), mask=m_q)
@@ -352,12 +372,13 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     common = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d,
                   BLOCK_DV=config.block_dv, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
                   HAS_ALIBI=p.has_alibi, IS_SPARSE=p.is_sparse, SPARSE_Q=p.sparse_blocks[0],
-                  SPARSE_KV=p.sparse_blocks[1], PRECISION=dot_precision(q.dtype), UPCAST=interpreting())
+                  SPARSE_KV=p.sparse_blocks[1], HAS_DROPOUT=p.has_dropout,
+                  PRECISION=dot_precision(q.dtype), UPCAST=interpreting())
     scalars = (p.window_left, p.window_right, p.softmax_scale, p.qk_scale, p.softcap_scale, p.alibi_log2)
     extra = (*p.lse_strides(lse), *p.slope_strides())
     _bwd_dkdv_kernel[(triton.cdiv(p.max_seqlen_k, config.block_n_kv) * p.batch * nheads_k,)](
         q4, k4, v4, do4, lse, delta, dk4, dv4, p.cu_q(q), p.cu_k(q), p.slopes_or(lse),
-        *p.sparse_args(lse, transposed=True),
+        *p.sparse_args(lse, transposed=True), *p.dropout_args(lse),
         *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(do4), *p.strides(dk4), *p.strides(dv4),
         *extra, nheads, nheads_k, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, *scalars,
         BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv,
@@ -365,6 +386,7 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     )
     _bwd_dq_kernel[(triton.cdiv(p.max_seqlen_q, config.block_m_q) * p.batch * nheads,)](
         q4, k4, v4, do4, lse, delta, dq4, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse),
+        *p.dropout_args(lse),
         *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(do4), *p.strides(dq4),
         *extra, nheads, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, *scalars,
         BLOCK_M=config.block_m_q, BLOCK_N=config.block_n_q,

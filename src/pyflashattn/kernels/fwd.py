@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .block_info import kv_block_range
 from .common import LN2, dot_precision, interpreting, mma
-from .mask import element_mask, scores_log2
+from .mask import dropout_keep, element_mask, scores_log2
 
 
 @triton.jit
@@ -37,8 +37,9 @@ def seq_bounds(CU_Q, CU_K, b, seqlen_q, seqlen_k, IS_VARLEN: tl.constexpr):
 def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
                n_begin, n_end, o_m, o_n, o_d, o_dv,
                seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
+               seed, bh, drop_threshold, drop_scale,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-               HAS_TILES: tl.constexpr, TILE_W: tl.constexpr,
+               HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
                PRECISION: tl.constexpr, UPCAST: tl.constexpr):
@@ -80,6 +81,9 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
             b_v = tl.load(p_vb)
         else:
             b_v = tl.load(p_vb, mask=m_dv[None, :], other=0.0)
+        if HAS_DROPOUT:  # the row sum above keeps every element; only P V sees the drops
+            b_p = tl.where(dropout_keep(seed, bh, o_m[:, None], o_cols[None, :], drop_threshold),
+                           b_p * drop_scale, 0.0)
         b_acc = mma(b_p.to(b_v.dtype), b_v, b_acc * b_alpha[:, None], PRECISION, UPCAST)
         b_m = b_m_new
         p_kt += BLOCK_N * stride_kn
@@ -91,6 +95,7 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
 def _attn_fwd_kernel(
     Q, K, V, O, LSE, CU_Q, CU_K, SLOPES,
     KV_NUM, KV_IDX, KV_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_KV_BLOCKS,
+    SEED, drop_threshold, drop_scale,
     stride_qb, stride_qs, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
@@ -101,7 +106,7 @@ def _attn_fwd_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-    IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr,
+    IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     # 1-D grid, query blocks fastest so that programs in flight share K/V in L2; the
@@ -132,6 +137,9 @@ def _attn_fwd_kernel(
     alibi_slope2 = 0.0
     if HAS_ALIBI:
         alibi_slope2 = tl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
+    seed = 0
+    if HAS_DROPOUT:
+        seed = tl.load(SEED)
 
     b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     b_l = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -146,8 +154,8 @@ def _attn_fwd_kernel(
             b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
                                          n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES,
-                                         False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HEAD_DIM, HEAD_DIM_V,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold, drop_scale,
+                                         False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
                                          BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
         for j in range(0, tl.load(KV_NUM + row)):
             n0 = tl.load(KV_IDX + row.to(tl.int64) * NUM_KV_BLOCKS + j) * SPARSE_KV
@@ -156,8 +164,8 @@ def _attn_fwd_kernel(
                                          n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
                                          qk_scale, softcap_scale, alibi_slope2,
-                                         p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0,
-                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HEAD_DIM, HEAD_DIM_V,
+                                         p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0, seed, bh, drop_threshold, drop_scale,
+                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
                                          BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
     else:
         lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
@@ -173,8 +181,8 @@ def _attn_fwd_kernel(
             b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
                                          n_begin, n_end, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES,
-                                         stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HEAD_DIM, HEAD_DIM_V,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold, drop_scale,
+                                         stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
                                          BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
 
     m_empty = b_l == 0.0
@@ -201,7 +209,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
     batch, nheads, nheads_k = p.batch, q4.shape[2], k4.shape[2]
     grid = (triton.cdiv(p.max_seqlen_q, config.block_m) * batch * nheads,)
     _attn_fwd_kernel[grid](
-        q4, k4, v4, o4, lse, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse),
+        q4, k4, v4, o4, lse, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse), *p.dropout_args(lse),
         *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(o4),
         *p.lse_strides(lse), *p.slope_strides(),
         nheads, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, p.window_left, p.window_right,
@@ -211,7 +219,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
         BLOCK_D=config.block_d, BLOCK_DV=config.block_dv,
         IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi,
         IS_SPARSE=p.is_sparse, SPARSE_Q=p.sparse_blocks[0], SPARSE_KV=p.sparse_blocks[1],
-        PRECISION=dot_precision(q.dtype), UPCAST=interpreting(),
+        HAS_DROPOUT=p.has_dropout, PRECISION=dot_precision(q.dtype), UPCAST=interpreting(),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out, lse

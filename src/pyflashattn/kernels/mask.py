@@ -31,6 +31,16 @@ def element_mask(o_m, o_n, seqlen_q, seqlen_k, window_left, window_right, p_tile
 
 
 @triton.jit
+def dropout_keep(seed, bh, q_idx, k_idx, threshold):
+    """True where dropout keeps the element; ``q_idx``/``k_idx`` broadcast to the tile's shape.
+    One Philox-4x32-10 draw per element, counter (key, query, batch * nheads + head, 0): the
+    same numbers as ``pyflashattn.dropout.philox``, so every backend drops the same elements."""
+    zero = q_idx * 0 + k_idx * 0
+    r, _, _, _ = tl.random.philox(seed, k_idx + zero, q_idx + zero, zero + bh, zero)
+    return r.to(tl.int64) >= threshold
+
+
+@triton.jit
 def _tanh(x):
     # 1 - 2 / (e^{2x} + 1): exact limits at +-inf (no NaN), portable to the interpreter
     return 1.0 - 2.0 / (tl.math.exp2(x * 2.8853900817779268) + 1.0)
