@@ -153,9 +153,17 @@ def test_dropout_is_refused_with_the_fix():
 def test_torch_compile_fullgraph(pad):
     torch._dynamo.reset()
     eager, ours = model_pair(llama_config)
-    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager" if DEVICE == "cpu" else "inductor")
+    backend = "aot_eager" if DEVICE == "cpu" else "inductor"
+    compiled = torch.compile(ours, fullgraph=True, backend=backend)
     ids = torch.randint(1, VOCAB, (BATCH, SEQ), device=DEVICE)
     mask = padding_mask(pad)
+    try:  # control: transformers' own eager model under the same compile
+        torch.compile(eager, fullgraph=True, backend=backend)(input_ids=ids, attention_mask=mask, use_cache=False)
+    except torch._dynamo.exc.Unsupported as e:
+        # seen with transformers 5.17 + torch 2.11: create_causal_mask graph-breaks for every
+        # attention implementation, so fullgraph cannot be tested on that pairing
+        pytest.skip(f"this transformers/torch pair graph-breaks without pyflashattn: {str(e).splitlines()[0]}")
+    torch._dynamo.reset()
     keep = torch.ones(BATCH, SEQ, dtype=torch.bool, device=DEVICE) if mask is None else mask.bool()
     out = compiled(input_ids=ids, attention_mask=mask, use_cache=False).logits
     ref = eager(input_ids=ids, attention_mask=mask, use_cache=False).logits
