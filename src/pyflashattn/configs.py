@@ -6,6 +6,7 @@ table is the default; ``PYFLASHATTN_CONFIG`` (JSON, same field names) overrides 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, replace
@@ -74,13 +75,18 @@ def padded_head_dim(head_dim: int) -> int:
 
 
 def get_config(head_dim: int, head_dim_v: int, dtype: torch.dtype) -> KernelConfig:
+    """The config for these head dims and dtype (cached: it runs on every call's host path)."""
+    return _config(head_dim, head_dim_v, dtype, interpreting(), os.environ.get("PYFLASHATTN_CONFIG", ""))
+
+
+@functools.lru_cache(maxsize=None)
+def _config(head_dim: int, head_dim_v: int, dtype: torch.dtype, interpret: bool, override: str) -> KernelConfig:
     block_d, block_dv = padded_head_dim(head_dim), padded_head_dim(head_dim_v)
     cfg = KernelConfig(block_d=block_d, block_dv=block_dv)
-    if interpreting():
+    if interpret:
         return replace(cfg, **_INTERPRETER)
     table = _TABLE_FP32 if dtype == torch.float32 else _TABLE_16BIT
     cfg = replace(cfg, **table[max(block_d, block_dv)])
-    override = os.environ.get("PYFLASHATTN_CONFIG")
     if override:
         cfg = replace(cfg, **json.loads(override))
     return cfg
