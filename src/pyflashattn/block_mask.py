@@ -163,7 +163,9 @@ def block_layout(lists: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     tile of each partial block (-1 elsewhere)."""
     num, idx, tile_ids, full_num, full_idx = lists[:5]
     nk = idx.shape[-1]
-    kinds = _scatter(num, idx, torch.ones_like(idx), 0, nk) + 2 * _scatter(full_num, full_idx, torch.ones_like(full_idx), 0, nk)
+    partial = _scatter(num, idx, torch.ones_like(idx), 0, nk)
+    full = _scatter(full_num, full_idx, torch.ones_like(full_idx), 0, nk)
+    kinds = partial + 2 * full
     return kinds, _scatter(num, idx, tile_ids, -1, nk)
 
 

@@ -50,3 +50,15 @@ def q_block_range(n_start, seqlen_q, seqlen_k, window_left, window_right,
     full_lo = tl.where(no_full, tl.maximum(hi, lo), full_lo)
     full_hi = tl.where(no_full, tl.maximum(hi, lo), full_hi)
     return lo, full_lo, full_hi, hi
+
+
+@triton.jit
+def stage_range(stage: tl.constexpr, lo, full_lo, full_hi, hi):
+    """The range a kernel's ``stage`` walks: 0 the unmasked middle (first, so that the masked
+    edge blocks rescale an already large sum), 1 and 2 the masked blocks before and after it."""
+    if stage == 0:
+        return full_lo, full_hi
+    elif stage == 1:
+        return lo, full_lo
+    else:
+        return full_hi, hi

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .block_info import kv_block_range, q_block_range
+from .block_info import kv_block_range, q_block_range, stage_range
 from .common import LOG2E, dot_precision, interpreting, mma
 from .fwd import seq_bounds
 from .mask import dropout_keep, element_mask, scores_log2
@@ -172,7 +172,8 @@ def _bwd_dkdv_kernel(
                                          m0, m0 + SPARSE_Q, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
                                          qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold,
-                                         drop_scale, False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
+                                         drop_scale, False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT,
+                                         HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
                                          BLOCK_DV, PRECISION, UPCAST)
             for j in range(0, tl.load(BLK_NUM + row)):
                 m0 = tl.load(BLK_IDX + row.to(tl.int64) * NUM_BLOCKS + j) * SPARSE_Q
@@ -182,21 +183,18 @@ def _bwd_dkdv_kernel(
                                          seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                                          alibi_slope2, p_tiles + tile * (SPARSE_Q * SPARSE_KV) - m0 * SPARSE_KV,
                                          seed, bh, drop_threshold, drop_scale,
-                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
+                                         HEAD_DIM_V,
                                          BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
         else:
             for stage in tl.static_range(3):
-                if stage == 0:
-                    m_begin, m_end = full_lo, full_hi
-                elif stage == 1:
-                    m_begin, m_end = lo, full_lo
-                else:
-                    m_begin, m_end = full_hi, hi
+                m_begin, m_end = stage_range(stage, lo, full_lo, full_hi, hi)
                 b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                                          m_begin, m_end, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
                                          qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold,
-                                         drop_scale, stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
+                                         drop_scale, stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT,
+                                         HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
                                          BLOCK_DV, PRECISION, UPCAST)
 
     p_dk = DK + b.to(tl.int64) * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start * stride_dks
@@ -317,7 +315,8 @@ def _bwd_dq_kernel(
                              n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                              alibi_slope2, TILES, seed, bh, drop_threshold, drop_scale,
-                             False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                             False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
         for j in range(0, tl.load(BLK_NUM + row)):
             n0 = tl.load(BLK_IDX + row.to(tl.int64) * NUM_BLOCKS + j) * SPARSE_KV
             tile = tl.load(BLK_TILE + row.to(tl.int64) * NUM_BLOCKS + j).to(tl.int64)
@@ -326,22 +325,19 @@ def _bwd_dq_kernel(
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                              alibi_slope2, p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0,
                              seed, bh, drop_threshold, drop_scale,
-                             True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                             True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
     else:
         lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
                                                   window_left, window_right, BLOCK_M, BLOCK_N)
         for stage in tl.static_range(3):
-            if stage == 0:
-                n_begin, n_end = full_lo, full_hi
-            elif stage == 1:
-                n_begin, n_end = lo, full_lo
-            else:
-                n_begin, n_end = full_hi, hi
+            n_begin, n_end = stage_range(stage, lo, full_lo, full_hi, hi)
             b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                              n_begin, n_end, o_m, o_n, o_d, o_dv,
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                              alibi_slope2, TILES, seed, bh, drop_threshold, drop_scale,
-                             stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                             stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
     p_dq = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + q_start * stride_dqs
     tl.store(p_dq + o_m[:, None].to(tl.int64) * stride_dqs + o_d[None, :],
              (b_dq * softmax_scale).to(DQ.dtype.element_ty), mask=m_q)

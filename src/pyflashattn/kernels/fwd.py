@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .block_info import kv_block_range
+from .block_info import kv_block_range, stage_range
 from .common import LN2, dot_precision, interpreting, mma
 from .mask import dropout_keep, element_mask, scores_log2
 
@@ -154,8 +154,10 @@ def _attn_fwd_kernel(
             b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
                                          n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold, drop_scale,
-                                         False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold,
+                                         drop_scale,
+                                         False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
+                                         HEAD_DIM_V,
                                          BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
         for j in range(0, tl.load(KV_NUM + row)):
             n0 = tl.load(KV_IDX + row.to(tl.int64) * NUM_KV_BLOCKS + j) * SPARSE_KV
@@ -164,25 +166,23 @@ def _attn_fwd_kernel(
                                          n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
                                          qk_scale, softcap_scale, alibi_slope2,
-                                         p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0, seed, bh, drop_threshold, drop_scale,
-                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                                         p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0, seed, bh, drop_threshold,
+                                         drop_scale,
+                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
+                                         HEAD_DIM_V,
                                          BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
     else:
         lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
                                                   window_left, window_right, BLOCK_M, BLOCK_N)
-        # unmasked middle first: the masked diagonal blocks then rescale an already large sum
         for stage in tl.static_range(3):
-            if stage == 0:
-                n_begin, n_end = full_lo, full_hi
-            elif stage == 1:
-                n_begin, n_end = lo, full_lo
-            else:
-                n_begin, n_end = full_hi, hi
+            n_begin, n_end = stage_range(stage, lo, full_lo, full_hi, hi)
             b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
                                          n_begin, n_end, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold, drop_scale,
-                                         stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold,
+                                         drop_scale,
+                                         stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
+                                         HEAD_DIM_V,
                                          BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
 
     m_empty = b_l == 0.0
