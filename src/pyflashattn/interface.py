@@ -60,8 +60,8 @@ def flash_attn_func(
     validate.check_alibi(alibi_slopes, q.shape[0], q.shape[2], q.device)
     scale, window_left, window_right = _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap)
     seed = new_seed(q.device) if dropout_p > 0.0 else None
-    out, lse = ops.attn_fwd(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
-                            dropout_p=float(dropout_p), seed=seed)
+    out, lse = ops.attention(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
+                             None, None, -1, -1, float(dropout_p), seed)
     if not return_attn_probs:
         return out
     probs = None
@@ -143,8 +143,8 @@ def flash_attn_varlen_func(
     scale, window_left, window_right = _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap)
     if dropout_p > 0.0:
         raise _not_yet("dropout with variable-length sequences (flash_attn_varlen_func)")
-    out, lse = ops.attn_fwd(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
-                            cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k))
+    out, lse = ops.attention(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
+                             cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k))
     return (out, lse, None) if return_attn_probs else out
 
 
@@ -193,8 +193,8 @@ def block_sparse_attn_func(q: Tensor, k: Tensor, v: Tensor, block_mask, mask_mod
         raise ValueError("mask_mod differs from the one block_mask was created with; build the block mask "
                          "with create_block_mask(mask_mod, ...) instead")
     scale, _, _ = _common_options(q, 0.0, softmax_scale, False, (-1, -1), softcap)
-    out, lse = ops.sparse_fwd(q, k, v, *ops.pack_block_mask(block_mask.as_tensors()), scale, float(softcap),
-                              alibi_slopes)
+    out, lse = ops.sparse_attention(q, k, v, *ops.pack_block_mask(block_mask.as_tensors()), scale,
+                                    float(softcap), alibi_slopes)
     return (out, lse, None) if return_attn_probs else out
 
 
