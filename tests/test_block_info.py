@@ -67,20 +67,21 @@ if HAS_TRITON:
     from pyflashattn.kernels.block_info import kv_block_range, q_block_range
 
     @triton.jit
+    def store4(P, a, b, c, d):
+        tl.store(P, a)
+        tl.store(P + 1, b)
+        tl.store(P + 2, c)
+        tl.store(P + 3, d)
+
+    @triton.jit
     def ranges_kernel(KV, QR, seqlen_q, seqlen_k, wl, wr, BM: tl.constexpr, BN: tl.constexpr):
         pid = tl.program_id(0)
         if pid * BM < seqlen_q:
             lo, full_lo, full_hi, hi = kv_block_range(pid * BM, seqlen_q, seqlen_k, wl, wr, BM, BN)
-            tl.store(KV + pid * 4, lo)
-            tl.store(KV + pid * 4 + 1, full_lo)
-            tl.store(KV + pid * 4 + 2, full_hi)
-            tl.store(KV + pid * 4 + 3, hi)
+            store4(KV + pid * 4, lo, full_lo, full_hi, hi)
         if pid * BN < seqlen_k:
             lo, full_lo, full_hi, hi = q_block_range(pid * BN, seqlen_q, seqlen_k, wl, wr, BM, BN)
-            tl.store(QR + pid * 4, lo)
-            tl.store(QR + pid * 4 + 1, full_lo)
-            tl.store(QR + pid * 4 + 2, full_hi)
-            tl.store(QR + pid * 4 + 3, hi)
+            store4(QR + pid * 4, lo, full_lo, full_hi, hi)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")

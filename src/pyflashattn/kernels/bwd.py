@@ -17,7 +17,7 @@ import triton.language as tl
 from .block_info import kv_block_range, q_block_range, stage_range
 from .common import LOG2E, dot_precision, interpreting, mma
 from .fwd import seq_bounds
-from .mask import dropout_keep, element_mask, scores_log2
+from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
 
 @triton.jit(do_not_specialize=["seqlen_q"])
@@ -149,19 +149,15 @@ def _bwd_dkdv_kernel(
 
     lo, full_lo, full_hi, hi = q_block_range(start_n * BLOCK_N, seqlen_q, seqlen_k,
                                              window_left, window_right, BLOCK_M, BLOCK_N)
-    alibi_slope2 = 0.0
-    seed = 0
-    if HAS_DROPOUT:
-        seed = tl.load(SEED)
     for g in range(0, group_size):
         h = hk * group_size + g
         bh = b * nheads + h
+        alibi_slope2, seed = head_scalars(SLOPES, SEED, b, h, stride_sb, stride_sh, alibi_log2,
+                                          HAS_ALIBI, HAS_DROPOUT)
         p_q = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + q_start * stride_qs
         p_do = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh + q_start * stride_dos
         p_lse = LSE + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start
         p_delta = DELTA + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start
-        if HAS_ALIBI:
-            alibi_slope2 = tl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
         if IS_SPARSE:
             # the transposed lists: for this key block, the query blocks that see it
             row = b * stride_mb + h * stride_mh + (start_n * BLOCK_N) // SPARSE_KV
@@ -297,12 +293,7 @@ def _bwd_dq_kernel(
     b_lse2 = tl.load(LSE + p_row, mask=m_rows, other=float("inf")) * LOG2E
     b_delta = tl.load(DELTA + p_row, mask=m_rows, other=0.0)
     b_dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    alibi_slope2 = 0.0
-    if HAS_ALIBI:
-        alibi_slope2 = tl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
-    seed = 0
-    if HAS_DROPOUT:
-        seed = tl.load(SEED)
+    alibi_slope2, seed = head_scalars(SLOPES, SEED, b, h, stride_sb, stride_sh, alibi_log2, HAS_ALIBI, HAS_DROPOUT)
 
     p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + k_start * stride_ks
     p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + k_start * stride_vs

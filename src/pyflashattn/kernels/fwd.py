@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .block_info import kv_block_range, stage_range
 from .common import LN2, dot_precision, interpreting, mma
-from .mask import dropout_keep, element_mask, scores_log2
+from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
 
 @triton.jit
@@ -134,12 +134,7 @@ def _attn_fwd_kernel(
     p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + k_start * stride_vs
     b_q = tl.load(p_q + o_m[:, None].to(tl.int64) * stride_qs + o_d[None, :],
                   mask=m_rows[:, None] & (o_d < HEAD_DIM)[None, :], other=0.0)  # [BM, BD]
-    alibi_slope2 = 0.0
-    if HAS_ALIBI:
-        alibi_slope2 = tl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
-    seed = 0
-    if HAS_DROPOUT:
-        seed = tl.load(SEED)
+    alibi_slope2, seed = head_scalars(SLOPES, SEED, b, h, stride_sb, stride_sh, alibi_log2, HAS_ALIBI, HAS_DROPOUT)
 
     b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     b_l = tl.zeros([BLOCK_M], dtype=tl.float32)

@@ -31,6 +31,19 @@ def element_mask(o_m, o_n, seqlen_q, seqlen_k, window_left, window_right, p_tile
 
 
 @triton.jit
+def head_scalars(SLOPES, SEED, b, h, stride_sb, stride_sh, alibi_log2,
+                 HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr):
+    """Per-(batch, head) values of the score modifiers: the ALiBi slope (base 2) and the dropout seed."""
+    alibi_slope2 = 0.0
+    if HAS_ALIBI:
+        alibi_slope2 = tl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
+    seed = 0
+    if HAS_DROPOUT:
+        seed = tl.load(SEED)
+    return alibi_slope2, seed
+
+
+@triton.jit
 def dropout_keep(seed, bh, q_idx, k_idx, threshold):
     """True where dropout keeps the element; ``q_idx``/``k_idx`` broadcast to the tile's shape.
     One Philox-4x32-10 draw per element, counter (key, query, batch * nheads + head, 0): the
