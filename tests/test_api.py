@@ -154,3 +154,15 @@ def test_torch_compile_fullgraph(backend):
     assert model.qkv.weight.grad is not None and torch.isfinite(model.qkv.weight.grad).all()
     # a new sequence length must not need a new graph break; dynamic shapes keep one graph
     compiled(torch.randn(2, 23, 32, device=DEVICE))
+
+
+def test_torch_compile_self_attention_same_tensor(backend):
+    """q, k and v the same tensor (and grads through it) under fullgraph compile."""
+    torch._dynamo.reset()
+    x = torch.randn(1, 17, 2, 16, device=DEVICE, requires_grad=True)
+    f = torch.compile(lambda x: pfa.flash_attn_func(x, x, x, causal=True), fullgraph=True,
+                      backend="aot_eager" if DEVICE == "cpu" else "inductor")
+    out = f(x)
+    torch.testing.assert_close(out, pfa.flash_attn_func(x, x, x, causal=True))
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()

@@ -198,3 +198,15 @@ try:
         tl.store(OUT + tl.arange(0, BM)[:, None] * BN + tl.arange(0, BN)[None, :], r.to(tl.int64))
 except ImportError:  # pragma: no cover
     pass
+
+
+def test_varlen_under_torch_compile(backend):
+    """cu_seqlens values are data: the compiled graph must not break on their validation."""
+    lens = [7, 12, 3]
+    q, k, v, cu, _ = packed(lens, lens, 2, 2, 16)
+    torch._dynamo.reset()
+
+    def f(q, k, v, cu):
+        return pfa.flash_attn_varlen_func(q, k, v, cu, cu, 12, 12, causal=True)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager" if DEVICE == "cpu" else "inductor")
+    torch.testing.assert_close(compiled(q, k, v, cu), f(q, k, v, cu))

@@ -233,15 +233,23 @@ class _Attention(torch.autograd.Function):
         return (dq, dk, dv, None, None) + (None,) * len(ctx.options)
 
 
+def _use_function(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    return (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+            and not torch.compiler.is_compiling())
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, *options) -> tuple[Tensor, Tensor]:
-    """``pyflashattn::fwd`` with autograd through ``_Attention`` (what the public API calls)."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+    """``pyflashattn::fwd`` with autograd through ``_Attention`` (what the public API calls).
+    Under torch.compile the op is called directly: its registered autograd traces in every case
+    (dynamo cannot trace an autograd.Function given one tensor twice, e.g. ``q is k``), and the
+    wrapper's Python cost is gone from a compiled graph anyway."""
+    if _use_function(q, k, v):
         return _Attention.apply(q, k, v, attn_fwd, attn_bwd, *options)
     return attn_fwd(q, k, v, *options)
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, *options) -> tuple[Tensor, Tensor]:
-    """``pyflashattn::sparse_fwd`` with autograd through ``_Attention``."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+    """``pyflashattn::sparse_fwd`` with autograd through ``_Attention`` (as ``attention``)."""
+    if _use_function(q, k, v):
         return _Attention.apply(q, k, v, sparse_fwd, sparse_bwd, *options)
     return sparse_fwd(q, k, v, *options)

@@ -36,14 +36,21 @@ def check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k
     check_tensor("k", k, 3, "(total_k, nheads_k, headdim)")
     check_tensor("v", v, 3, "(total_k, nheads_k, headdim_v)")
     _check_heads(q, k, v, seq_dim=0)
-    for name, cu, total, max_len in (("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q),
-                                     ("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)):
+    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         if not isinstance(cu, torch.Tensor) or cu.dtype != torch.int32 or cu.dim() != 1:
             raise TypeError(f"{name} must be a 1-d int32 tensor of length batch + 1, got "
                             f"{getattr(cu, 'dtype', type(cu).__name__)} {tuple(getattr(cu, 'shape', ()))}")
         if cu.device != q.device:
             raise ValueError(f"{name} must be on q's device {q.device}, got {cu.device}")
-        values = cu.tolist()
+    if cu_seqlens_q.shape != cu_seqlens_k.shape:
+        raise ValueError(f"cu_seqlens_q and cu_seqlens_k must have the same length (batch + 1), got "
+                         f"{cu_seqlens_q.shape[0]} and {cu_seqlens_k.shape[0]}")
+    if torch.compiler.is_compiling():
+        return  # the values are data: checking them would break the graph
+    # one device-to-host copy for both (it synchronizes: the price of a clear error)
+    both = torch.stack([cu_seqlens_q, cu_seqlens_k]).tolist()
+    for name, values, total, max_len in (("cu_seqlens_q", both[0], q.shape[0], max_seqlen_q),
+                                         ("cu_seqlens_k", both[1], k.shape[0], max_seqlen_k)):
         if len(values) < 2 or values[0] != 0:
             raise ValueError(f"{name} must start at 0 and have length batch + 1 >= 2, got {values[:4]}...")
         if any(b < a for a, b in zip(values, values[1:])):
@@ -52,10 +59,8 @@ def check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k
             raise ValueError(f"{name}[-1] ({values[-1]}) must equal the packed length ({total})")
         longest = max(b - a for a, b in zip(values, values[1:]))
         if not isinstance(max_len, int) or max_len < longest:
-            raise ValueError(f"max_seqlen for {name} must be an int >= the longest sequence ({longest}), got {max_len!r}")
-    if cu_seqlens_q.shape != cu_seqlens_k.shape:
-        raise ValueError(f"cu_seqlens_q and cu_seqlens_k must have the same length (batch + 1), got "
-                         f"{cu_seqlens_q.shape[0]} and {cu_seqlens_k.shape[0]}")
+            raise ValueError(f"max_seqlen for {name} must be an int >= the longest sequence ({longest}), "
+                             f"got {max_len!r}")
 
 
 def check_alibi(alibi_slopes, batch: int, nheads: int, device) -> None:
