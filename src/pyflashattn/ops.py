@@ -2,7 +2,8 @@
 implementations and autograd, so ``torch.compile(fullgraph=True)`` traces through them.
 
 ``pyflashattn::fwd(q, k, v, scale, window_left, window_right, softcap=0, alibi_slopes=None,
-cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=-1, max_seqlen_k=-1) -> (out, lse)``
+cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=-1, max_seqlen_k=-1, dropout_p=0, seed=None)
+-> (out, lse)``
 ``pyflashattn::bwd(dout, q, k, v, out, lse, dlse, <the same options>) -> (dq, dk, dv)``
 ``pyflashattn::sparse_fwd(q, k, v, block_lists, block_tiles, block_meta, scale, softcap=0,
 alibi_slopes=None)`` and ``pyflashattn::sparse_bwd``: the same under a block mask
@@ -69,7 +70,8 @@ def _config(q: Tensor, v: Tensor, p: KernelParams):
     bq, bk = p.sparse_blocks
     # the sparse forward pipelines two loops (full and partial blocks): one stage less keeps
     # d=128 inside Hopper's 227 KB of shared memory (scripts/aot_check.py --sparse)
-    return replace(cfg, num_stages=min(cfg.num_stages, 2), block_m=min(cfg.block_m, bq), block_n=min(cfg.block_n, bk),
+    return replace(cfg, num_stages=min(cfg.num_stages, 2),
+                   block_m=min(cfg.block_m, bq), block_n=min(cfg.block_n, bk),
                    block_m_kv=min(cfg.block_m_kv, bq), block_n_kv=min(cfg.block_n_kv, bk),
                    block_m_q=min(cfg.block_m_q, bq), block_n_q=min(cfg.block_n_q, bk))
 
