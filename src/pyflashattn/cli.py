@@ -3,6 +3,7 @@
     pyflashattn bench                     # CPU: small sweep; GPU: the papers' sweep
     pyflashattn bench --quick             # a few seconds
     pyflashattn bench --mode memory       # climb seqlen until each provider runs out of memory
+    pyflashattn bench --mode sparse       # block-sparse vs dense vs FlexAttention at ~10 % density
     pyflashattn bench --seqlens 1k 4k --head-dims 128 --causal yes --json out.json --plot figs/
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .bench.config import DTYPES, MODES, SweepConfig, defaults
+from .bench.config import DTYPES, MODES, SPARSE_MASKS, SPARSE_PROVIDERS, SweepConfig, defaults
 from .bench.flops import PASSES
 from .bench.providers import PROVIDERS
 from .configs import MAX_HEAD_DIM
@@ -60,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "seqlen 512-16k, head dim 64 and 128, causal and not, bf16); on CPU a small sweep that "
                     "finishes within a minute. Lists take spaces or commas: --seqlens 1k 2k or 1024,2048.")
     bench.add_argument("--mode", choices=MODES, default="speed",
-                       help="speed: time every cell; memory: batch 1, climb seqlen until each provider runs out")
+                       help="speed: time every cell; memory: batch 1, climb seqlen until each provider runs out; "
+                            "sparse: pyflashattn dense vs block-sparse vs FlexAttention on the same masks "
+                            "(~10%% density), batch 1")
     bench.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is visible")
     bench.add_argument("--quick", action="store_true", help="a very short run (fewer lengths and timing calls)")
     bench.add_argument("--seqlens", nargs="+", type=_int_list, metavar="N", help="sequence lengths (seq_q = seq_k)")
@@ -75,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--providers", nargs="+", type=_names(tuple(PROVIDERS), ("all",)), metavar="NAME",
                        help=f"any of {', '.join(PROVIDERS)} or all (default: all on a GPU; "
                             f"pyflashattn, sdpa-math, standard on CPU)")
+    bench.add_argument("--masks", nargs="+", type=_names(SPARSE_MASKS), metavar="MASK",
+                       help=f"sparse mode: any of {', '.join(SPARSE_MASKS)} (default: sliding, local_global, "
+                            f"document)")
+    bench.add_argument("--block-size", type=_positive, metavar="B",
+                       help="sparse mode: BlockMask block (power of two >= 16); default 128 on a GPU, 32 on CPU")
     bench.add_argument("--no-check", action="store_true", help="skip the correctness column (float64 reference)")
     bench.add_argument("--json", metavar="PATH", help="write every number and the environment as JSON")
     bench.add_argument("--plot", metavar="DIR", help="write PNG figures (needs matplotlib)")
@@ -108,6 +116,22 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         changes["providers"] = tuple(PROVIDERS) if "all" in providers else providers
     if args.no_check:
         changes["check"] = False
+    masks, block_size = _flat(args.masks), args.block_size
+    if config.mode != "sparse" and (masks or block_size):
+        parser.error(f"{'--masks' if masks else '--block-size'}: only with --mode sparse")
+    if config.mode == "sparse":
+        if providers and "all" in providers:
+            changes["providers"] = SPARSE_PROVIDERS
+        unknown = [p for p in changes.get("providers", ()) if p not in SPARSE_PROVIDERS]
+        if unknown:
+            parser.error(f"--providers: sparse mode compares {' and '.join(SPARSE_PROVIDERS)} "
+                         f"(pyflashattn runs dense and block-sparse), got {', '.join(unknown)}")
+        if masks:
+            changes["masks"] = masks
+        if block_size is not None:
+            if block_size < 16 or block_size & (block_size - 1):
+                parser.error(f"--block-size: a power of two >= 16, got {block_size}")
+            changes["block_size"] = block_size
     config = dataclasses.replace(config, **changes)
     if max(config.head_dims) > MAX_HEAD_DIM:
         parser.error(f"--head-dims: at most {MAX_HEAD_DIM}, got {max(config.head_dims)}")
@@ -137,16 +161,27 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     config = config_from_args(parser, args, torch.cuda.is_available())
     env = environment(config.device)
     before = cpu_snapshot()
+    if config.mode == "sparse":
+        from .bench.sparse import format_sparse_table, run_sparse, sparse_to_json
+        result = run_sparse(config, ProgressBar())
+        env["cpu_busy_by_others"] = busy_by_others(before, cpu_snapshot())
+        if args.plot:
+            result.notes.append("plots: not drawn in sparse mode")
+        return _finish(args, result, format_sparse_table(result, config, env), sparse_to_json(result, config, env))
     result = run_sweep(config, ProgressBar())
     env["cpu_busy_by_others"] = busy_by_others(before, cpu_snapshot())
     if args.plot:
         where = env.get("gpu") or "cpu"
         written, notes = write_plots(result.cells, args.plot, f"{where}, {config.dtype}")
         result.notes.extend(notes + [f"plot: {path}" for path in written])
-    print(format_table(result, config, env))
+    return _finish(args, result, format_table(result, config, env), to_json(result, config, env))
+
+
+def _finish(args: argparse.Namespace, result, table: str, doc: dict) -> int:
+    print(table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(to_json(result, config, env), f, indent=1)
+            json.dump(doc, f, indent=1)
         print(f"\nwrote {args.json}")
     if result.errors:
         print(f"{len(result.errors)} cell(s) failed with an error; see the notes", file=sys.stderr)

@@ -9,6 +9,10 @@ Defaults (any flag overrides its part):
 - CPU, speed: the tiled PyTorch path against SDPA's math backend and standard attention,
   batch 2, 4 heads, head dim 64, seqlen 128 to 1024, fp32 (under a minute on 2 cores).
 - CPU, memory: batch 1, seqlen 256 to 4096.
+- sparse (``--mode sparse``): dense against block-sparse pyflashattn and FlexAttention on the
+  same ~10 % masks, batch 1, forward and forward+backward. CUDA: seqlen 16k and 64k, head dim
+  128, hidden 2048, bf16, 128 x 128 blocks; CPU: seqlen 512 and 1024, head dim 64, 4 heads,
+  fp32, 32 x 32 blocks.
 - ``--quick``: two or three sequence lengths and fewer timing calls.
 """
 from __future__ import annotations
@@ -23,7 +27,10 @@ from .providers import CPU_DEFAULT, PROVIDERS
 from .timing import SINGLE_SHOT, TimingPlan
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-MODES = ("speed", "memory")
+MODES = ("speed", "memory", "sparse")
+SPARSE_MASKS = ("sliding", "local_global", "document", "butterfly", "causal")
+SPARSE_DEFAULT_MASKS = ("sliding", "local_global", "document")
+SPARSE_PROVIDERS = ("pyflashattn", "flex")  # pyflashattn runs both dense and block-sparse
 TOKENS = 16 * 1024
 HIDDEN = 2048
 
@@ -61,6 +68,8 @@ class SweepConfig:
     quick: bool = False
     check: bool = True
     plan: TimingPlan = field(default_factory=TimingPlan)
+    masks: tuple[str, ...] = SPARSE_DEFAULT_MASKS   # sparse mode only
+    block_size: int = 128                           # sparse mode only: BlockMask block (q and kv)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -92,6 +101,8 @@ def defaults(device: str, mode: str = "speed", quick: bool = False) -> SweepConf
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     cuda = device.startswith("cuda")
+    if mode == "sparse":
+        return _sparse_defaults(device, cuda, quick)
     if cuda:
         base = SweepConfig(device=device, mode=mode, dtype="bf16", seqlens=_doubling(512, 16384), head_dims=(64, 128),
                            providers=tuple(PROVIDERS), batch=None, heads=None)
@@ -113,4 +124,22 @@ def defaults(device: str, mode: str = "speed", quick: bool = False) -> SweepConf
                        passes=("fwd", "fwdbwd") if mode == "speed" else base.passes, batch=1, heads=2,
                        plan=TimingPlan(warmup_ms=0, rep_ms=20, min_reps=2, max_reps=3)
                        if mode == "speed" else base.plan)
+    return base
+
+
+def _sparse_defaults(device: str, cuda: bool, quick: bool) -> SweepConfig:
+    if cuda:
+        base = SweepConfig(device=device, mode="sparse", dtype="bf16", seqlens=(16384, 65536), head_dims=(128,),
+                           causal=(False,), passes=("fwd", "fwdbwd"), providers=SPARSE_PROVIDERS, batch=1,
+                           heads=None, block_size=128)
+        if quick:
+            base = replace(base, seqlens=(4096,), masks=("sliding",),
+                           plan=TimingPlan(warmup_ms=10, rep_ms=30, min_reps=3, max_reps=20))
+        return base
+    base = SweepConfig(device="cpu", mode="sparse", seqlens=(512, 1024), head_dims=(64,), causal=(False,),
+                       passes=("fwd", "fwdbwd"), providers=SPARSE_PROVIDERS, batch=1, heads=4, block_size=32,
+                       plan=TimingPlan(warmup_ms=0, rep_ms=200, min_reps=3, max_reps=8))
+    if quick:
+        base = replace(base, seqlens=(256,), head_dims=(32,), heads=2, masks=("sliding",),
+                       plan=TimingPlan(warmup_ms=0, rep_ms=20, min_reps=2, max_reps=3))
     return base
