@@ -134,14 +134,24 @@ class Flex(Provider):
         return (f"flex: torch._dynamo recompile limit raised {old} -> {new} (one compile per shape, "
                 f"dynamic=False); {'passing it raises' if strict else 'this torch may fall back to eager past it'}")
 
-    def bind(self, q, k, v, causal):
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    @staticmethod
+    def compiled():
+        """The one compiled ``flex_attention`` the bench shares (each shape compiles once)."""
+        from torch.nn.attention.flex_attention import flex_attention
         if Flex._compiled is None:
+            import torch._inductor.config as inductor_config
+            # compile in-process: inductor's worker pool was seen failing intermittently on the
+            # 2-core CI machine (BackendCompilerFailed), and a bench compiles one kernel at a time
+            inductor_config.compile_threads = 1
             Flex._compiled = torch.compile(flex_attention, dynamic=False)
+        return Flex._compiled
+
+    def bind(self, q, k, v, causal):
+        from torch.nn.attention.flex_attention import create_block_mask
         block_mask = (create_block_mask(_causal_mod, None, None, q.shape[2], k.shape[2], device=q.device)
                       if causal else None)
         gqa = {"enable_gqa": True} if q.shape[1] != k.shape[1] else {}
-        compiled = Flex._compiled
+        compiled = self.compiled()
         return lambda: compiled(q, k, v, block_mask=block_mask, **gqa)
 
 

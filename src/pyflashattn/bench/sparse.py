@@ -169,9 +169,7 @@ def run_sparse(config: SweepConfig, progress: Optional[Progress] = None) -> Swee
         else:
             note = flex.setup_note()
             notes.extend([note] if note else [])
-            if Flex._compiled is None:
-                from torch.nn.attention.flex_attention import flex_attention
-                Flex._compiled = torch.compile(flex_attention, dynamic=False)
+            Flex.compiled()
     variants = 2 + (flex is not None)
     cells: list[SparseCell] = []
     progress.start(len(config.head_dims) * len(config.seqlens) * len(config.passes) * (1 + (variants - 1) * len(config.masks)))
@@ -276,7 +274,7 @@ def _run_flex(config: SweepConfig, shape: Shape, mod: Optional[Callable], inputs
             fm = flex_block_mask(mod, None, None, shape.seqlen, shape.seqlen, device=config.device,
                                  BLOCK_SIZE=config.block_size)
             gqa = {"enable_gqa": True} if shape.heads != shape.kv_heads else {}
-            compiled = Flex._compiled
+            compiled = Flex.compiled()
             forward = lambda: compiled(*leaves, block_mask=fm, **gqa)  # noqa: E731
         except Exception as exc:  # noqa: BLE001
             for c in flex_cells:
