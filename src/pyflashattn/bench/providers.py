@@ -139,10 +139,6 @@ class Flex(Provider):
         """The one compiled ``flex_attention`` the bench shares (each shape compiles once)."""
         from torch.nn.attention.flex_attention import flex_attention
         if Flex._compiled is None:
-            import torch._inductor.config as inductor_config
-            # compile in-process: inductor's worker pool was seen failing intermittently on the
-            # 2-core CI machine (BackendCompilerFailed), and a bench compiles one kernel at a time
-            inductor_config.compile_threads = 1
             Flex._compiled = torch.compile(flex_attention, dynamic=False)
         return Flex._compiled
 
