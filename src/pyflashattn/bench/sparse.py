@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -36,7 +35,8 @@ from ..block_mask import (butterfly_mask, causal_mask, create_block_mask, docume
                           sliding_window_mask)
 from .config import Shape, SweepConfig
 from .providers import Flex
-from .sweep import CHECK_MAX_SCORES, SEED, Progress, SweepResult, _cell_notes, _fail, _first_line, _pass_fns, _Silent
+from .sweep import (CHECK_MAX_SCORES, SEED, Progress, SweepResult, _cell_notes, _fail, _first_line, _pass_fns,
+                    _Silent, run_guarded)
 from .timing import free_memory, median_ms
 
 VARIANTS = ("dense", "sparse", "flex")
@@ -109,20 +109,10 @@ def _bhsd(t: Tensor, requires_grad: bool) -> Tensor:
 
 def _measure(cell: SparseCell, forward, inputs: list[Tensor], grad: Tensor, config: SweepConfig) -> None:
     fn, setup = _pass_fns(forward, inputs, grad, cell.pass_)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            if setup is not None:
-                setup()
-            fn()  # first call: compiles, and shows whether this can run here
+
+    def measure():
         cell.time_ms = median_ms(fn, setup, config.device, config.plan)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a cell state
-        _fail(cell, exc, caught)
-    finally:
-        for t in inputs:
-            t.grad = None
-    if cell.status != "ok":
-        free_memory(config.device, collect=True)
+    run_guarded(cell, fn, setup, inputs, config.device, measure)
 
 
 def _masked_ref_err(shape: Shape, block_mask, config: SweepConfig, with_grads: bool):

@@ -133,14 +133,29 @@ def _fail(cell: Cell, exc: BaseException, caught: list) -> None:
         cell.status, cell.note = "error", _first_line(exc)
 
 
-def _measure(cell: Cell, provider: Provider, forward, inputs, grad, config: SweepConfig) -> None:
-    fn, setup = _pass_fns(forward, inputs, grad, cell.pass_)
+def run_guarded(cell, fn: Callable, setup: Optional[Callable], inputs, device: str, measure: Callable) -> None:
+    """Warm up (the first call compiles, and shows whether this can run here), then
+    ``measure()``; any failure becomes the cell's state (``_fail``). Used by every bench mode."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if setup is not None:
                 setup()
-            fn()  # first call: compiles, and shows whether this backend can run the cell
+            fn()
+        measure()
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a cell state
+        _fail(cell, exc, caught)
+    finally:
+        for t in inputs:
+            t.grad = None
+    if cell.status != "ok":
+        free_memory(device, collect=True)
+
+
+def _measure(cell: Cell, provider: Provider, forward, inputs, grad, config: SweepConfig) -> None:
+    fn, setup = _pass_fns(forward, inputs, grad, cell.pass_)
+
+    def measure():
         if config.mode == "memory":
             cell.peak_mem_bytes = peak_memory_bytes(fn, setup, config.device)
             cell.time_ms = median_ms(fn, setup, config.device, SINGLE_SHOT)
@@ -148,13 +163,7 @@ def _measure(cell: Cell, provider: Provider, forward, inputs, grad, config: Swee
             cell.time_ms = median_ms(fn, setup, config.device, config.plan)
             cell.peak_mem_bytes = peak_memory_bytes(fn, setup, config.device)
         cell.tflops = tflops(cell.flops, cell.time_ms)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a cell state
-        _fail(cell, exc, caught)
-    finally:
-        for t in inputs:
-            t.grad = None
-    if cell.status != "ok":
-        free_memory(config.device, collect=True)
+    run_guarded(cell, fn, setup, inputs, config.device, measure)
 
 
 def sampled_shape(shape: Shape) -> Shape:
