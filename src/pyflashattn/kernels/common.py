@@ -8,9 +8,10 @@ import triton
 import triton.language as tl
 
 from ..configs import interpreting  # noqa: F401  (re-exported for the launchers)
+from ..params import LOG2E as _LOG2E
 
 # Triton kernels may read module globals only when they are constexpr; host code uses ``.value``.
-LOG2E = tl.constexpr(1.4426950408889634)
+LOG2E = tl.constexpr(_LOG2E)
 LN2 = tl.constexpr(0.6931471805599453)
 
 
