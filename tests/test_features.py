@@ -104,6 +104,23 @@ def test_bad_cu_seqlens(case):
         pfa.flash_attn_varlen_func(q, k, v, mutate(cu.cpu()).to(DEVICE), cu, 5, 5)
 
 
+def test_cu_seqlens_checked_once_unless_modified(monkeypatch):
+    """A pair that passed is not synced again (the layers of a model share it), but an in-place
+    change makes it checked again."""
+    q, k, v, cu, _ = packed([5, 4, 3], [5, 4, 3], 2, 2, 16)
+    cu_k = cu.clone()
+    pfa.flash_attn_varlen_func(q, k, v, cu, cu_k, 5, 5)
+    syncs = []
+    real_stack = torch.stack
+    monkeypatch.setattr(torch, "stack", lambda *a, **kw: syncs.append(1) or real_stack(*a, **kw))
+    pfa.flash_attn_varlen_func(q, k, v, cu, cu_k, 5, 5)
+    assert not syncs
+    cu_k[1] = 7  # now [0, 7, 9, 12]: sequence lengths 7, 2, 3 exceed max_seqlen_k = 5
+    with pytest.raises(ValueError, match="max_seqlen"):
+        pfa.flash_attn_varlen_func(q, k, v, cu, cu_k, 5, 5)
+    assert syncs
+
+
 def test_bad_alibi_and_max_seqlen():
     q, k, v, cu, _ = packed([5, 4], [5, 4], 2, 2, 16)
     with pytest.raises(ValueError, match="max_seqlen"):
