@@ -569,11 +569,24 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     cfg_line = (f"model: L{args.n_layer} d{args.n_embd} h{args.n_head}, seqlen {args.seqlen}, batch {args.batch_size}, "
                 f"{args.steps} steps, MFU peak {'n/a (CPU)' if device.type != 'cuda' else f'{args.peak_flops:.3g}'}")
     print(cfg_line)
-    records = []
+    records, out_of_memory = [], []
     for name in names:
-        record = train(args, name, data, device, dtype)
+        try:
+            record = train(args, name, data, device, dtype)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not is_oom(e):
+                raise
+            out_of_memory.append(name)  # e.g. standard attention's N x N matrices at long seqlen
+            print(f"{name:>10}  out of memory at seqlen {args.seqlen}, batch {args.batch_size}", flush=True)
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         records.append(record)
         print(summary_line(record), flush=True)
+    if not records:
+        raise SystemExit("every choice ran out of memory")
+    extra["out_of_memory"] = out_of_memory
     if len(records) > 1:
         base = records[0]["losses"]
         for r in records[1:]:

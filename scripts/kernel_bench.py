@@ -141,17 +141,26 @@ def features(args):
         cu = torch.arange(0, (b + 1) * s_len, s_len, device="cuda", dtype=torch.int32)
         qp, kp, vp = (t.detach().reshape(b * s_len, h, d).requires_grad_() for t in (q, k, v))
         variants = {
-            "causal": (lambda: pfa.flash_attn_func(q, k, v, causal=True), (q, k, v), 1),
-            "causal+softcap": (lambda: pfa.flash_attn_func(q, k, v, causal=True, softcap=30.0), (q, k, v), 1),
-            "causal+alibi": (lambda: pfa.flash_attn_func(q, k, v, causal=True, alibi_slopes=slopes), (q, k, v), 1),
+            "causal": (lambda: pfa.flash_attn_func(q, k, v, causal=True), (q, k, v), None),
+            "causal+softcap": (lambda: pfa.flash_attn_func(q, k, v, causal=True, softcap=30.0), (q, k, v), None),
+            "causal+alibi": (lambda: pfa.flash_attn_func(q, k, v, causal=True, alibi_slopes=slopes), (q, k, v), None),
             "causal varlen": (lambda: pfa.flash_attn_varlen_func(qp, kp, vp, cu, cu, s_len, s_len, causal=True),
-                              (qp, kp, vp), 1),
-            "window(1024,0)": (lambda: pfa.flash_attn_func(q, k, v, window_size=(1024, 0)), (q, k, v), 1),
+                              (qp, kp, vp), None),
+            "causal+dropout": (lambda: pfa.flash_attn_func(q, k, v, causal=True, dropout_p=0.1), (q, k, v), None),
+            "window(1024,0)": (lambda: pfa.flash_attn_func(q, k, v, window_size=(1024, 0)), (q, k, v), None),
+            # a config experiment without a table edit: smaller key blocks, fewer masked ones per row
+            "window n64": (lambda: pfa.flash_attn_func(q, k, v, window_size=(1024, 0)), (q, k, v),
+                           '{"block_n": 64, "block_m_q": 64, "block_n_kv": 64}'),
         }
         for mode in args.modes:
-            for name, (fn, leaves, _) in variants.items():
+            for name, (fn, leaves, config) in variants.items():
                 grad = g if name != "causal varlen" else g.reshape(b * s_len, h, d)
-                ms = bench(fn, mode, grad, leaves)
+                if isinstance(config, str):
+                    os.environ["PYFLASHATTN_CONFIG"] = config
+                try:
+                    ms = bench(fn, mode, grad, leaves)
+                finally:
+                    os.environ.pop("PYFLASHATTN_CONFIG", None)
                 rows.append(dict(s=s_len, mode=mode, variant=name, ms=ms))
                 print(f"n={s_len:5d} {mode:6s} {name:15s} {ms:8.3f} ms", flush=True)
     return rows

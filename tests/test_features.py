@@ -133,14 +133,15 @@ def test_bad_alibi_and_max_seqlen():
 
 
 def dense_dropout_ref(q, k, v, keep, p, causal):
-    """float64 attention with a given keep mask ``[b, h, sq, sk]`` (scaled by 1 / (1 - p))."""
+    """float64 attention with a given keep mask ``[b, h, sq, sk]`` (scaled by 1 / P(keep))."""
     import math
     from pyflashattn.reference import dense_mask
     group = q.shape[2] // k.shape[2]
     s = (q.transpose(1, 2) @ k.transpose(1, 2).repeat_interleave(group, 1).transpose(-1, -2)) / math.sqrt(q.shape[-1])
     if causal:
         s = s.masked_fill(~dense_mask(q.shape[1], k.shape[1], -1, 0, device=q.device), -math.inf)
-    probs = torch.softmax(s, -1) * keep / (1 - p)
+    from pyflashattn.dropout import keep_scale
+    probs = torch.softmax(s, -1) * keep * keep_scale(p)
     return (probs @ v.transpose(1, 2).repeat_interleave(group, 1)).transpose(1, 2)
 
 
@@ -189,30 +190,43 @@ def test_dropout_same_mask_on_every_backend(monkeypatch):
 
 
 def test_dropout_philox_matches_triton():
-    """pyflashattn.dropout.philox is bit-identical to Triton's generator."""
-    triton = pytest.importorskip("triton")
-    import triton.language as tl
-    from pyflashattn.dropout import philox
-    from pyflashattn.kernels.mask import dropout_keep  # noqa: F401  (the kernels' user of it)
+    """pyflashattn.dropout is bit-identical to the kernels: Philox's four words, and the keep
+    mask cut from them (16-bit numbers, eight keys per draw) at a threshold that splits them."""
+    pytest.importorskip("triton")
+    from pyflashattn.dropout import keep_mask, keep_threshold, philox
 
-    out = torch.zeros(16, 32, dtype=torch.int64, device=DEVICE)
-    _philox_probe[(1,)](out, 123456789012345, 7, BM=16, BN=32)
-    ref = philox(123456789012345, torch.arange(1000, 1032, device=DEVICE)[None, :],
-                 torch.arange(5, 21, device=DEVICE)[:, None], torch.tensor(7, device=DEVICE), torch.tensor(0, device=DEVICE))
-    assert torch.equal(out & 0xFFFFFFFF, ref)
+    seed, bh, p = 123456789012345, 7, 0.3
+    words = torch.zeros(4, 16, 32, dtype=torch.int64, device=DEVICE)
+    keep = torch.zeros(16, 32, dtype=torch.int32, device=DEVICE)
+    _philox_probe[(1,)](words, keep, seed, bh, keep_threshold(p), BM=16, BN=32)
+    ref = philox(seed, torch.arange(1000, 1032, device=DEVICE)[None, :],
+                 torch.arange(5, 21, device=DEVICE)[:, None], torch.tensor(bh, device=DEVICE), torch.tensor(0, device=DEVICE))
+    for w in range(4):
+        assert torch.equal(words[w] & 0xFFFFFFFF, ref[w])
+    ref_keep = keep_mask(seed, p, torch.tensor(bh, device=DEVICE), torch.arange(5, 21, device=DEVICE),
+                         torch.arange(1000 * 8, 1000 * 8 + 32, device=DEVICE))
+    assert torch.equal(keep.bool(), ref_keep)
+    assert 0.5 < ref_keep.float().mean() < 0.9
 
 
 try:
     import triton
     import triton.language as tl
 
+    from pyflashattn.kernels.mask import dropout_keep
+
     @triton.jit
-    def _philox_probe(OUT, seed, bh, BM: tl.constexpr, BN: tl.constexpr):
+    def _philox_probe(WORDS, KEEP, seed, bh, threshold, BM: tl.constexpr, BN: tl.constexpr):
         rows = tl.arange(0, BM)[:, None] + 5
         cols = tl.arange(0, BN)[None, :] + 1000
         zero = rows * 0 + cols * 0
-        r, _, _, _ = tl.random.philox(seed, cols + zero, rows + zero, zero + bh, zero)
-        tl.store(OUT + tl.arange(0, BM)[:, None] * BN + tl.arange(0, BN)[None, :], r.to(tl.int64))
+        r0, r1, r2, r3 = tl.random.philox(seed, cols + zero, rows + zero, zero + bh, zero)
+        o = tl.arange(0, BM)[:, None] * BN + tl.arange(0, BN)[None, :]
+        tl.store(WORDS + o, r0.to(tl.int64))
+        tl.store(WORDS + BM * BN + o, r1.to(tl.int64))
+        tl.store(WORDS + 2 * BM * BN + o, r2.to(tl.int64))
+        tl.store(WORDS + 3 * BM * BN + o, r3.to(tl.int64))
+        tl.store(KEEP + o, dropout_keep(seed, bh, tl.arange(0, BM) + 5, 8000, threshold, BN).to(tl.int32))
 except ImportError:  # pragma: no cover
     pass
 

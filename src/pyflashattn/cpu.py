@@ -181,16 +181,16 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 
 def _dropper(p, batch: int, nheads: int, first_batch: int, device):
-    """``drop(x, rows, cols)``: x ``[b, h, BM, BN]`` with dropout applied (kept / (1 - p)), the
+    """``drop(x, rows, cols)``: x ``[b, h, BM, BN]`` with dropout applied (kept / P(keep)), the
     kernels' Philox numbers (``dropout.py``); the identity without dropout."""
     if not p.has_dropout:
         return lambda x, rows, cols: x
-    from .dropout import keep_mask
-    seed = int(p.seed.item())
+    from .dropout import keep_mask, keep_scale
+    seed, scale = int(p.seed.item()), keep_scale(p.dropout_p)
     bh = ((torch.arange(batch, device=device) + first_batch)[:, None] * nheads
           + torch.arange(nheads, device=device)[None, :])
     return lambda x, rows, cols: torch.where(keep_mask(seed, p.dropout_p, bh, rows, cols),
-                                             x / (1.0 - p.dropout_p), 0.0)
+                                             x * scale, 0.0)
 
 
 def _fwd_dense(q, k, v, p, slopes, first_batch: int = 0):

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import cpu, ops, validate
-from .dropout import keep_mask, new_seed
+from .dropout import keep_mask, keep_scale, new_seed
 from .params import fold_causal, kernel_window
 
 
@@ -72,7 +72,7 @@ def flash_attn_func(
 
 
 def dropped_probs(q, k, lse, scale, window_left, window_right, softcap, alibi_slopes, dropout_p, seed):
-    """The probabilities the forward multiplied V by: ``P * keep / (1 - p)``, ``(b, h, sq, sk)``
+    """The probabilities the forward multiplied V by: ``P * keep / P(keep)``, ``(b, h, sq, sk)``
     float32, rebuilt from the saved log-sum-exp and the same Philox numbers as the kernels."""
     b, sq, h, _ = q.shape
     sk, group = k.shape[1], h // k.shape[2]
@@ -86,7 +86,7 @@ def dropped_probs(q, k, lse, scale, window_left, window_right, softcap, alibi_sl
     probs = torch.exp(s - lse.float()[..., None])
     bh = torch.arange(b, device=q.device)[:, None] * h + torch.arange(h, device=q.device)[None, :]
     keep = keep_mask(int(seed.item()), dropout_p, bh, rows, cols)
-    return torch.where(keep, probs / (1.0 - dropout_p), 0.0)
+    return torch.where(keep, probs * keep_scale(dropout_p), 0.0)
 
 
 def _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap):

@@ -65,11 +65,11 @@ class KernelParams:
         return self.dropout_p > 0.0
 
     def dropout_args(self, dummy: torch.Tensor) -> tuple:
-        """Kernel arguments: (seed pointer, keep threshold, 1 / (1 - p))."""
-        from .dropout import keep_threshold
+        """Kernel arguments: (seed pointer, keep threshold, 1 / P(keep))."""
+        from .dropout import keep_scale, keep_threshold
         if not self.has_dropout:
             return dummy, 0, 1.0
-        return self.seed, keep_threshold(self.dropout_p), 1.0 / (1.0 - self.dropout_p)
+        return self.seed, keep_threshold(self.dropout_p), keep_scale(self.dropout_p)
 
     @property
     def is_sparse(self) -> bool:

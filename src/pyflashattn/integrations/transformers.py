@@ -64,12 +64,19 @@ def register(name: str = DEFAULT_NAME) -> str:
         raise ImportError("pyflashattn.integrations.transformers needs transformers with AttentionInterface "
                           "(>= 4.48): pip install -U transformers") from e
     AttentionInterface.register(name, attention_forward)
+    global _masking_utils
     try:
-        from transformers.masking_utils import AttentionMaskInterface
+        from transformers import masking_utils
     except ImportError:  # older releases: the model passes its default mask, handled by the SDPA path
         return name
-    AttentionMaskInterface.register(name, build_mask)
+    # kept here so that build_mask imports nothing while torch.compile traces it (dynamo cannot
+    # follow an import through transformers' lazy module: "Bad import result", a graph break)
+    _masking_utils = masking_utils
+    masking_utils.AttentionMaskInterface.register(name, build_mask)
     return name
+
+
+_masking_utils = None  # transformers.masking_utils, set by register()
 
 
 def _tracing() -> bool:
@@ -85,8 +92,7 @@ def build_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_of
     ``s_q == s_k`` and no other pattern: the reorder path), or transformers' ``sdpa_mask``
     result (a 4D bool mask, or ``None`` where SDPA would use ``is_causal``).
     """
-    from transformers import masking_utils
-
+    masking_utils = _masking_utils
     causal_fn = getattr(masking_utils, "causal_mask_function", None)
     plain_causal = (
         mask_function is causal_fn

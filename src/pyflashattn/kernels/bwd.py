@@ -59,6 +59,7 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
     m_dv = o_dv < HEAD_DIM_V
     p_qt = p_q + (m_begin + o_m)[None, :].to(tl.int64) * stride_qs + o_d[:, None]      # [BD, BM]
     p_dob = p_do + (m_begin + o_m)[:, None].to(tl.int64) * stride_dos + o_dv[None, :]  # [BM, BDV]
+    n0 = tl.min(o_n, 0)  # first key of this block (dropout's counters)
     for m_start in tl.range(m_begin, m_end, BLOCK_M):
         o_rows = m_start + o_m
         m_rows = o_rows < seqlen_q
@@ -91,7 +92,8 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
         b_dpt = mma(b_v, tl.trans(b_do), tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32),
                     PRECISION, UPCAST)
         if HAS_DROPOUT:  # dV sees the dropped P; dP is dropped the same way (FA2, Algorithm 2)
-            m_keep = dropout_keep(seed, bh, o_rows[None, :], o_n[:, None], drop_threshold)
+            # drawn as [queries, keys], the layout every kernel shares, then turned to this tile's
+            m_keep = tl.trans(dropout_keep(seed, bh, o_rows, n0, drop_threshold, b_k.shape[0]))
             b_dv = mma(tl.where(m_keep, b_pt * drop_scale, 0.0).to(b_do.dtype), b_do, b_dv, PRECISION, UPCAST)
             b_dpt = tl.where(m_keep, b_dpt * drop_scale, 0.0)
         else:
@@ -239,7 +241,7 @@ def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                                         p_tile, HAS_TILES, TILE_W), b_p, 0.0)
         b_dp = mma(b_do, b_vt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
         if HAS_DROPOUT:
-            b_dp = tl.where(dropout_keep(seed, bh, o_m[:, None], o_cols[None, :], drop_threshold),
+            b_dp = tl.where(dropout_keep(seed, bh, o_m, n_start, drop_threshold, BLOCK_N),
                             b_dp * drop_scale, 0.0)
         b_ds = b_p * (b_dp - b_delta[:, None]) * b_dmod
         b_dq = mma(b_ds.to(b_kt.dtype), tl.trans(b_kt), b_dq, PRECISION, UPCAST)

@@ -82,7 +82,7 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
         else:
             b_v = tl.load(p_vb, mask=m_dv[None, :], other=0.0)
         if HAS_DROPOUT:  # the row sum above keeps every element; only P V sees the drops
-            b_p = tl.where(dropout_keep(seed, bh, o_m[:, None], o_cols[None, :], drop_threshold),
+            b_p = tl.where(dropout_keep(seed, bh, o_m, n_start, drop_threshold, BLOCK_N),
                            b_p * drop_scale, 0.0)
         b_acc = mma(b_p.to(b_v.dtype), b_v, b_acc * b_alpha[:, None], PRECISION, UPCAST)
         b_m = b_m_new

@@ -44,13 +44,30 @@ def head_scalars(SLOPES, SEED, b, h, stride_sb, stride_sh, alibi_log2,
 
 
 @triton.jit
-def dropout_keep(seed, bh, q_idx, k_idx, threshold):
-    """True where dropout keeps the element; ``q_idx``/``k_idx`` broadcast to the tile's shape.
-    One Philox-4x32-10 draw per element, counter (key, query, batch * nheads + head, 0): the
-    same numbers as ``pyflashattn.dropout.philox``, so every backend drops the same elements."""
-    zero = q_idx * 0 + k_idx * 0
-    r, _, _, _ = tl.random.philox(seed, k_idx + zero, q_idx + zero, zero + bh, zero)
-    return r.to(tl.int64) >= threshold
+def dropout_keep(seed, bh, o_rows, col0, threshold, BLOCK_N: tl.constexpr):
+    """bool ``[len(o_rows), BLOCK_N]``: True where dropout keeps element (row, ``col0 + j``);
+    ``col0`` and ``BLOCK_N`` are multiples of 8. One Philox-4x32-10 draw per row and 8 keys,
+    counter (key // 8, row, batch * nheads + head, 0), its four words cut into eight 16-bit
+    numbers: key ``8c + 2w + h`` takes half ``h`` of word ``w`` (``pyflashattn.dropout``, the
+    same numbers on every backend)."""
+    o_c = col0 // 8 + tl.arange(0, BLOCK_N // 8)
+    zero = o_rows[:, None] * 0 + o_c[None, :] * 0
+    r0, r1, r2, r3 = tl.random.philox(seed, o_c[None, :] + zero, o_rows[:, None] + zero, zero + bh, zero)
+    # compared first, so that only bytes move when the interleaves rearrange the tile (an int32
+    # tile's layout change took 64 KB more shared memory than the forward has). interleave puts
+    # its second operand right after its first: words (0, 2) and (1, 3), interleaved and then
+    # interleaved again, run 0, 1, 2, 3 along the keys; the halves likewise.
+    lo = tl.interleave(tl.interleave(_keep16(r0, threshold), _keep16(r2, threshold)),
+                       tl.interleave(_keep16(r1, threshold), _keep16(r3, threshold)))
+    hi = tl.interleave(tl.interleave(_keep16(r0 >> 16, threshold), _keep16(r2 >> 16, threshold)),
+                       tl.interleave(_keep16(r1 >> 16, threshold), _keep16(r3 >> 16, threshold)))
+    return tl.interleave(lo, hi) != 0
+
+
+@triton.jit
+def _keep16(word, threshold):
+    """int8 1 where the low 16 bits of ``word`` are >= ``threshold``."""
+    return ((word & 0xFFFF).to(tl.int32) >= threshold).to(tl.int8)
 
 
 @triton.jit
