@@ -106,16 +106,18 @@ def _lse_shape(q: Tensor, varlen: bool) -> tuple[int, ...]:
 
 # -- dense and varlen ----------------------------------------------------------------------
 
-@torch.library.custom_op("pyflashattn::fwd", mutates_args=())
-def attn_fwd(q: Tensor, k: Tensor, v: Tensor, softmax_scale: float, window_left: int, window_right: int,
-             softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None,
-             cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
-             max_seqlen_q: int = -1, max_seqlen_k: int = -1,
-             dropout_p: float = 0.0, seed: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+def _fwd_impl(q: Tensor, k: Tensor, v: Tensor, softmax_scale: float, window_left: int, window_right: int,
+              softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None,
+              cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
+              max_seqlen_q: int = -1, max_seqlen_k: int = -1,
+              dropout_p: float = 0.0, seed: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
     return _run_fwd(q, k, v, _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
                                      cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None,
                                      dropout_p, seed))
+
+
+attn_fwd = torch.library.custom_op("pyflashattn::fwd", mutates_args=())(_fwd_impl)
 
 
 @attn_fwd.register_fake
@@ -125,18 +127,20 @@ def _fwd_fake(q, k, v, softmax_scale, window_left, window_right, softcap=0.0, al
             q.new_empty(_lse_shape(q, cu_seqlens_q is not None), dtype=torch.float32))
 
 
-@torch.library.custom_op("pyflashattn::bwd", mutates_args=())
-def attn_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+def _bwd_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
              dlse: Optional[Tensor], softmax_scale: float, window_left: int, window_right: int,
-             softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None,
-             cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
-             max_seqlen_q: int = -1, max_seqlen_k: int = -1,
-             dropout_p: float = 0.0, seed: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+              softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None,
+              cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
+              max_seqlen_q: int = -1, max_seqlen_k: int = -1,
+              dropout_p: float = 0.0, seed: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
     dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
     dlse = dlse.contiguous() if dlse is not None else None
     p = _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
                 cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None, dropout_p, seed)
     return _run_bwd(dout, q, k, v, out, lse.contiguous(), dlse, p)
+
+
+attn_bwd = torch.library.custom_op("pyflashattn::bwd", mutates_args=())(_bwd_impl)
 
 
 @attn_bwd.register_fake
@@ -169,14 +173,16 @@ def _unpack_block_mask(flat: Tensor, tiles: Tensor, meta: list[int]) -> tuple:
     return (*lists[:5], tiles, *lists[5:])
 
 
-@torch.library.custom_op("pyflashattn::sparse_fwd", mutates_args=())
-def sparse_fwd(q: Tensor, k: Tensor, v: Tensor, block_lists: Tensor, block_tiles: Tensor, block_meta: list[int],
-               softmax_scale: float, softcap: float = 0.0,
-               alibi_slopes: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+def _sparse_fwd_impl(q: Tensor, k: Tensor, v: Tensor, block_lists: Tensor, block_tiles: Tensor, block_meta: list[int],
+                     softmax_scale: float, softcap: float = 0.0,
+                     alibi_slopes: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
     sparse = _unpack_block_mask(block_lists, block_tiles, block_meta)
     return _run_fwd(q, k, v, _params(q, k, softmax_scale, -1, -1, softcap, alibi_slopes,
                                      None, None, -1, -1, sparse))
+
+
+sparse_fwd = torch.library.custom_op("pyflashattn::sparse_fwd", mutates_args=())(_sparse_fwd_impl)
 
 
 @sparse_fwd.register_fake
@@ -184,15 +190,17 @@ def _sparse_fwd_fake(q, k, v, block_lists, block_tiles, block_meta, softmax_scal
     return _fwd_fake(q, k, v, softmax_scale, -1, -1)
 
 
-@torch.library.custom_op("pyflashattn::sparse_bwd", mutates_args=())
-def sparse_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dlse: Optional[Tensor],
-               block_lists: Tensor, block_tiles: Tensor, block_meta: list[int], softmax_scale: float,
-               softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+def _sparse_bwd_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dlse: Optional[Tensor],
+                     block_lists: Tensor, block_tiles: Tensor, block_meta: list[int], softmax_scale: float,
+                     softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
     dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
     dlse = dlse.contiguous() if dlse is not None else None
     sparse = _unpack_block_mask(block_lists, block_tiles, block_meta)
     p = _params(q, k, softmax_scale, -1, -1, softcap, alibi_slopes, None, None, -1, -1, sparse)
     return _run_bwd(dout, q, k, v, out, lse.contiguous(), dlse, p)
+
+
+sparse_bwd = torch.library.custom_op("pyflashattn::sparse_bwd", mutates_args=())(_sparse_bwd_impl)
 
 
 @sparse_bwd.register_fake
@@ -219,12 +227,13 @@ for _fwd_name, _bwd_op in (("pyflashattn::fwd", attn_bwd), ("pyflashattn::sparse
 
 
 class _Attention(torch.autograd.Function):
-    """The public functions' autograd: the same two ops, called from a plain autograd.Function.
+    """The public functions' autograd in eager mode: the ops' implementations, called from a
+    plain autograd.Function.
 
-    ``register_autograd`` above keeps the ops differentiable for direct callers, but its wrapper
-    flattens every argument on each call (~0.14 ms of Python on the hot path, measured with the
-    kernel stubbed out); calling the ops from here, with grad disabled inside ``forward``, skips
-    it. torch.compile traces this Function as it traces the ops."""
+    ``register_autograd`` above keeps the ops differentiable for direct callers and for
+    torch.compile, but in eager mode the custom-op machinery (argument flattening, dispatcher
+    round trips, alias checks) cost more Python than the launch itself: ~1.5 ms per forward +
+    backward on the H200's host against SDPA's 0.6 ms (scripts/profile_gpt_step.py)."""
 
     @staticmethod
     def forward(ctx, q, k, v, fwd_op, bwd_op, *options):
@@ -251,12 +260,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *options) -> tuple[Tensor, Tensor
     (dynamo cannot trace an autograd.Function given one tensor twice, e.g. ``q is k``), and the
     wrapper's Python cost is gone from a compiled graph anyway."""
     if _use_function(q, k, v):
-        return _Attention.apply(q, k, v, attn_fwd, attn_bwd, *options)
-    return attn_fwd(q, k, v, *options)
+        return _Attention.apply(q, k, v, _fwd_impl, _bwd_impl, *options)
+    return attn_fwd(q, k, v, *options) if torch.compiler.is_compiling() else _fwd_impl(q, k, v, *options)
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, *options) -> tuple[Tensor, Tensor]:
     """``pyflashattn::sparse_fwd`` with autograd through ``_Attention`` (as ``attention``)."""
     if _use_function(q, k, v):
-        return _Attention.apply(q, k, v, sparse_fwd, sparse_bwd, *options)
-    return sparse_fwd(q, k, v, *options)
+        return _Attention.apply(q, k, v, _sparse_fwd_impl, _sparse_bwd_impl, *options)
+    return sparse_fwd(q, k, v, *options) if torch.compiler.is_compiling() else _sparse_fwd_impl(q, k, v, *options)
