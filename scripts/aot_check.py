@@ -86,7 +86,7 @@ def main():
     common = dict(HEAD_DIM=a.head_dim, HEAD_DIM_V=a.head_dim, BLOCK_D=cfg.block_d, BLOCK_DV=cfg.block_dv,
                   PRECISION=prec, UPCAST=False, IS_VARLEN=a.varlen, HAS_SOFTCAP=a.softcap, HAS_ALIBI=a.alibi,
                   IS_SPARSE=a.sparse, SPARSE_Q=128 if a.sparse else 1, SPARSE_KV=128 if a.sparse else 1,
-                  HAS_DROPOUT=a.dropout)
+                  HAS_DROPOUT=a.dropout, MASK_FN=None)
     side = dict(CU_Q="*i32", CU_K="*i32", SLOPES="*fp32", TILES="*i8", SEED="*i64", drop_threshold="i64",
                 **{n: "*i32" for n in ("KV_NUM", "KV_IDX", "KV_TILE", "FULL_NUM", "FULL_IDX",
                                        "BLK_NUM", "BLK_IDX", "BLK_TILE")})

@@ -173,6 +173,14 @@ def flash_attn_varlen_kvpacked_func(q: Tensor, kv: Tensor, cu_seqlens_q: Tensor,
                                   deterministic, return_attn_probs)
 
 
+def _is_triton_jit(fn) -> bool:
+    try:  # JITFunction, or InterpretedFunction under TRITON_INTERPRET=1
+        from triton.runtime.jit import KernelInterface
+    except ImportError:  # no Triton here: nothing can be a Triton function
+        return False
+    return isinstance(fn, KernelInterface)
+
+
 def block_sparse_attn_func(q: Tensor, k: Tensor, v: Tensor, block_mask, mask_mod=None,
                            softmax_scale: Optional[float] = None, softcap: float = 0.0,
                            alibi_slopes: Optional[Tensor] = None, return_attn_probs: bool = False):
@@ -180,8 +188,11 @@ def block_sparse_attn_func(q: Tensor, k: Tensor, v: Tensor, block_mask, mask_mod
     computed (``pyflashattn.block_mask.create_block_mask``). Partial blocks apply the element
     mask the block mask was built from; a row with no visible key outputs 0.
 
-    ``mask_mod`` is accepted for FlexAttention-style calls and must be the one the block mask
-    was created with (its values are already stored in the mask's tiles).
+    ``mask_mod``: ``None`` or the Python predicate the block mask was created with (its values
+    are already stored in the mask's tiles); or a ``@triton.jit`` predicate
+    ``(b, h, q_idx, kv_idx) -> bool`` computing the same mask, which the Triton kernels evaluate
+    in registers for the partial blocks instead of loading the stored tiles (no tile traffic; the
+    PyTorch path keeps using the tiles, so the two must agree).
     """
     from .block_mask import BlockMask
     validate.check_qkv(q, k, v)
@@ -189,12 +200,13 @@ def block_sparse_attn_func(q: Tensor, k: Tensor, v: Tensor, block_mask, mask_mod
     if not isinstance(block_mask, BlockMask):
         raise TypeError(f"block_mask must be a pyflashattn BlockMask (create_block_mask), got {type(block_mask).__name__}")
     validate.check_block_mask(block_mask, q, k)
-    if mask_mod is not None and mask_mod is not block_mask.mask_mod:
+    kernel_mask_fn = mask_mod if _is_triton_jit(mask_mod) else None
+    if mask_mod is not None and kernel_mask_fn is None and mask_mod is not block_mask.mask_mod:
         raise ValueError("mask_mod differs from the one block_mask was created with; build the block mask "
-                         "with create_block_mask(mask_mod, ...) instead")
+                         "with create_block_mask(mask_mod, ...), or pass a @triton.jit predicate")
     scale, _, _ = _common_options(q, 0.0, softmax_scale, False, (-1, -1), softcap)
-    out, lse = ops.sparse_attention(q, k, v, *ops.pack_block_mask(block_mask.as_tensors()), scale,
-                                    float(softcap), alibi_slopes)
+    out, lse = ops.sparse_attention(q, k, v, *ops.pack_block_mask(block_mask.as_tensors(), kernel_mask_fn),
+                                    scale, float(softcap), alibi_slopes)
     return (out, lse, None) if return_attn_probs else out
 
 

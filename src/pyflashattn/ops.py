@@ -49,7 +49,7 @@ def _unit_last_stride(t: Tensor) -> Tensor:
 
 def _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
             cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_sparse,
-            dropout_p=0.0, seed=None) -> KernelParams:
+            dropout_p=0.0, seed=None, mask_fn=None) -> KernelParams:
     if cu_seqlens_q is None:
         batch, max_seqlen_q, max_seqlen_k = q.shape[0], q.shape[1], k.shape[1]
     else:
@@ -58,7 +58,7 @@ def _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slope
     return KernelParams(batch, max_seqlen_q, max_seqlen_k, softmax_scale, left, right, softcap,
                         None if alibi_slopes is None else alibi_slopes.float().contiguous(),
                         cu_seqlens_q, cu_seqlens_k, tuple(block_sparse) if block_sparse else None,
-                        dropout_p, seed)
+                        dropout_p, seed, mask_fn)
 
 
 def _config(q: Tensor, v: Tensor, p: KernelParams):
@@ -151,17 +151,36 @@ def _bwd_fake(dout, q, k, v, out, lse, dlse, *options):
 # -- block-sparse: the BlockMask travels packed as one int32 tensor of its lists, its tiles,
 #    and the lists' shapes (pack_block_mask), which keeps the op's schema to plain tensors ------
 
-def pack_block_mask(tensors: tuple) -> tuple[Tensor, Tensor, list[int]]:
-    """``BlockMask.as_tensors()`` -> (flat int32 lists, int8 tiles, shapes as [ndim, *dims, ...])."""
+# @triton.jit mask predicates by number: an op's schema has no place for a function, so the
+# number travels in the block mask's metadata (-1: none, use the tiles)
+_MASK_FNS: list = []
+
+
+def register_mask_fn(fn) -> int:
+    """The number of ``fn`` in the predicate registry (added on first use)."""
+    for i, known in enumerate(_MASK_FNS):
+        if known is fn:
+            return i
+    _MASK_FNS.append(fn)
+    return len(_MASK_FNS) - 1
+
+
+def pack_block_mask(tensors: tuple, mask_fn=None) -> tuple[Tensor, Tensor, list[int]]:
+    """``BlockMask.as_tensors()`` -> (flat int32 lists, int8 tiles, [predicate number,
+    then the shapes as ndim, *dims, ...])."""
     lists = [t for i, t in enumerate(tensors) if i != 5]
-    meta: list[int] = []
+    meta: list[int] = [-1 if mask_fn is None else register_mask_fn(mask_fn)]
     for t in lists:
         meta += [t.dim(), *t.shape]
     return torch.cat([t.reshape(-1).to(torch.int32) for t in lists]), tensors[5], meta
 
 
+def _mask_fn(meta: list[int]):
+    return None if meta[0] < 0 else _MASK_FNS[meta[0]]
+
+
 def _unpack_block_mask(flat: Tensor, tiles: Tensor, meta: list[int]) -> tuple:
-    lists, pos, at = [], 0, 0
+    lists, pos, at = [], 0, 1
     while at < len(meta):
         ndim = meta[at]
         shape = meta[at + 1:at + 1 + ndim]
@@ -179,7 +198,7 @@ def _sparse_fwd_impl(q: Tensor, k: Tensor, v: Tensor, block_lists: Tensor, block
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
     sparse = _unpack_block_mask(block_lists, block_tiles, block_meta)
     return _run_fwd(q, k, v, _params(q, k, softmax_scale, -1, -1, softcap, alibi_slopes,
-                                     None, None, -1, -1, sparse))
+                                     None, None, -1, -1, sparse, mask_fn=_mask_fn(block_meta)))
 
 
 sparse_fwd = torch.library.custom_op("pyflashattn::sparse_fwd", mutates_args=())(_sparse_fwd_impl)
@@ -196,7 +215,8 @@ def _sparse_bwd_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor,
     dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
     dlse = dlse.contiguous() if dlse is not None else None
     sparse = _unpack_block_mask(block_lists, block_tiles, block_meta)
-    p = _params(q, k, softmax_scale, -1, -1, softcap, alibi_slopes, None, None, -1, -1, sparse)
+    p = _params(q, k, softmax_scale, -1, -1, softcap, alibi_slopes, None, None, -1, -1, sparse,
+                mask_fn=_mask_fn(block_meta))
     return _run_bwd(dout, q, k, v, out, lse.contiguous(), dlse, p)
 
 

@@ -59,6 +59,9 @@ class KernelParams:
     sparse: Optional[tuple] = None
     dropout_p: float = 0.0
     seed: Optional[torch.Tensor] = None       # int64 (1,), see dropout.py
+    # block-sparse: a @triton.jit predicate (b, h, q_idx, kv_idx) -> bool for the partial blocks,
+    # evaluated in the kernels instead of loading the BlockMask's tiles (None: the tiles)
+    mask_fn: Optional[object] = None
 
     @property
     def has_dropout(self) -> bool:

@@ -49,12 +49,12 @@ def _bwd_preprocess_kernel(O, DO, DLSE, DELTA,
 def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                 m_begin, m_end, o_m, o_n, o_d, o_dv,
                 seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
-                seed, bh, drop_threshold, drop_scale,
+                seed, bh, b, h, drop_threshold, drop_scale,
                 MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                 HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                 HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-                PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+                PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
     m_d = o_d < HEAD_DIM
     m_dv = o_dv < HEAD_DIM_V
     p_qt = p_q + (m_begin + o_m)[None, :].to(tl.int64) * stride_qs + o_d[:, None]      # [BD, BM]
@@ -87,7 +87,7 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
         b_pt = tl.math.exp2(b_st - (b_lse * LOG2E)[None, :])                            # [BN, BM]
         if MASKED:
             m_vis = element_mask(o_rows, o_n, seqlen_q, seqlen_k, window_left, window_right,
-                                 p_tile, HAS_TILES, TILE_W)
+                                 p_tile, b, h, HAS_TILES, TILE_W, MASK_FN)
             b_pt = tl.where(tl.trans(m_vis), b_pt, 0.0)
         b_dpt = mma(b_v, tl.trans(b_do), tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32),
                     PRECISION, UPCAST)
@@ -123,7 +123,7 @@ def _bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr,
 ):
     num_n = tl.cdiv(seqlen_k, BLOCK_N)
     pid = tl.program_id(0)
@@ -169,10 +169,10 @@ def _bwd_dkdv_kernel(
                 b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                                          m0, m0 + SPARSE_Q, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, b, h, drop_threshold,
                                          drop_scale, False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT,
                                          HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
-                                         BLOCK_DV, PRECISION, UPCAST)
+                                         BLOCK_DV, PRECISION, UPCAST, MASK_FN)
             for j in range(0, tl.load(BLK_NUM + row)):
                 m0 = tl.load(BLK_IDX + row.to(tl.int64) * NUM_BLOCKS + j) * SPARSE_Q
                 tile = tl.load(BLK_TILE + row.to(tl.int64) * NUM_BLOCKS + j).to(tl.int64)
@@ -180,20 +180,20 @@ def _bwd_dkdv_kernel(
                                          m0, m0 + SPARSE_Q, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                                          alibi_slope2, p_tiles + tile * (SPARSE_Q * SPARSE_KV) - m0 * SPARSE_KV,
-                                         seed, bh, drop_threshold, drop_scale,
+                                         seed, bh, b, h, drop_threshold, drop_scale,
                                          True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
                                          HEAD_DIM_V,
-                                         BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                                         BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
         else:
             for stage in tl.static_range(3):
                 m_begin, m_end = stage_range(stage, lo, full_lo, full_hi, hi)
                 b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                                          m_begin, m_end, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, b, h, drop_threshold,
                                          drop_scale, stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT,
                                          HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
-                                         BLOCK_DV, PRECISION, UPCAST)
+                                         BLOCK_DV, PRECISION, UPCAST, MASK_FN)
 
     p_dk = DK + b.to(tl.int64) * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start * stride_dks
     p_dv = DV + b.to(tl.int64) * stride_dvb + hk.to(tl.int64) * stride_dvh + k_start * stride_dvs
@@ -207,12 +207,12 @@ def _bwd_dkdv_kernel(
 def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
               n_begin, n_end, o_m, o_n, o_d, o_dv,
               seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
-              seed, bh, drop_threshold, drop_scale,
+              seed, bh, b, h, drop_threshold, drop_scale,
               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
               HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, HAS_DROPOUT: tl.constexpr,
               HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-              PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+              PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
     m_d = o_d < HEAD_DIM
     m_dv = o_dv < HEAD_DIM_V
     p_kt = p_k + (n_begin + o_n)[None, :].to(tl.int64) * stride_ks + o_d[:, None]    # [BD, BN]
@@ -238,7 +238,7 @@ def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
         b_p = tl.math.exp2(b_s - b_lse2[:, None])                                           # [BM, BN]
         if MASKED:
             b_p = tl.where(element_mask(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right,
-                                        p_tile, HAS_TILES, TILE_W), b_p, 0.0)
+                                        p_tile, b, h, HAS_TILES, TILE_W, MASK_FN), b_p, 0.0)
         b_dp = mma(b_do, b_vt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
         if HAS_DROPOUT:
             b_dp = tl.where(dropout_keep(seed, bh, o_m, n_start, drop_threshold, BLOCK_N),
@@ -267,7 +267,7 @@ def _bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr,
 ):
     num_m = tl.cdiv(seqlen_q, BLOCK_M)
     pid = tl.program_id(0)
@@ -307,9 +307,9 @@ def _bwd_dq_kernel(
             b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                              n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
-                             alibi_slope2, TILES, seed, bh, drop_threshold, drop_scale,
+                             alibi_slope2, TILES, seed, bh, b, h, drop_threshold, drop_scale,
                              False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
         for j in range(0, tl.load(BLK_NUM + row)):
             n0 = tl.load(BLK_IDX + row.to(tl.int64) * NUM_BLOCKS + j) * SPARSE_KV
             tile = tl.load(BLK_TILE + row.to(tl.int64) * NUM_BLOCKS + j).to(tl.int64)
@@ -317,9 +317,9 @@ def _bwd_dq_kernel(
                              n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                              alibi_slope2, p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0,
-                             seed, bh, drop_threshold, drop_scale,
+                             seed, bh, b, h, drop_threshold, drop_scale,
                              True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
     else:
         lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
                                                   window_left, window_right, BLOCK_M, BLOCK_N)
@@ -328,9 +328,9 @@ def _bwd_dq_kernel(
             b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                              n_begin, n_end, o_m, o_n, o_d, o_dv,
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
-                             alibi_slope2, TILES, seed, bh, drop_threshold, drop_scale,
+                             alibi_slope2, TILES, seed, bh, b, h, drop_threshold, drop_scale,
                              stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST)
+                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
     p_dq = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + q_start * stride_dqs
     tl.store(p_dq + o_m[:, None].to(tl.int64) * stride_dqs + o_d[None, :],
              (b_dq * softmax_scale).to(DQ.dtype.element_ty), mask=m_q)
@@ -362,7 +362,7 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                   BLOCK_DV=config.block_dv, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
                   HAS_ALIBI=p.has_alibi, IS_SPARSE=p.is_sparse, SPARSE_Q=p.sparse_blocks[0],
                   SPARSE_KV=p.sparse_blocks[1], HAS_DROPOUT=p.has_dropout,
-                  PRECISION=dot_precision(q.dtype), UPCAST=interpreting())
+                  PRECISION=dot_precision(q.dtype), UPCAST=interpreting(), MASK_FN=p.mask_fn)
     scalars = (p.window_left, p.window_right, p.softmax_scale, p.qk_scale, p.softcap_scale, p.alibi_log2)
     extra = (*p.lse_strides(lse), *p.slope_strides())
     _bwd_dkdv_kernel[(triton.cdiv(p.max_seqlen_k, config.block_n_kv) * p.batch * nheads_k,)](

@@ -37,12 +37,12 @@ def seq_bounds(CU_Q, CU_K, b, seqlen_q, seqlen_k, IS_VARLEN: tl.constexpr):
 def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
                n_begin, n_end, o_m, o_n, o_d, o_dv,
                seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
-               seed, bh, drop_threshold, drop_scale,
+               seed, bh, b, h, drop_threshold, drop_scale,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
-               PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+               PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
     m_d = o_d < HEAD_DIM
     m_dv = o_dv < HEAD_DIM_V
     # pointers to the first block of the range; advanced by BLOCK_N rows each step (64-bit)
@@ -63,7 +63,7 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
                                  alibi_slope2, HAS_SOFTCAP, HAS_ALIBI)
             if MASKED:
                 b_s = tl.where(element_mask(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right,
-                                            p_tile, HAS_TILES, TILE_W), b_s, float("-inf"))
+                                            p_tile, b, h, HAS_TILES, TILE_W, MASK_FN), b_s, float("-inf"))
             b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
             # a row that has seen nothing yet keeps m = -inf: shift by 0 instead (no NaN)
             b_shift = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
@@ -107,7 +107,7 @@ def _attn_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr,
 ):
     # 1-D grid, query blocks fastest so that programs in flight share K/V in L2; the
     # heaviest (last, under causal) query blocks of each head go first. With varlen,
@@ -149,11 +149,11 @@ def _attn_fwd_kernel(
             b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
                                          n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, b, h, drop_threshold,
                                          drop_scale,
                                          False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
                                          HEAD_DIM_V,
-                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
+                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
         for j in range(0, tl.load(KV_NUM + row)):
             n0 = tl.load(KV_IDX + row.to(tl.int64) * NUM_KV_BLOCKS + j) * SPARSE_KV
             tile = tl.load(KV_TILE + row.to(tl.int64) * NUM_KV_BLOCKS + j).to(tl.int64)
@@ -161,11 +161,11 @@ def _attn_fwd_kernel(
                                          n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
                                          qk_scale, softcap_scale, alibi_slope2,
-                                         p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0, seed, bh, drop_threshold,
+                                         p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0, seed, bh, b, h, drop_threshold,
                                          drop_scale,
                                          True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
                                          HEAD_DIM_V,
-                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
+                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
     else:
         lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
                                                   window_left, window_right, BLOCK_M, BLOCK_N)
@@ -174,11 +174,11 @@ def _attn_fwd_kernel(
             b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
                                          n_begin, n_end, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, drop_threshold,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, b, h, drop_threshold,
                                          drop_scale,
                                          stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
                                          HEAD_DIM_V,
-                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST)
+                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
 
     m_empty = b_l == 0.0
     b_l = tl.where(m_empty, 1.0, b_l)
@@ -214,7 +214,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
         BLOCK_D=config.block_d, BLOCK_DV=config.block_dv,
         IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi,
         IS_SPARSE=p.is_sparse, SPARSE_Q=p.sparse_blocks[0], SPARSE_KV=p.sparse_blocks[1],
-        HAS_DROPOUT=p.has_dropout, PRECISION=dot_precision(q.dtype), UPCAST=interpreting(),
+        HAS_DROPOUT=p.has_dropout, PRECISION=dot_precision(q.dtype), UPCAST=interpreting(), MASK_FN=p.mask_fn,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out, lse

@@ -19,13 +19,17 @@ def visible(o_m, o_n, seqlen_q, seqlen_k, window_left, window_right):
 
 
 @triton.jit
-def element_mask(o_m, o_n, seqlen_q, seqlen_k, window_left, window_right, p_tile,
-                 HAS_TILES: tl.constexpr, TILE_W: tl.constexpr):
+def element_mask(o_m, o_n, seqlen_q, seqlen_k, window_left, window_right, p_tile, b, h,
+                 HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, MASK_FN: tl.constexpr):
     """The mask of a masked block: the window rule, or for block-sparse attention the block's
-    precomputed tile (``p_tile`` is offset so that element (row, col) sits at
-    ``p_tile + row * TILE_W + col`` in sequence coordinates)."""
+    element mask: ``MASK_FN(b, h, q_idx, kv_idx)`` (a ``@triton.jit`` predicate, evaluated in
+    registers) when given, else the block's precomputed tile (``p_tile`` is offset so that
+    element (row, col) sits at ``p_tile + row * TILE_W + col`` in sequence coordinates)."""
     if HAS_TILES:
-        return tl.load(p_tile + o_m[:, None] * TILE_W + o_n[None, :]) != 0
+        if MASK_FN is not None:
+            return MASK_FN(b, h, o_m[:, None], o_n[None, :]) & (o_n < seqlen_k)[None, :]
+        else:
+            return tl.load(p_tile + o_m[:, None] * TILE_W + o_n[None, :]) != 0
     else:
         return visible(o_m, o_n, seqlen_q, seqlen_k, window_left, window_right)
 
