@@ -94,8 +94,8 @@ def test_devices_must_match():
 def test_unimplemented_options_raise():
     q, k, v = (t[0] for t in qkv(1, 4, 4, 4, 4, 16))
     cu = torch.tensor([0, 4], dtype=torch.int32, device=DEVICE)
-    with pytest.raises(NotImplementedError, match="dropout"):
-        pfa.flash_attn_varlen_func(q, k, v, cu, cu, 4, 4, dropout_p=0.1)
+    with pytest.raises(NotImplementedError, match="return_attn_probs with dropout"):
+        pfa.flash_attn_varlen_func(q, k, v, cu, cu, 4, 4, dropout_p=0.1, return_attn_probs=True)
 
 
 def test_packed_shape_errors():

@@ -141,10 +141,12 @@ def flash_attn_varlen_func(
     validate.check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     validate.check_alibi(alibi_slopes, cu_seqlens_q.shape[0] - 1, q.shape[1], q.device)
     scale, window_left, window_right = _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap)
-    if dropout_p > 0.0:
-        raise _not_yet("dropout with variable-length sequences (flash_attn_varlen_func)")
+    if dropout_p > 0.0 and return_attn_probs:
+        raise _not_yet("return_attn_probs with dropout for variable-length sequences (the dropped "
+                       "probabilities are returned by flash_attn_func; pad the batch to inspect them)")
+    seed = new_seed(q.device) if dropout_p > 0.0 else None
     out, lse = ops.attention(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
-                             cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k))
+                             cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k), float(dropout_p), seed)
     return (out, lse, None) if return_attn_probs else out
 
 
