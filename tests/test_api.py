@@ -107,10 +107,40 @@ def test_packed_shape_errors():
 
 def test_sdpa_rejects_what_it_cannot_do_exactly():
     q = torch.randn(1, 2, 8, 16)
-    with pytest.raises(NotImplementedError, match="attn_mask"):
-        pfa.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(8, 8, dtype=torch.bool))
+    mask = torch.ones(8, 8, dtype=torch.bool)
+    with pytest.raises(TypeError, match="float .additive. masks are not supported"):
+        pfa.scaled_dot_product_attention(q, q, q, attn_mask=torch.zeros(8, 8))
+    with pytest.raises(ValueError, match="does not broadcast.*seq_k is 5"):
+        pfa.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(8, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="cannot be combined with is_causal"):
+        pfa.scaled_dot_product_attention(q, q, q, attn_mask=mask, is_causal=True)
+    with pytest.raises(NotImplementedError, match="dropout_p with an attn_mask"):
+        pfa.scaled_dot_product_attention(q, q, q, attn_mask=mask, dropout_p=0.1)
     with pytest.raises(ValueError, match="bottom-right"):
         pfa.scaled_dot_product_attention(q, q[:, :, :4], q[:, :, :4], is_causal=True)
+
+
+@pytest.mark.parametrize("mask_shape", [(37, 53), (2, 1, 37, 53), (1, 4, 37, 53), (4, 1, 53)],
+                         ids=["2d", "per-batch", "per-head", "3d"])
+def test_sdpa_bool_attn_mask(backend, mask_shape):
+    """A bool attn_mask (broadcast as torch broadcasts it) runs as block-sparse attention and
+    matches float64 SDPA; a fully masked row outputs 0 where torch gives NaN."""
+    b, h, hk, sq, sk, d = 2, 4, 2, 37, 53, 24
+    q, k, v = (t.transpose(1, 2) for t in make_qkv(b, sq, sk, h, hk, d, device=DEVICE))
+    mask = torch.rand(mask_shape, device=DEVICE) > 0.4
+    empty_row = mask.shape[-2] > 1
+    if empty_row:
+        mask[..., 3, :] = False  # query row 3 sees nothing
+    out = pfa.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref = F.scaled_dot_product_attention(q64, k64.repeat_interleave(2, 1), v64.repeat_interleave(2, 1),
+                                         attn_mask=mask).nan_to_num(0.0)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=2e-5)
+    if empty_row:
+        assert torch.all(out[:, :, 3] == 0)
+    g = torch.randn_like(out)
+    for a, r in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q64, k64, v64), g.double())):
+        torch.testing.assert_close(a.double(), r.nan_to_num(0.0), atol=5e-5, rtol=5e-5)
 
 
 def test_backend_env_is_checked(monkeypatch):

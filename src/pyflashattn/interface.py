@@ -218,14 +218,25 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     """``torch.nn.functional.scaled_dot_product_attention`` in its ``(batch, heads, seq, dim)``
     layout, computed by the flash kernels on transposed views (no copy).
 
+    ``attn_mask``: a bool mask (True = attend) broadcastable to ``(batch, heads, seq_q, seq_k)``,
+    run as block-sparse attention over ``BlockMask.from_dense(attn_mask)``: blocks with no True
+    are skipped, partial ones masked element-wise. Building that block mask costs a pass over the
+    mask on every call; for a mask reused across calls or layers, build a ``BlockMask`` once and
+    pass ``block_mask=``. Float (additive) masks are not supported.
+
     Differences from torch: ``is_causal`` with ``seq_q != seq_k`` is aligned bottom-right
-    (flash-attn's convention; torch aligns top-left), and an ``attn_mask`` is not supported
-    (use ``is_causal`` or ``block_mask=``, a ``BlockMask``); both raise rather than silently differ.
+    (flash-attn's convention; torch aligns top-left), and a query row whose mask is all False
+    outputs 0 (torch: NaN); the first raises rather than silently differ.
     """
     for name, t in (("query", query), ("key", key), ("value", value)):
         validate.check_tensor(name, t, 4, "(batch, heads, seq, dim)")
     if attn_mask is not None:
-        raise _not_yet("attn_mask in scaled_dot_product_attention (use is_causal=True)")
+        if is_causal or block_mask is not None:
+            raise ValueError("attn_mask cannot be combined with is_causal or block_mask: fold them into one mask")
+        if dropout_p:
+            raise _not_yet("dropout_p with an attn_mask in scaled_dot_product_attention")
+        from .block_mask import BlockMask
+        block_mask = BlockMask.from_dense(validate.check_attn_mask(attn_mask, query, key))
     if is_causal and query.shape[-2] != key.shape[-2]:
         raise ValueError("is_causal with seq_q != seq_k is ambiguous (torch aligns top-left, flash-attn "
                          "bottom-right); call flash_attn_func(causal=True) for bottom-right alignment")

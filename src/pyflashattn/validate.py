@@ -144,6 +144,28 @@ def check_softcap(softcap) -> None:
         raise ValueError(f"softcap must be a finite float >= 0 (0: off), got {softcap!r}")
 
 
+def check_attn_mask(attn_mask, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """SDPA's ``attn_mask``: bool, broadcastable to ``(batch, heads, seq_q, seq_k)``; returned as a
+    4-d bool tensor whose batch and head dims are 1 or full and whose last two are full."""
+    if not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"attn_mask must be a bool tensor, got {type(attn_mask).__name__}")
+    if attn_mask.dtype != torch.bool:
+        raise TypeError(f"attn_mask must be bool (True = attend); float (additive) masks are not supported, "
+                        f"got {attn_mask.dtype}")
+    if attn_mask.device != query.device:
+        raise ValueError(f"attn_mask must be on query's device {query.device}, got {attn_mask.device}")
+    b, h, sq, sk = query.shape[0], query.shape[1], query.shape[2], key.shape[2]
+    if not 2 <= attn_mask.dim() <= 4:
+        raise ValueError(f"attn_mask must have 2 to 4 dimensions broadcastable to ({b}, {h}, {sq}, {sk}), "
+                         f"got shape {tuple(attn_mask.shape)}")
+    mask = attn_mask.reshape((1,) * (4 - attn_mask.dim()) + tuple(attn_mask.shape))
+    for size, full, what in zip(mask.shape, (b, h, sq, sk), ("batch", "heads", "seq_q", "seq_k")):
+        if size not in (1, full):
+            raise ValueError(f"attn_mask shape {tuple(attn_mask.shape)} does not broadcast to ({b}, {h}, {sq}, {sk}): "
+                             f"{what} is {size}")
+    return mask.expand(mask.shape[0], mask.shape[1], sq, sk)
+
+
 def check_block_mask(block_mask, q: torch.Tensor, k: torch.Tensor) -> None:
     """A BlockMask made for these shapes: lengths equal, batch/heads equal or broadcast (1)."""
     b, h, sq, sk = block_mask.shape
