@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .block_info import kv_block_range, q_block_range, stage_range
-from .common import LOG2E, dot_precision, interpreting, mma
+from .common import LOG2E, cdiv, dot_precision, interpreting, mma
 from .fwd import seq_bounds
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
@@ -350,7 +350,7 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     # delta: per query row; packed varlen rows are one long sequence of a batch of one
     rows = q4.shape[0] * q4.shape[1] if p.is_varlen else q4.shape[1]
     pre_batch = 1 if p.is_varlen else q4.shape[0]
-    _bwd_preprocess_kernel[(triton.cdiv(rows, config.block_m_pre), pre_batch * nheads)](
+    _bwd_preprocess_kernel[(cdiv(rows, config.block_m_pre), pre_batch * nheads)](
         o4, do4, dlse if dlse is not None else lse, delta,
         o4.stride(0), o4.stride(1), o4.stride(2),
         do4.stride(0), do4.stride(1), do4.stride(2),
@@ -365,7 +365,7 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                   PRECISION=dot_precision(q.dtype), UPCAST=interpreting(), MASK_FN=p.mask_fn)
     scalars = (p.window_left, p.window_right, p.softmax_scale, p.qk_scale, p.softcap_scale, p.alibi_log2)
     extra = (*p.lse_strides(lse), *p.slope_strides())
-    _bwd_dkdv_kernel[(triton.cdiv(p.max_seqlen_k, config.block_n_kv) * p.batch * nheads_k,)](
+    _bwd_dkdv_kernel[(cdiv(p.max_seqlen_k, config.block_n_kv) * p.batch * nheads_k,)](
         q4, k4, v4, do4, lse, delta, dk4, dv4, p.cu_q(q), p.cu_k(q), p.slopes_or(lse),
         *p.sparse_args(lse, transposed=True), *p.dropout_args(lse),
         *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(do4), *p.strides(dk4), *p.strides(dv4),
@@ -373,7 +373,7 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
         BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv,
         num_warps=config.num_warps_kv, num_stages=config.num_stages_kv, **common,
     )
-    _bwd_dq_kernel[(triton.cdiv(p.max_seqlen_q, config.block_m_q) * p.batch * nheads,)](
+    _bwd_dq_kernel[(cdiv(p.max_seqlen_q, config.block_m_q) * p.batch * nheads,)](
         q4, k4, v4, do4, lse, delta, dq4, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse),
         *p.dropout_args(lse),
         *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(do4), *p.strides(dq4),

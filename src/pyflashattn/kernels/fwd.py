@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .block_info import kv_block_range, stage_range
-from .common import LN2, dot_precision, interpreting, mma
+from .common import LN2, cdiv, dot_precision, interpreting, mma
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
 
@@ -202,7 +202,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
     lse = p.new_lse(q)
     q4, k4, v4, o4 = (p.as_4d(t) for t in (q, k, v, out))
     batch, nheads, nheads_k = p.batch, q4.shape[2], k4.shape[2]
-    grid = (triton.cdiv(p.max_seqlen_q, config.block_m) * batch * nheads,)
+    grid = (cdiv(p.max_seqlen_q, config.block_m) * batch * nheads,)
     _attn_fwd_kernel[grid](
         q4, k4, v4, o4, lse, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse), *p.dropout_args(lse),
         *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(o4),
