@@ -57,20 +57,24 @@ def dropout_keep(seed, bh, o_rows, col0, threshold, BLOCK_N: tl.constexpr):
     o_c = col0 // 8 + tl.arange(0, BLOCK_N // 8)
     zero = o_rows[:, None] * 0 + o_c[None, :] * 0
     r0, r1, r2, r3 = tl.random.philox(seed, o_c[None, :] + zero, o_rows[:, None] + zero, zero + bh, zero)
-    # compared first, so that only bytes move when the interleaves rearrange the tile (an int32
-    # tile's layout change took 64 KB more shared memory than the forward has). interleave puts
-    # its second operand right after its first: words (0, 2) and (1, 3), interleaved and then
-    # interleaved again, run 0, 1, 2, 3 along the keys; the halves likewise.
-    lo = tl.interleave(tl.interleave(_keep16(r0, threshold), _keep16(r2, threshold)),
-                       tl.interleave(_keep16(r1, threshold), _keep16(r3, threshold)))
-    hi = tl.interleave(tl.interleave(_keep16(r0 >> 16, threshold), _keep16(r2 >> 16, threshold)),
-                       tl.interleave(_keep16(r1 >> 16, threshold), _keep16(r3 >> 16, threshold)))
-    return tl.interleave(lo, hi) != 0
+    # key 8c + 2w + h: the low halves give keys 8c + 2w, the high halves 8c + 2w + 1
+    return tl.interleave(_keep4(r0, r1, r2, r3, threshold),
+                         _keep4(r0 >> 16, r1 >> 16, r2 >> 16, r3 >> 16, threshold)) != 0
+
+
+@triton.jit
+def _keep4(w0, w1, w2, w3, threshold):
+    """int8 ``[rows, 4 * C]``: 1 where the low 16 bits of word ``w`` of draw ``c`` are >=
+    ``threshold``, at column ``4c + w``. Compared before the interleaves so that only bytes move
+    when they rearrange the tile (an int32 tile's layout change took 64 KB more shared memory than
+    the forward has). ``interleave`` puts its second operand right after its first, so (0, 2)
+    and (1, 3) interleaved, then interleaved again, run 0, 1, 2, 3."""
+    return tl.interleave(tl.interleave(_keep16(w0, threshold), _keep16(w2, threshold)),
+                         tl.interleave(_keep16(w1, threshold), _keep16(w3, threshold)))
 
 
 @triton.jit
 def _keep16(word, threshold):
-    """int8 1 where the low 16 bits of ``word`` are >= ``threshold``."""
     return ((word & 0xFFFF).to(tl.int32) >= threshold).to(tl.int8)
 
 
