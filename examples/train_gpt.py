@@ -441,6 +441,13 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
+def release_memory(device: torch.device) -> None:
+    """Free what a finished (or out-of-memory) run left behind, before the next one."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def max_seqlen_search(args, names: list[str], data: Tensor, device: torch.device, dtype: torch.dtype) -> list[dict]:
     """For each choice: double the sequence length from ``--search-start`` (batch 1, a few full
     training steps each) until out of memory or past ``--search-cap``."""
@@ -474,9 +481,7 @@ def max_seqlen_search(args, names: list[str], data: Tensor, device: torch.device
                 print(f"  {name:>10} seqlen {seqlen:>8}: out of memory", flush=True)
             finally:
                 model = step_model = optimizer = None  # noqa: F841 - drop references before freeing
-                gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+                release_memory(device)
             if failed_at is not None:
                 break
             seqlen *= 2
@@ -578,9 +583,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
                 raise
             out_of_memory.append(name)  # e.g. standard attention's N x N matrices at long seqlen
             print(f"{name:>10}  out of memory at seqlen {args.seqlen}, batch {args.batch_size}", flush=True)
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            release_memory(device)
             continue
         records.append(record)
         print(summary_line(record), flush=True)
