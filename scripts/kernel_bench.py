@@ -110,9 +110,16 @@ BWD_CANDIDATES = [
 ]
 
 
+def _candidates(args, default: list) -> list:
+    if not args.candidates:
+        return default
+    with open(args.candidates) as f:
+        return json.load(f)
+
+
 def sweep(args, candidates, mode):
     rows = []
-    for d, causal, s in itertools.product(args.head_dims, (False, True), args.seqlens):
+    for d, causal, s in itertools.product(args.head_dims, args.causal, args.seqlens):
         b, h = max(1, TOKENS // s), HIDDEN // d
         q, k, v = make(b, s, h, d, dtype=getattr(torch, args.dtype))
         g = torch.randn_like(q)
@@ -235,7 +242,9 @@ def main():
     p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--modes", nargs="+", default=["fwd", "fwdbwd"])
     p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--causal", type=int, nargs="+", default=[0, 1], help="sweeps: 0, 1 or both")
     p.add_argument("--json")
+    p.add_argument("--candidates", help="sweeps: a JSON file with a list of config dicts (default: the lists above)")
     args = p.parse_args()
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}")
     if args.what == "compare":
@@ -245,9 +254,9 @@ def main():
     elif args.what == "features":
         rows = features(args)
     elif args.what == "sweep-fwd":
-        rows = sweep(args, FWD_CANDIDATES, "fwd")
+        rows = sweep(args, _candidates(args, FWD_CANDIDATES), "fwd")
     else:
-        rows = sweep(args, BWD_CANDIDATES, "fwdbwd")
+        rows = sweep(args, _candidates(args, BWD_CANDIDATES), "fwdbwd")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

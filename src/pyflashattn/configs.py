@@ -1,6 +1,6 @@
 """Block sizes, warps and pipeline stages: the one table every launcher reads.
 
-Keyed by (pass, padded head dim, dtype width); values measured on the H200 (see
+Keyed by (padded head dim, or an exact one where it was measured apart, and dtype width); values measured on the H200 (see
 docs/performance.md for the sweeps that chose them). No autotuning on the first call: the
 table is the default; ``PYFLASHATTN_CONFIG`` (JSON, same field names) overrides any field.
 """
@@ -45,9 +45,14 @@ _TABLE_16BIT: dict[int, dict] = {
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
-    256: dict(block_m=64, block_n=64, num_warps=8, num_stages=2,
-              block_m_kv=32, block_n_kv=64, num_warps_kv=8, num_stages_kv=2,
-              block_m_q=64, block_n_q=32, num_warps_q=8, num_stages_q=2),
+    # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage
+    # (docs/performance.md, v4 sweeps: 352 vs 328 TFLOP/s at 16k, while 256 is the other way round)
+    192: dict(block_m=128, block_n=32, num_warps=8, num_stages=4,
+              block_m_kv=64, block_n_kv=64, num_warps_kv=8, num_stages_kv=2,
+              block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=2),
+    256: dict(block_m=128, block_n=32, num_warps=8, num_stages=3,
+              block_m_kv=64, block_n_kv=64, num_warps_kv=8, num_stages_kv=2,
+              block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=2),
 }
 _TABLE_FP32: dict[int, dict] = {
     16: dict(block_m=64, block_n=32, num_stages=2, block_m_kv=32, block_n_kv=64, block_m_q=64, block_n_q=32, num_stages_kv=2, num_stages_q=2),
@@ -64,8 +69,14 @@ _INTERPRETER = dict(block_m=16, block_n=16, block_m_pre=16, block_m_kv=16, block
                     block_m_q=16, block_n_q=16, num_stages=1, num_stages_kv=1, num_stages_q=1)
 
 
+@functools.cache
 def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``).
+
+    Read once, at the first call: Triton decides once too, when ``@triton.jit`` runs at the
+    import of ``pyflashattn.kernels`` (on the first launch), so a later change of the variable
+    would not reach the kernels either; and the launch path is spared an ``os.environ`` read
+    (~1 us for an unset variable)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
@@ -75,7 +86,8 @@ def padded_head_dim(head_dim: int) -> int:
 
 
 def get_config(head_dim: int, head_dim_v: int, dtype: torch.dtype) -> KernelConfig:
-    """The config for these head dims and dtype (cached: it runs on every call's host path)."""
+    """The config for these head dims and dtype (cached: it runs on every call's host path).
+    ``PYFLASHATTN_CONFIG`` is read on every call: benchmarks change it between calls."""
     return _config(head_dim, head_dim_v, dtype, interpreting(), os.environ.get("PYFLASHATTN_CONFIG", ""))
 
 
@@ -86,7 +98,9 @@ def _config(head_dim: int, head_dim_v: int, dtype: torch.dtype, interpret: bool,
     if interpret:
         return replace(cfg, **_INTERPRETER)
     table = _TABLE_FP32 if dtype == torch.float32 else _TABLE_16BIT
-    cfg = replace(cfg, **table[max(block_d, block_dv)])
+    # a row for the exact head dim where one was measured, else the padded one's
+    row = table.get(max(head_dim, head_dim_v)) or table[max(block_d, block_dv)]
+    cfg = replace(cfg, **row)
     if override:
         cfg = replace(cfg, **json.loads(override))
     return cfg
