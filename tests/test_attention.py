@@ -107,6 +107,22 @@ def test_lse_gradient(backend):
         torch.testing.assert_close(g.double(), r, atol=1e-4, rtol=1e-4)
 
 
+def test_lse_only_gradient(backend):
+    """A loss of lse alone: the output's gradient arrives as None (no materialized zeros) and
+    must count as zero."""
+    q, k, v = make_qkv(1, 17, 29, 2, 2, 16, 16, device=DEVICE)
+    _, lse, _ = pfa.flash_attn_func(q, k, v, return_attn_probs=True)
+    weights = torch.linspace(0.5, 1.5, lse.shape[-1], device=lse.device)
+    grads = torch.autograd.grad((lse * weights).sum(), (q, k, v))
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    _, rl = attention_ref(q64, k64, v64)
+    ref = torch.autograd.grad((rl * weights.double()).sum(), (q64, k64, v64), allow_unused=True)
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g.double(), torch.zeros_like(g.double()) if r is None else r, atol=1e-4, rtol=1e-4)
+    assert grads[0].abs().max() > 0  # lse depends on q and k, so this cannot pass by returning zeros
+    assert grads[2].abs().max() == 0  # and not on v
+
+
 # every GPU shape in bf16; fp16 and fp32 on a subset (each new (head dim, dtype) compiles
 # four kernels, and compilation dominates this suite's time)
 GPU_CASES = [(s, torch.bfloat16) for s in GPU_SHAPES] + [

@@ -17,6 +17,7 @@ tiled PyTorch path (``cpu.py``) otherwise; ``PYFLASHATTN_BACKEND=triton|torch`` 
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import replace
 from typing import Optional
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from . import cpu
-from .configs import get_config, interpreting
+from .configs import KernelConfig, get_config, interpreting
 from .params import KernelParams, kernel_window
 
 BACKENDS = ("triton", "torch")
@@ -61,18 +62,27 @@ def _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slope
                         dropout_p, seed, mask_fn)
 
 
-def _config(q: Tensor, v: Tensor, p: KernelParams):
-    """The table's config; with dropout, fewer forward stages where shared memory is short;
-    under a block mask, tiles no larger than the mask's blocks (all powers of two, so each
-    kernel tile lies inside one mask block)."""
+def _config(q: Tensor, v: Tensor, p: KernelParams) -> KernelConfig:
+    """The table's config, adjusted for dropout and block masks (``_adjusted_config``)."""
     cfg = get_config(q.shape[-1], v.shape[-1], q.dtype)
-    if p.has_dropout and cfg.block_m * cfg.block_d >= 128 * 128:
+    if not (p.has_dropout or p.is_sparse):
+        return cfg
+    return _adjusted_config(cfg, p.has_dropout, p.sparse_blocks if p.is_sparse else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _adjusted_config(cfg: KernelConfig, dropout: bool, sparse_blocks: Optional[tuple[int, int]]) -> KernelConfig:
+    """With dropout, fewer forward stages where shared memory is short; under a block mask of
+    ``sparse_blocks`` (q, kv), tiles no larger than the mask's blocks (all powers of two, so
+    each kernel tile lies inside one mask block). Cached: each ``dataclasses.replace`` costs
+    ~5 us, on every call with dropout or a block mask."""
+    if dropout and cfg.block_m * cfg.block_d >= 128 * 128:
         # dropout's masks are rearranged through shared memory (kernels/mask.py): with 3 stages
         # the d=128 forward needs 240 KB of Hopper's 227 (scripts/aot_check.py --dropout)
         cfg = replace(cfg, num_stages=min(cfg.num_stages, 2))
-    if not p.is_sparse:
+    if sparse_blocks is None:
         return cfg
-    bq, bk = p.sparse_blocks
+    bq, bk = sparse_blocks
     # the sparse forward pipelines two loops (full and partial blocks): one stage less keeps
     # d=128 inside Hopper's 227 KB of shared memory (scripts/aot_check.py --sparse)
     return replace(cfg, num_stages=min(cfg.num_stages, 2),
@@ -260,11 +270,17 @@ class _Attention(torch.autograd.Function):
         out, lse = fwd_op(q, k, v, *options)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.bwd_op, ctx.options = bwd_op, options
+        # an unused output's gradient arrives as None instead of a zero tensor: most callers
+        # never touch lse, and a materialized zero dlse costs an allocation, a fill kernel and
+        # a read of it in the backward's preprocess, on every step
+        ctx.set_materialize_grads(False)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
         q, k, v, out, lse = ctx.saved_tensors
+        if dout is None:  # only lse was used
+            dout = torch.zeros_like(out)
         dq, dk, dv = ctx.bwd_op(dout, q, k, v, out, lse, dlse, *ctx.options)
         return (dq, dk, dv, None, None) + (None,) * len(ctx.options)
 

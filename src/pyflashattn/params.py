@@ -10,6 +10,8 @@ from typing import Optional
 
 import torch
 
+from .dropout import keep_scale, keep_threshold
+
 UNBOUNDED = -1
 
 
@@ -69,7 +71,6 @@ class KernelParams:
 
     def dropout_args(self, dummy: torch.Tensor) -> tuple:
         """Kernel arguments: (seed pointer, keep threshold, 1 / P(keep))."""
-        from .dropout import keep_scale, keep_threshold
         if not self.has_dropout:
             return dummy, 0, 1.0
         return self.seed, keep_threshold(self.dropout_p), keep_scale(self.dropout_p)
@@ -117,12 +118,14 @@ class KernelParams:
 
     alibi_log2 = LOG2E
 
-    def as_4d(self, t: torch.Tensor) -> torch.Tensor:
-        return t.unsqueeze(0) if self.is_varlen else t
+    def as_4d(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The tensors as the kernels index them: packed varlen ones get a batch axis of one."""
+        return tuple(t.unsqueeze(0) for t in tensors) if self.is_varlen else tensors
 
     def strides(self, t4: torch.Tensor) -> tuple[int, int, int]:
         """(batch, seq, head) strides of a 4-d view; the batch stride of packed tensors is 0."""
-        return (0 if self.is_varlen else t4.stride(0)), t4.stride(1), t4.stride(2)
+        batch, seq, head, _ = t4.stride()  # one call: ``stride(i)`` costs more than the whole tuple
+        return (0 if self.is_varlen else batch), seq, head
 
     def new_lse(self, q: torch.Tensor) -> torch.Tensor:
         """lse as flash-attn returns it: ``(batch, nheads, seqlen_q)``, or ``(nheads, total_q)`` for varlen."""

@@ -15,8 +15,9 @@ import triton
 import triton.language as tl
 
 from .block_info import kv_block_range, q_block_range, stage_range
-from .common import LOG2E, cdiv, dot_precision, interpreting, mma
+from .common import LOG2E, cdiv, feature_constexprs, mma
 from .fwd import seq_bounds
+from .launch import Launcher
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
 
@@ -336,6 +337,11 @@ def _bwd_dq_kernel(
              (b_dq * softmax_scale).to(DQ.dtype.element_ty), mask=m_q)
 
 
+_launch_preprocess = Launcher(_bwd_preprocess_kernel)
+_launch_dkdv = Launcher(_bwd_dkdv_kernel)
+_launch_dq = Launcher(_bwd_dq_kernel)
+
+
 def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
              out: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None, p,
              config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -344,41 +350,45 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     delta = torch.empty_like(lse)
-    q4, k4, v4, o4, do4, dq4, dk4, dv4 = (p.as_4d(t) for t in (q, k, v, out, dout, dq, dk, dv))
+    q4, k4, v4, o4, do4, dq4, dk4, dv4 = p.as_4d(q, k, v, out, dout, dq, dk, dv)
     nheads, nheads_k, head_dim, head_dim_v = q4.shape[2], k4.shape[2], q4.shape[3], v4.shape[3]
 
     # delta: per query row; packed varlen rows are one long sequence of a batch of one
-    rows = q4.shape[0] * q4.shape[1] if p.is_varlen else q4.shape[1]
-    pre_batch = 1 if p.is_varlen else q4.shape[0]
-    _bwd_preprocess_kernel[(cdiv(rows, config.block_m_pre), pre_batch * nheads)](
-        o4, do4, dlse if dlse is not None else lse, delta,
-        o4.stride(0), o4.stride(1), o4.stride(2),
-        do4.stride(0), do4.stride(1), do4.stride(2),
-        nheads, rows,
-        HEAD_DIM_V=head_dim_v, BLOCK_M=config.block_m_pre, BLOCK_DV=config.block_dv,
-        HAS_DLSE=dlse is not None,
+    varlen = p.is_varlen
+    rows = q4.shape[0] * q4.shape[1] if varlen else q4.shape[1]
+    pre_batch = 1 if varlen else q4.shape[0]
+    _launch_preprocess(
+        (cdiv(rows, config.block_m_pre), pre_batch * nheads),
+        (o4, do4, dlse if dlse is not None else lse, delta, *o4.stride()[:3], *do4.stride()[:3], nheads, rows),
+        dict(HEAD_DIM_V=head_dim_v, BLOCK_M=config.block_m_pre, BLOCK_DV=config.block_dv, HAS_DLSE=dlse is not None),
+        num_warps=4, num_stages=3,  # Triton's defaults, which this launch always used
     )
-    common = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d,
-                  BLOCK_DV=config.block_dv, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
-                  HAS_ALIBI=p.has_alibi, IS_SPARSE=p.is_sparse, SPARSE_Q=p.sparse_blocks[0],
-                  SPARSE_KV=p.sparse_blocks[1], HAS_DROPOUT=p.has_dropout,
-                  PRECISION=dot_precision(q.dtype), UPCAST=interpreting(), MASK_FN=p.mask_fn)
-    scalars = (p.window_left, p.window_right, p.softmax_scale, p.qk_scale, p.softcap_scale, p.alibi_log2)
-    extra = (*p.lse_strides(lse), *p.slope_strides())
-    _bwd_dkdv_kernel[(cdiv(p.max_seqlen_k, config.block_n_kv) * p.batch * nheads_k,)](
-        q4, k4, v4, do4, lse, delta, dk4, dv4, p.cu_q(q), p.cu_k(q), p.slopes_or(lse),
-        *p.sparse_args(lse, transposed=True), *p.dropout_args(lse),
-        *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(do4), *p.strides(dk4), *p.strides(dv4),
-        *extra, nheads, nheads_k, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, *scalars,
-        BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv,
-        num_warps=config.num_warps_kv, num_stages=config.num_stages_kv, **common,
+
+    # the arguments both kernels share, computed once: (cu_seqlens q, k, alibi slopes) and
+    # dropout's (seed, threshold, scale) around the block-sparse lists (forward order for dQ,
+    # transposed for dK/dV); the strides of q, k, v, dout; the trailing ints and floats
+    sequences = (p.cu_q(q), p.cu_k(q), p.slopes_or(lse))
+    dropout = p.dropout_args(lse)
+    input_strides = (*p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(do4))
+    row_strides = (*p.lse_strides(lse), *p.slope_strides())
+    scalars = (p.max_seqlen_q, p.max_seqlen_k, p.window_left, p.window_right,
+               p.softmax_scale, p.qk_scale, p.softcap_scale, p.alibi_log2)
+    features = feature_constexprs(p, q.dtype)
+    shapes = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d, BLOCK_DV=config.block_dv)
+    _launch_dkdv(
+        (cdiv(p.max_seqlen_k, config.block_n_kv) * p.batch * nheads_k,),
+        (q4, k4, v4, do4, lse, delta, dk4, dv4, *sequences, *p.sparse_args(lse, transposed=True), *dropout,
+         *input_strides, *p.strides(dk4), *p.strides(dv4), *row_strides,
+         nheads, nheads_k, nheads // nheads_k, *scalars),
+        dict(BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv, **shapes, **features),
+        config.num_warps_kv, config.num_stages_kv,
     )
-    _bwd_dq_kernel[(cdiv(p.max_seqlen_q, config.block_m_q) * p.batch * nheads,)](
-        q4, k4, v4, do4, lse, delta, dq4, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse),
-        *p.dropout_args(lse),
-        *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(do4), *p.strides(dq4),
-        *extra, nheads, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, *scalars,
-        BLOCK_M=config.block_m_q, BLOCK_N=config.block_n_q,
-        num_warps=config.num_warps_q, num_stages=config.num_stages_q, **common,
+    _launch_dq(
+        (cdiv(p.max_seqlen_q, config.block_m_q) * p.batch * nheads,),
+        (q4, k4, v4, do4, lse, delta, dq4, *sequences, *p.sparse_args(lse), *dropout,
+         *input_strides, *p.strides(dq4), *row_strides,
+         nheads, nheads // nheads_k, *scalars),
+        dict(BLOCK_M=config.block_m_q, BLOCK_N=config.block_n_q, **shapes, **features),
+        config.num_warps_q, config.num_stages_q,
     )
     return dq, dk, dv

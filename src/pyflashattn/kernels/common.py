@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..configs import interpreting  # noqa: F401  (re-exported for the launchers)
+from ..configs import interpreting
 from ..params import LOG2E as _LOG2E
 
 # Triton kernels may read module globals only when they are constexpr; host code uses ``.value``.
@@ -32,6 +32,15 @@ def cdiv(a: int, b: int) -> int:
     """Host-side ceil(a / b) for grids: ``triton.cdiv`` is a constexpr function in Triton 3.6
     and costs ~8 us per host call, four times per forward + backward."""
     return -(-a // b)
+
+
+def feature_constexprs(p, dtype: torch.dtype) -> dict:
+    """The compile-time flags that the forward and both backward kernels take alike, from ``p``
+    (a ``params.KernelParams``) and the inputs' dtype."""
+    sparse_q, sparse_kv = p.sparse_blocks
+    return dict(IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi,
+                IS_SPARSE=p.is_sparse, SPARSE_Q=sparse_q, SPARSE_KV=sparse_kv, HAS_DROPOUT=p.has_dropout,
+                PRECISION=dot_precision(dtype), UPCAST=interpreting(), MASK_FN=p.mask_fn)
 
 
 def dot_precision(dtype: torch.dtype) -> str:

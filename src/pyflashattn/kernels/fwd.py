@@ -16,7 +16,8 @@ import triton
 import triton.language as tl
 
 from .block_info import kv_block_range, stage_range
-from .common import LN2, cdiv, dot_precision, interpreting, mma
+from .common import LN2, cdiv, feature_constexprs, mma
+from .launch import Launcher
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
 
@@ -191,6 +192,9 @@ def _attn_fwd_kernel(
     tl.store(p_lse + o_m, b_lse, mask=m_rows)
 
 
+_launch_fwd = Launcher(_attn_fwd_kernel)
+
+
 def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward for ``p`` (a ``params.KernelParams``).
 
@@ -200,21 +204,16 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
     """
     out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
     lse = p.new_lse(q)
-    q4, k4, v4, o4 = (p.as_4d(t) for t in (q, k, v, out))
-    batch, nheads, nheads_k = p.batch, q4.shape[2], k4.shape[2]
-    grid = (cdiv(p.max_seqlen_q, config.block_m) * batch * nheads,)
-    _attn_fwd_kernel[grid](
-        q4, k4, v4, o4, lse, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse), *p.dropout_args(lse),
-        *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(o4),
-        *p.lse_strides(lse), *p.slope_strides(),
-        nheads, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, p.window_left, p.window_right,
-        p.qk_scale, p.softcap_scale, p.alibi_log2,
-        HEAD_DIM=q4.shape[-1], HEAD_DIM_V=v4.shape[-1],
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        BLOCK_D=config.block_d, BLOCK_DV=config.block_dv,
-        IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi,
-        IS_SPARSE=p.is_sparse, SPARSE_Q=p.sparse_blocks[0], SPARSE_KV=p.sparse_blocks[1],
-        HAS_DROPOUT=p.has_dropout, PRECISION=dot_precision(q.dtype), UPCAST=interpreting(), MASK_FN=p.mask_fn,
-        num_warps=config.num_warps, num_stages=config.num_stages,
-    )
+    q4, k4, v4, o4 = p.as_4d(q, k, v, out)
+    nheads, nheads_k = q4.shape[2], k4.shape[2]
+    grid = (cdiv(p.max_seqlen_q, config.block_m) * p.batch * nheads,)
+    args = (q4, k4, v4, o4, lse, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse), *p.dropout_args(lse),
+            *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(o4),
+            *p.lse_strides(lse), *p.slope_strides(),
+            nheads, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, p.window_left, p.window_right,
+            p.qk_scale, p.softcap_scale, p.alibi_log2)
+    constexprs = dict(HEAD_DIM=q4.shape[3], HEAD_DIM_V=v4.shape[3],
+                      BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+                      BLOCK_D=config.block_d, BLOCK_DV=config.block_dv, **feature_constexprs(p, q.dtype))
+    _launch_fwd(grid, args, constexprs, config.num_warps, config.num_stages)
     return out, lse
