@@ -119,7 +119,7 @@ def _candidates(args, default: list) -> list:
 
 def sweep(args, candidates, mode):
     rows = []
-    for d, causal, s in itertools.product(args.head_dims, args.causal, args.seqlens):
+    for d, causal, s in itertools.product(args.head_dims, map(bool, args.causal), args.seqlens):
         b, h = max(1, TOKENS // s), HIDDEN // d
         q, k, v = make(b, s, h, d, dtype=getattr(torch, args.dtype))
         g = torch.randn_like(q)

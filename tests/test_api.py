@@ -42,6 +42,8 @@ def test_sdpa_gqa(backend):
     torch.testing.assert_close(ours.double(), ref.transpose(1, 2), atol=2e-5, rtol=2e-5)
     with pytest.raises(ValueError, match="enable_gqa"):
         pfa.scaled_dot_product_attention(q, k, v)
+    with pytest.raises(TypeError, match="is_causal must be a bool"):
+        pfa.scaled_dot_product_attention(q, k, v, enable_gqa=True, is_causal=1)
 
 
 def test_default_scale_is_inverse_sqrt_headdim():
@@ -71,6 +73,9 @@ BAD_INPUTS = [
     ("dropout -", lambda q, k, v: dict(dropout_p=-0.1), ValueError, "dropout_p must be a float in"),
     ("window", lambda q, k, v: dict(window_size=(-2, 0)), ValueError, "window_size"),
     ("softcap", lambda q, k, v: dict(softcap=-1.0), ValueError, "softcap"),
+    ("causal str", lambda q, k, v: dict(causal="yes"), TypeError, "causal must be a bool"),
+    ("return_attn_probs tensor", lambda q, k, v: dict(return_attn_probs=torch.tensor(True)), TypeError,
+     "return_attn_probs must be a bool"),
 ]
 
 

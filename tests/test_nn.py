@@ -95,10 +95,16 @@ def test_positions_argument():
     (dict(embed_dim=30, num_heads=4), "divisible"),
     (dict(embed_dim=32, num_heads=4, num_kv_heads=3), "multiple"),
     (dict(embed_dim=32, num_heads=4, head_dim=5, rotary=True), "even"),
+    (dict(embed_dim=32, num_heads=4, window_size=(3,)), "window_size"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MultiheadAttention(**kwargs)
+
+
+def test_flag_must_be_bool():
+    with pytest.raises(TypeError, match="causal must be a bool"):
+        MultiheadAttention(32, 4, causal="yes")
 
 
 def test_bad_input_shape():

@@ -58,6 +58,7 @@ def flash_attn_func(
     """
     validate.check_qkv(q, k, v)
     validate.check_alibi(alibi_slopes, q.shape[0], q.shape[2], q.device)
+    validate.check_flags(causal=causal, deterministic=deterministic, return_attn_probs=return_attn_probs)
     scale, window_left, window_right = _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap)
     seed = new_seed(q.device) if dropout_p > 0.0 else None
     out, lse = ops.attention(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
@@ -140,6 +141,7 @@ def flash_attn_varlen_func(
     """
     validate.check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     validate.check_alibi(alibi_slopes, cu_seqlens_q.shape[0] - 1, q.shape[1], q.device)
+    validate.check_flags(causal=causal, deterministic=deterministic, return_attn_probs=return_attn_probs)
     scale, window_left, window_right = _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap)
     if dropout_p > 0.0 and return_attn_probs:
         raise _not_yet("return_attn_probs with dropout for variable-length sequences (the dropped "
@@ -206,6 +208,7 @@ def block_sparse_attn_func(q: Tensor, k: Tensor, v: Tensor, block_mask, mask_mod
     if mask_mod is not None and kernel_mask_fn is None and mask_mod is not block_mask.mask_mod:
         raise ValueError("mask_mod differs from the one block_mask was created with; build the block mask "
                          "with create_block_mask(mask_mod, ...), or pass a @triton.jit predicate")
+    validate.check_flags(return_attn_probs=return_attn_probs)
     scale, _, _ = _common_options(q, 0.0, softmax_scale, False, (-1, -1), softcap)
     out, lse = ops.sparse_attention(q, k, v, *ops.pack_block_mask(block_mask.as_tensors(), kernel_mask_fn),
                                     scale, float(softcap), alibi_slopes)
@@ -230,6 +233,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     """
     for name, t in (("query", query), ("key", key), ("value", value)):
         validate.check_tensor(name, t, 4, "(batch, heads, seq, dim)")
+    validate.check_flags(is_causal=is_causal, enable_gqa=enable_gqa)
     if attn_mask is not None:
         if is_causal or block_mask is not None:
             raise ValueError("attn_mask cannot be combined with is_causal or block_mask: fold them into one mask")

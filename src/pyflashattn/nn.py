@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from . import validate
 from .interface import flash_attn_func
 
 __all__ = ["MultiheadAttention", "RotaryEmbedding", "apply_rotary"]
@@ -108,6 +109,8 @@ class MultiheadAttention(nn.Module):
                 raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}), "
                                  "or pass head_dim")
             head_dim = embed_dim // num_heads
+        validate.check_flags(causal=causal, bias=bias, rotary=rotary)
+        validate.check_window(window_size)
         if rotary and head_dim % 2:
             raise ValueError(f"rotary needs an even head_dim, got {head_dim}")
         self.embed_dim, self.num_heads, self.num_kv_heads, self.head_dim = embed_dim, num_heads, num_kv_heads, head_dim

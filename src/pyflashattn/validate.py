@@ -128,6 +128,14 @@ def check_scale(softmax_scale) -> None:
         raise ValueError(f"softmax_scale must be finite, got {softmax_scale}")
 
 
+def check_flags(**flags) -> None:
+    """Boolean options must be bools (numpy's included): a truthy string or tensor is a
+    mistake, as it is for torch's SDPA ``is_causal``."""
+    for name, value in flags.items():
+        if not isinstance(value, bool) and type(value).__name__ != "bool_":
+            raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+
+
 def check_dropout(dropout_p) -> None:
     if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
