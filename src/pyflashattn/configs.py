@@ -1,8 +1,9 @@
 """Block sizes, warps and pipeline stages: the one table every launcher reads.
 
 Keyed by head dim (padded to a power of two, or exact where a sweep set one apart) and dtype
-width; values measured on the H200 (see docs/performance.md for the sweeps that chose them). No autotuning on the first call: the
-table is the default; ``PYFLASHATTN_CONFIG`` (JSON, same field names) overrides any field.
+width; values measured on the H200 (see docs/performance.md for the sweeps that chose them). No
+autotuning on the first call: the table is the default; ``PYFLASHATTN_CONFIG`` (JSON, same field
+names) overrides any field.
 """
 from __future__ import annotations
 
