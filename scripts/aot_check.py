@@ -1,6 +1,7 @@
 """Compile the kernels for sm_90 without a GPU and print registers, spills and shared memory.
 
     python scripts/aot_check.py [--dtype bf16] [--head-dim 128] [--config '{"block_m": 128}']
+        [--varlen] [--softcap] [--alibi] [--sparse] [--dropout] [--no-adjust]
 
 Triton's bundled ptxas does the work, so this costs no device time: use it to reject configs
 that spill or exceed shared memory before a GPU sweep.
@@ -19,6 +20,7 @@ from triton.compiler import ASTSource
 from pyflashattn.configs import get_config
 from pyflashattn.kernels import bwd, fwd
 from pyflashattn.kernels.common import dot_precision
+from pyflashattn.ops import _adjusted_config
 
 TY = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 
@@ -78,9 +80,14 @@ def main():
     p.add_argument("--alibi", action="store_true")
     p.add_argument("--sparse", action="store_true", help="block-sparse with 128 x 128 mask blocks")
     p.add_argument("--dropout", action="store_true")
+    p.add_argument("--no-adjust", action="store_true",
+                   help="compile the config as given, without the stage and block limits that the "
+                        "launch applies for dropout and block masks (ops._adjusted_config)")
     a = p.parse_args()
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
     cfg = replace(get_config(a.head_dim, a.head_dim, dt), **json.loads(a.config))
+    if not a.no_adjust and (a.dropout or a.sparse):  # what a launch would run
+        cfg = _adjusted_config(cfg, a.dropout, (128, 128) if a.sparse else None)
     ptr = TY[a.dtype]
     prec = dot_precision(dt)
     common = dict(HEAD_DIM=a.head_dim, HEAD_DIM_V=a.head_dim, BLOCK_D=cfg.block_d, BLOCK_DV=cfg.block_dv,
