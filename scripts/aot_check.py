@@ -1,7 +1,7 @@
 """Compile the kernels for sm_90 without a GPU and print registers, spills and shared memory.
 
     python scripts/aot_check.py [--dtype bf16] [--head-dim 128] [--config '{"block_m": 128}']
-        [--varlen] [--softcap] [--alibi] [--sparse] [--dropout] [--no-adjust]
+        [--varlen] [--softcap] [--alibi] [--sparse] [--dropout] [--group-size 1] [--no-adjust]
 
 Triton's bundled ptxas does the work, so this costs no device time: use it to reject configs
 that spill or exceed shared memory before a GPU sweep.
@@ -80,6 +80,8 @@ def main():
     p.add_argument("--alibi", action="store_true")
     p.add_argument("--sparse", action="store_true", help="block-sparse with 128 x 128 mask blocks")
     p.add_argument("--dropout", action="store_true")
+    p.add_argument("--group-size", type=int, default=1,
+                   help="query heads per key/value head (GQA); 1 is a constexpr, as Triton specializes it")
     p.add_argument("--no-adjust", action="store_true",
                    help="compile the config as given, without the stage and block limits that the "
                         "launch applies for dropout and block masks (ops._adjusted_config)")
@@ -94,19 +96,24 @@ def main():
                   PRECISION=prec, UPCAST=False, IS_VARLEN=a.varlen, HAS_SOFTCAP=a.softcap, HAS_ALIBI=a.alibi,
                   IS_SPARSE=a.sparse, SPARSE_Q=128 if a.sparse else 1, SPARSE_KV=128 if a.sparse else 1,
                   HAS_DROPOUT=a.dropout, MASK_FN=None)
+    # Triton compiles an int argument equal to 1 as a constexpr: without GQA the dK/dV kernel's
+    # loop over the group's heads is gone, which changes its registers (1.8 KB of stack with a
+    # runtime group size, 0.15 KB without, at d=128)
+    group = {"group_size": 1} if a.group_size == 1 else {}
     side = dict(CU_Q="*i32", CU_K="*i32", SLOPES="*fp32", TILES="*i8", SEED="*i64", drop_threshold="i64",
                 **{n: "*i32" for n in ("KV_NUM", "KV_IDX", "KV_TILE", "FULL_NUM", "FULL_IDX",
                                        "BLK_NUM", "BLK_IDX", "BLK_TILE")})
     scalars = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale", "drop_scale"}
     r = compile_kernel(fwd._attn_fwd_kernel, dict(Q=ptr, K=ptr, V=ptr, O=ptr, LSE="*fp32", **side), {}, scalars,
-                       dict(common, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n), cfg.num_warps, cfg.num_stages)
+                       dict(common, **group, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n), cfg.num_warps, cfg.num_stages)
     print("fwd ", cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, r)
     ptrs = dict(Q=ptr, K=ptr, V=ptr, DO=ptr, LSE="*fp32", DELTA="*fp32", DK=ptr, DV=ptr, DQ=ptr, **side)
     r = compile_kernel(bwd._bwd_dkdv_kernel, ptrs, {}, scalars,
-                       dict(common, BLOCK_M=cfg.block_m_kv, BLOCK_N=cfg.block_n_kv), cfg.num_warps_kv, cfg.num_stages_kv)
+                       dict(common, **group, BLOCK_M=cfg.block_m_kv, BLOCK_N=cfg.block_n_kv), cfg.num_warps_kv,
+                       cfg.num_stages_kv)
     print("dkdv", cfg.block_m_kv, cfg.block_n_kv, cfg.num_warps_kv, cfg.num_stages_kv, r)
     r = compile_kernel(bwd._bwd_dq_kernel, ptrs, {}, scalars,
-                       dict(common, BLOCK_M=cfg.block_m_q, BLOCK_N=cfg.block_n_q), cfg.num_warps_q, cfg.num_stages_q)
+                       dict(common, **group, BLOCK_M=cfg.block_m_q, BLOCK_N=cfg.block_n_q), cfg.num_warps_q, cfg.num_stages_q)
     print("dq  ", cfg.block_m_q, cfg.block_n_q, cfg.num_warps_q, cfg.num_stages_q, r)
 
 
