@@ -36,6 +36,9 @@ class KernelConfig:
     block_n_q: int = 32
     num_warps_q: int = 4
     num_stages_q: int = 3
+    # forward under a block mask: it pipelines two loops (full and partial blocks), and with
+    # 128 x 128 tiles at d=128 three stages need 256 KB of Hopper's 227 (aot_check.py --sparse)
+    num_stages_sparse: int = 2
 
 
 # (padded head dim) -> fields, for 16-bit inputs on sm_90. fp32 and small GPUs shrink below.

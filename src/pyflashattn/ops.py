@@ -83,9 +83,7 @@ def _adjusted_config(cfg: KernelConfig, dropout: bool, sparse_blocks: Optional[t
     if sparse_blocks is None:
         return cfg
     bq, bk = sparse_blocks
-    # the sparse forward pipelines two loops (full and partial blocks): one stage less keeps
-    # d=128 inside Hopper's 227 KB of shared memory (scripts/aot_check.py --sparse)
-    return replace(cfg, num_stages=min(cfg.num_stages, 2),
+    return replace(cfg, num_stages=min(cfg.num_stages, cfg.num_stages_sparse),
                    block_m=min(cfg.block_m, bq), block_n=min(cfg.block_n, bk),
                    block_m_kv=min(cfg.block_m_kv, bq), block_n_kv=min(cfg.block_n_kv, bk),
                    block_m_q=min(cfg.block_m_q, bq), block_n_q=min(cfg.block_n_q, bk))
