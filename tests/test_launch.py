@@ -244,3 +244,48 @@ def test_every_kind_in_values_is_keyed():
         if type(value) is int and not (-2 ** 63 <= value < 2 ** 64):
             continue
         assert ArgKey((u,))((value,)) is not None, value
+
+
+def _gpu_inputs(kind: str, seed: int):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    rnd = lambda *shape: torch.randn(*shape, generator=g, device="cuda", dtype=torch.bfloat16)  # noqa: E731
+    b, s, h, d = 2, 333, 4, 64
+    if kind == "contiguous":
+        qkv = [rnd(b, s, h, d) for _ in range(3)]
+    elif kind == "unaligned":  # one element into a flat buffer: pointers 2 bytes off 16-byte alignment
+        qkv = [rnd(b * s * h * d + 1)[1:].view(b, s, h, d) for _ in range(3)]
+        assert all(t.data_ptr() % 16 == 2 for t in qkv)
+    elif kind == "qkv72":  # packed views, head dim 72
+        qkv = list(rnd(b, s, 3, h, 72).unbind(2))
+    else:  # GQA, another sequence length
+        qkv = [rnd(b, 200, h, d), rnd(b, 200, 1, d), rnd(b, 200, 1, d)]
+    return [t.requires_grad_() for t in qkv]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_launch_matches_triton_launch_bitwise(monkeypatch):
+    """On the GPU: outputs and gradients through the cached launcher are bitwise those of
+    Triton's own launch, for inputs that must miss each other's cache entries (alignment, head
+    dim, GQA), on the miss and on the hit that follows."""
+    import pyflashattn
+    from pyflashattn.kernels import bwd, fwd
+
+    launchers = (fwd._launch_fwd, bwd._launch_preprocess, bwd._launch_dkdv, bwd._launch_dq)
+
+    def fwd_bwd(q, k, v):
+        out = pyflashattn.flash_attn_func(q, k, v, causal=True)
+        grads = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+        return [t.contiguous().view(torch.int16) for t in (out, *grads)]
+
+    for i, kind in enumerate(("contiguous", "unaligned", "qkv72", "gqa")):
+        qkv = _gpu_inputs(kind, i)
+        monkeypatch.setattr(launch, "FAST_LAUNCH", False)
+        ref = fwd_bwd(*qkv)
+        monkeypatch.setattr(launch, "FAST_LAUNCH", True)
+        for attempt in ("miss", "hit"):
+            entries = [entry.cache_size() for entry in launchers]
+            got = fwd_bwd(*qkv)
+            assert all(torch.equal(a, r) for a, r in zip(got, ref)), (kind, attempt)
+            if attempt == "hit":
+                assert [entry.cache_size() for entry in launchers] == entries, kind
