@@ -37,7 +37,8 @@ class KernelConfig:
     num_warps_q: int = 4
     num_stages_q: int = 3
     # forward under a block mask: it pipelines two loops (full and partial blocks), and with
-    # 128 x 128 tiles at d=128 three stages need 256 KB of Hopper's 227 (aot_check.py --sparse)
+    # 128 x 128 tiles at d=128 three stages need 256 KB of Hopper's 227
+    # (scripts/aot_check.py --sparse --no-adjust)
     num_stages_sparse: int = 2
 
 

@@ -78,7 +78,7 @@ def _adjusted_config(cfg: KernelConfig, dropout: bool, sparse_blocks: Optional[t
     ~5 us, on every call with dropout or a block mask."""
     if dropout and cfg.block_m * cfg.block_d >= 128 * 128:
         # dropout's masks are rearranged through shared memory (kernels/mask.py): with 3 stages
-        # the d=128 forward needs 240 KB of Hopper's 227 (scripts/aot_check.py --dropout)
+        # the d=128 forward needs 240 KB of Hopper's 227 (scripts/aot_check.py --dropout --no-adjust)
         cfg = replace(cfg, num_stages=min(cfg.num_stages, 2))
     if sparse_blocks is None:
         return cfg
