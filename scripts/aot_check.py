@@ -2,6 +2,7 @@
 
     python scripts/aot_check.py [--dtype bf16] [--head-dim 128] [--config '{"block_m": 128}']
         [--varlen] [--softcap] [--alibi] [--sparse] [--dropout] [--group-size 1] [--no-adjust]
+        [--dump DIR]
 
 Triton's bundled ptxas does the work, so this costs no device time: use it to reject configs
 that spill or exceed shared memory before a GPU sweep.
@@ -25,6 +26,9 @@ from pyflashattn.ops import _adjusted_config
 TY = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 
 
+DUMP_DIR = None  # --dump: where each kernel's TTGIR goes (to see what the pipeliner buffered)
+
+
 def compile_kernel(kernel, ptr_args, int_args, float_args, constexprs, num_warps, num_stages):
     names = list(inspect_args(kernel))
     sig = {}
@@ -45,6 +49,11 @@ def compile_kernel(kernel, ptr_args, int_args, float_args, constexprs, num_warps
     src = ASTSource(fn=kernel, signature=sig, constexprs=const, attrs=attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                         options=dict(num_warps=num_warps, num_stages=num_stages))
+    if DUMP_DIR:
+        import os
+        os.makedirs(DUMP_DIR, exist_ok=True)
+        with open(os.path.join(DUMP_DIR, kernel.fn.__name__ + ".ttgir"), "w") as f:
+            f.write(ck.asm["ttgir"])
     return dict(shared=ck.metadata.shared, **resource_usage(ck.asm["cubin"]))
 
 
@@ -85,7 +94,10 @@ def main():
     p.add_argument("--no-adjust", action="store_true",
                    help="compile the config as given, without the stage and block limits that the "
                         "launch applies for dropout and block masks (ops._adjusted_config)")
+    p.add_argument("--dump", metavar="DIR", help="write each kernel's TTGIR to DIR")
     a = p.parse_args()
+    global DUMP_DIR
+    DUMP_DIR = a.dump
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
     cfg = replace(get_config(a.head_dim, a.head_dim, dt), **json.loads(a.config))
     if not a.no_adjust and (a.dropout or a.sparse):  # what a launch would run

@@ -33,10 +33,11 @@ def mask_cases(sq, sk):
     return cases
 
 
-@pytest.mark.parametrize("sq,sk", [(70, 70), (45, 83)])
-def test_block_sparse_matches_dense_masked_reference(backend, sq, sk):
+@pytest.mark.parametrize("sq,sk,block", [(70, 70, 16), (45, 83, 16), (70, 83, 32)])
+def test_block_sparse_matches_dense_masked_reference(backend, sq, sk, block):
+    """``block`` 32 is twice the interpreter's tiles: each listed block is two kernel steps."""
     for name, mod in mask_cases(sq, sk):
-        mask = create_block_mask(mod, None, 2, sq, sk, block_size=16, device=DEVICE)
+        mask = create_block_mask(mod, None, 2, sq, sk, block_size=block, device=DEVICE)
         keep = mask.to_dense()
         q, k, v = make_qkv(2, sq, sk, 2, 1, 16, device=DEVICE)
         out, lse, _ = pfa.block_sparse_attn_func(q, k, v, mask, return_attn_probs=True)

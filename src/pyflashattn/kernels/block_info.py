@@ -62,3 +62,29 @@ def stage_range(stage: tl.constexpr, lo, full_lo, full_hi, hi):
         return lo, full_lo
     else:
         return full_hi, hi
+
+
+@triton.jit
+def listed_block(pos, end, p_list, p_tile_ids, p_tiles, LIST_BLOCK: tl.constexpr, TILE_ELEMS: tl.constexpr,
+                 TILE_STEP: tl.constexpr, LOAD_TILE: tl.constexpr):
+    """Block-sparse loops walk their listed blocks as one range ``[0, end)``: position ``pos``
+    is offset ``pos % LIST_BLOCK`` into the block whose index is entry ``pos // LIST_BLOCK`` of
+    ``p_list``. One loop over all of them (not one loop per block) lets Triton's pipeliner
+    prefetch across blocks. The loops call this one step ahead and carry the result: a load
+    address that depends on an index loaded in the same iteration is pipelined one stage deep
+    only (TTGIR from ``scripts/aot_check.py --sparse --dump``: 2 buffers and a full wait each
+    step), a carried one as deep as ``num_stages`` asks (3 buffers, 2 loads in flight).
+
+    Returns the sequence position (0 past ``end``) and the element-mask pointer for
+    ``element_mask``: with ``LOAD_TILE``, the block's tile (``p_tile_ids`` gives its id; tiles
+    are ``TILE_ELEMS`` elements, and the pointer is shifted back by the block start times
+    ``TILE_STEP``, the tile's stride along the loop axis, so that sequence coordinates index
+    it), else ``p_tiles``.
+    """
+    j = pos // LIST_BLOCK
+    valid = pos < end
+    start = tl.load(p_list + j, mask=valid, other=0) * LIST_BLOCK
+    p_tile = p_tiles
+    if LOAD_TILE:
+        p_tile = p_tiles + tl.load(p_tile_ids + j, mask=valid, other=0).to(tl.int64) * TILE_ELEMS - start * TILE_STEP
+    return start + (pos - j * LIST_BLOCK), p_tile

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .block_info import kv_block_range, q_block_range, stage_range
+from .block_info import kv_block_range, listed_block, q_block_range, stage_range
 from .common import LOG2E, cdiv, feature_constexprs, mma
 from .fwd import seq_bounds
 from .launch import Launcher
@@ -50,35 +50,48 @@ def _bwd_preprocess_kernel(O, DO, DLSE, DELTA,
 def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                 m_begin, m_end, o_m, o_n, o_d, o_dv,
                 seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
-                seed, bh, b, h, drop_threshold, drop_scale,
+                p_list, p_tile_ids, seed, bh, b, h, drop_threshold, drop_scale,
                 MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-                HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+                HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, TILE_ELEMS: tl.constexpr, GATHER: tl.constexpr,
+                LIST_BLOCK: tl.constexpr, HAS_DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                 PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
+    """Query rows ``[m_begin, m_end)``; with ``GATHER`` (block-sparse), positions in the listed
+    query blocks of ``p_list`` instead (``block_info.listed_block``)."""
     m_d = o_d < HEAD_DIM
     m_dv = o_dv < HEAD_DIM_V
     p_qt = p_q + (m_begin + o_m)[None, :].to(tl.int64) * stride_qs + o_d[:, None]      # [BD, BM]
     p_dob = p_do + (m_begin + o_m)[:, None].to(tl.int64) * stride_dos + o_dv[None, :]  # [BM, BDV]
     n0 = tl.min(o_n, 0)  # first key of this block (dropout's counters)
-    for m_start in tl.range(m_begin, m_end, BLOCK_M):
+    if GATHER:  # the first position's query row; each step looks up the next one (see listed_block)
+        m_next, p_tile_next = listed_block(m_begin, m_end, p_list, p_tile_ids, p_tile, LIST_BLOCK, TILE_ELEMS,
+                                           TILE_W, HAS_TILES and MASK_FN is None)
+    for pos in tl.range(m_begin, m_end, BLOCK_M):
+        if GATHER:
+            m_start, p_tile_blk = m_next, p_tile_next
+            m_next, p_tile_next = listed_block(pos + BLOCK_M, m_end, p_list, p_tile_ids, p_tile, LIST_BLOCK,
+                                               TILE_ELEMS, TILE_W, HAS_TILES and MASK_FN is None)
+            p_qt_cur = p_q + (m_start + o_m)[None, :].to(tl.int64) * stride_qs + o_d[:, None]
+            p_dob_cur = p_do + (m_start + o_m)[:, None].to(tl.int64) * stride_dos + o_dv[None, :]
+        else:
+            m_start, p_tile_blk, p_qt_cur, p_dob_cur = pos, p_tile, p_qt, p_dob
         o_rows = m_start + o_m
         m_rows = o_rows < seqlen_q
         if MASKED:
-            b_qt = tl.load(p_qt, mask=m_d[:, None] & m_rows[None, :], other=0.0)
-            b_do = tl.load(p_dob, mask=m_rows[:, None] & m_dv[None, :], other=0.0)
+            b_qt = tl.load(p_qt_cur, mask=m_d[:, None] & m_rows[None, :], other=0.0)
+            b_do = tl.load(p_dob_cur, mask=m_rows[:, None] & m_dv[None, :], other=0.0)
             # rows past seqlen_q get lse = +inf, so their P is 0
             b_lse = tl.load(p_lse + o_rows, mask=m_rows, other=float("inf"))
             b_delta = tl.load(p_delta + o_rows, mask=m_rows, other=0.0)
         else:
             if HEAD_DIM == BLOCK_D:
-                b_qt = tl.load(p_qt)
+                b_qt = tl.load(p_qt_cur)
             else:
-                b_qt = tl.load(p_qt, mask=m_d[:, None], other=0.0)
+                b_qt = tl.load(p_qt_cur, mask=m_d[:, None], other=0.0)
             if HEAD_DIM_V == BLOCK_DV:
-                b_do = tl.load(p_dob)
+                b_do = tl.load(p_dob_cur)
             else:
-                b_do = tl.load(p_dob, mask=m_dv[None, :], other=0.0)
+                b_do = tl.load(p_dob_cur, mask=m_dv[None, :], other=0.0)
             b_lse = tl.load(p_lse + o_rows)
             b_delta = tl.load(p_delta + o_rows)
         b_st = mma(b_k, b_qt, tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32), PRECISION, UPCAST)
@@ -88,7 +101,7 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
         b_pt = tl.math.exp2(b_st - (b_lse * LOG2E)[None, :])                            # [BN, BM]
         if MASKED:
             m_vis = element_mask(o_rows, o_n, seqlen_q, seqlen_k, window_left, window_right,
-                                 p_tile, b, h, HAS_TILES, TILE_W, MASK_FN)
+                                 p_tile_blk, b, h, HAS_TILES, TILE_W, MASK_FN)
             b_pt = tl.where(tl.trans(m_vis), b_pt, 0.0)
         b_dpt = mma(b_v, tl.trans(b_do), tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32),
                     PRECISION, UPCAST)
@@ -101,8 +114,9 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
             b_dv = mma(b_pt.to(b_do.dtype), b_do, b_dv, PRECISION, UPCAST)
         b_dst = b_pt * (b_dpt - b_delta[None, :]) * b_dmod
         b_dk = mma(b_dst.to(b_qt.dtype), tl.trans(b_qt), b_dk, PRECISION, UPCAST)
-        p_qt += BLOCK_M * stride_qs
-        p_dob += BLOCK_M * stride_dos
+        if not GATHER:
+            p_qt += BLOCK_M * stride_qs
+            p_dob += BLOCK_M * stride_dos
     return b_dk, b_dv
 
 
@@ -164,37 +178,32 @@ def _bwd_dkdv_kernel(
         if IS_SPARSE:
             # the transposed lists: for this key block, the query blocks that see it
             row = b * stride_mb + h * stride_mh + (start_n * BLOCK_N) // SPARSE_KV
+            p_row = row.to(tl.int64) * NUM_BLOCKS
             p_tiles = TILES - (start_n * BLOCK_N) // SPARSE_KV * SPARSE_KV
-            for j in range(0, tl.load(FULL_NUM + row)):
-                m0 = tl.load(FULL_IDX + row.to(tl.int64) * NUM_BLOCKS + j) * SPARSE_Q
-                b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
-                                         m0, m0 + SPARSE_Q, o_m, o_n, o_d, o_dv,
-                                         seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, b, h, drop_threshold,
-                                         drop_scale, False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT,
-                                         HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
-                                         BLOCK_DV, PRECISION, UPCAST, MASK_FN)
-            for j in range(0, tl.load(BLK_NUM + row)):
-                m0 = tl.load(BLK_IDX + row.to(tl.int64) * NUM_BLOCKS + j) * SPARSE_Q
-                tile = tl.load(BLK_TILE + row.to(tl.int64) * NUM_BLOCKS + j).to(tl.int64)
-                b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
-                                         m0, m0 + SPARSE_Q, o_m, o_n, o_d, o_dv,
-                                         seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
-                                         alibi_slope2, p_tiles + tile * (SPARSE_Q * SPARSE_KV) - m0 * SPARSE_KV,
-                                         seed, bh, b, h, drop_threshold, drop_scale,
-                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
-                                         HEAD_DIM_V,
-                                         BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
+            b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
+                                     0, tl.load(FULL_NUM + row) * SPARSE_Q, o_m, o_n, o_d, o_dv,
+                                     seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
+                                     alibi_slope2, TILES, FULL_IDX + p_row, FULL_IDX, seed, bh, b, h,
+                                     drop_threshold, drop_scale, False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV,
+                                     SPARSE_Q * SPARSE_KV, True, SPARSE_Q, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                                     BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
+            b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
+                                     0, tl.load(BLK_NUM + row) * SPARSE_Q, o_m, o_n, o_d, o_dv,
+                                     seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
+                                     alibi_slope2, p_tiles, BLK_IDX + p_row, BLK_TILE + p_row, seed, bh, b, h,
+                                     drop_threshold, drop_scale, True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV,
+                                     SPARSE_Q * SPARSE_KV, True, SPARSE_Q, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                                     BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
         else:
             for stage in tl.static_range(3):
                 m_begin, m_end = stage_range(stage, lo, full_lo, full_hi, hi)
                 b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
                                          m_begin, m_end, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, b, h, drop_threshold,
-                                         drop_scale, stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT,
-                                         HEAD_DIM, HEAD_DIM_V, BLOCK_M, BLOCK_D,
-                                         BLOCK_DV, PRECISION, UPCAST, MASK_FN)
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, TILES, TILES, seed, bh, b, h,
+                                         drop_threshold, drop_scale, stage > 0, HAS_SOFTCAP, HAS_ALIBI, False,
+                                         SPARSE_KV, 1, False, 1, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                                         BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
 
     p_dk = DK + b.to(tl.int64) * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start * stride_dks
     p_dv = DV + b.to(tl.int64) * stride_dvb + hk.to(tl.int64) * stride_dvh + k_start * stride_dvs
@@ -208,46 +217,60 @@ def _bwd_dkdv_kernel(
 def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
               n_begin, n_end, o_m, o_n, o_d, o_dv,
               seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
-              seed, bh, b, h, drop_threshold, drop_scale,
+              p_list, p_tile_ids, seed, bh, b, h, drop_threshold, drop_scale,
               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-              HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-              HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+              HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, TILE_ELEMS: tl.constexpr, GATHER: tl.constexpr,
+              HAS_DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
               PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
+    """Keys ``[n_begin, n_end)``; with ``GATHER`` (block-sparse), positions in the listed
+    blocks of ``p_list`` instead (``block_info.listed_block``)."""
     m_d = o_d < HEAD_DIM
     m_dv = o_dv < HEAD_DIM_V
     p_kt = p_k + (n_begin + o_n)[None, :].to(tl.int64) * stride_ks + o_d[:, None]    # [BD, BN]
     p_vt = p_v + (n_begin + o_n)[None, :].to(tl.int64) * stride_vs + o_dv[:, None]   # [BDV, BN]
-    for n_start in tl.range(n_begin, n_end, BLOCK_N):
+    if GATHER:  # the first position's key; each step looks up the next one (see listed_block)
+        n_next, p_tile_next = listed_block(n_begin, n_end, p_list, p_tile_ids, p_tile, TILE_W, TILE_ELEMS, 1,
+                                           HAS_TILES and MASK_FN is None)
+    for pos in tl.range(n_begin, n_end, BLOCK_N):
+        if GATHER:
+            n_start, p_tile_blk = n_next, p_tile_next
+            n_next, p_tile_next = listed_block(pos + BLOCK_N, n_end, p_list, p_tile_ids, p_tile, TILE_W,
+                                               TILE_ELEMS, 1, HAS_TILES and MASK_FN is None)
+            p_kt_cur = p_k + (n_start + o_n)[None, :].to(tl.int64) * stride_ks + o_d[:, None]
+            p_vt_cur = p_v + (n_start + o_n)[None, :].to(tl.int64) * stride_vs + o_dv[:, None]
+        else:
+            n_start, p_tile_blk, p_kt_cur, p_vt_cur = pos, p_tile, p_kt, p_vt
         o_cols = n_start + o_n
         if MASKED:
             m_cols = o_cols < seqlen_k
-            b_kt = tl.load(p_kt, mask=m_d[:, None] & m_cols[None, :], other=0.0)
-            b_vt = tl.load(p_vt, mask=m_dv[:, None] & m_cols[None, :], other=0.0)
+            b_kt = tl.load(p_kt_cur, mask=m_d[:, None] & m_cols[None, :], other=0.0)
+            b_vt = tl.load(p_vt_cur, mask=m_dv[:, None] & m_cols[None, :], other=0.0)
         else:
             if HEAD_DIM == BLOCK_D:
-                b_kt = tl.load(p_kt)
+                b_kt = tl.load(p_kt_cur)
             else:
-                b_kt = tl.load(p_kt, mask=m_d[:, None], other=0.0)
+                b_kt = tl.load(p_kt_cur, mask=m_d[:, None], other=0.0)
             if HEAD_DIM_V == BLOCK_DV:
-                b_vt = tl.load(p_vt)
+                b_vt = tl.load(p_vt_cur)
             else:
-                b_vt = tl.load(p_vt, mask=m_dv[:, None], other=0.0)
+                b_vt = tl.load(p_vt_cur, mask=m_dv[:, None], other=0.0)
         b_s = mma(b_q, b_kt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
         b_s, b_dmod = scores_log2(b_s, o_m, o_cols, seqlen_q, seqlen_k, qk_scale, softcap_scale,
                                   alibi_slope2, HAS_SOFTCAP, HAS_ALIBI)
         b_p = tl.math.exp2(b_s - b_lse2[:, None])                                           # [BM, BN]
         if MASKED:
             b_p = tl.where(element_mask(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right,
-                                        p_tile, b, h, HAS_TILES, TILE_W, MASK_FN), b_p, 0.0)
+                                        p_tile_blk, b, h, HAS_TILES, TILE_W, MASK_FN), b_p, 0.0)
         b_dp = mma(b_do, b_vt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
         if HAS_DROPOUT:
             b_dp = tl.where(dropout_keep(seed, bh, o_m, n_start, drop_threshold, BLOCK_N),
                             b_dp * drop_scale, 0.0)
         b_ds = b_p * (b_dp - b_delta[:, None]) * b_dmod
         b_dq = mma(b_ds.to(b_kt.dtype), tl.trans(b_kt), b_dq, PRECISION, UPCAST)
-        p_kt += BLOCK_N * stride_ks
-        p_vt += BLOCK_N * stride_vs
+        if not GATHER:
+            p_kt += BLOCK_N * stride_ks
+            p_vt += BLOCK_N * stride_vs
     return b_dq
 
 
@@ -302,25 +325,21 @@ def _bwd_dq_kernel(
     p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + k_start * stride_vs
     if IS_SPARSE:
         row = b * stride_mb + h * stride_mh + (start_m * BLOCK_M) // SPARSE_Q
+        p_row = row.to(tl.int64) * NUM_BLOCKS
         p_tiles = TILES - ((start_m * BLOCK_M) // SPARSE_Q * SPARSE_Q) * SPARSE_KV
-        for j in range(0, tl.load(FULL_NUM + row)):
-            n0 = tl.load(FULL_IDX + row.to(tl.int64) * NUM_BLOCKS + j) * SPARSE_KV
-            b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
-                             n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
-                             seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
-                             alibi_slope2, TILES, seed, bh, b, h, drop_threshold, drop_scale,
-                             False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
-        for j in range(0, tl.load(BLK_NUM + row)):
-            n0 = tl.load(BLK_IDX + row.to(tl.int64) * NUM_BLOCKS + j) * SPARSE_KV
-            tile = tl.load(BLK_TILE + row.to(tl.int64) * NUM_BLOCKS + j).to(tl.int64)
-            b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
-                             n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
-                             seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
-                             alibi_slope2, p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0,
-                             seed, bh, b, h, drop_threshold, drop_scale,
-                             True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
+        b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
+                         0, tl.load(FULL_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv,
+                         seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
+                         alibi_slope2, TILES, FULL_IDX + p_row, FULL_IDX, seed, bh, b, h, drop_threshold, drop_scale,
+                         False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, SPARSE_Q * SPARSE_KV, True,
+                         HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
+        b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
+                         0, tl.load(BLK_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv,
+                         seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
+                         alibi_slope2, p_tiles, BLK_IDX + p_row, BLK_TILE + p_row, seed, bh, b, h,
+                         drop_threshold, drop_scale,
+                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, SPARSE_Q * SPARSE_KV, True,
+                         HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
     else:
         lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
                                                   window_left, window_right, BLOCK_M, BLOCK_N)
@@ -329,9 +348,9 @@ def _bwd_dq_kernel(
             b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                              n_begin, n_end, o_m, o_n, o_d, o_dv,
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
-                             alibi_slope2, TILES, seed, bh, b, h, drop_threshold, drop_scale,
-                             stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                             BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
+                             alibi_slope2, TILES, TILES, TILES, seed, bh, b, h, drop_threshold, drop_scale,
+                             stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, 1, False,
+                             HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
     p_dq = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + q_start * stride_dqs
     tl.store(p_dq + o_m[:, None].to(tl.int64) * stride_dqs + o_d[None, :],
              (b_dq * softmax_scale).to(DQ.dtype.element_ty), mask=m_q)

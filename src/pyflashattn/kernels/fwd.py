@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .block_info import kv_block_range, stage_range
+from .block_info import kv_block_range, listed_block, stage_range
 from .common import LN2, cdiv, feature_constexprs, mma
 from .launch import Launcher
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
@@ -38,33 +38,46 @@ def seq_bounds(CU_Q, CU_K, b, seqlen_q, seqlen_k, IS_VARLEN: tl.constexpr):
 def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
                n_begin, n_end, o_m, o_n, o_d, o_dv,
                seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
-               seed, bh, b, h, drop_threshold, drop_scale,
+               p_list, p_tile_ids, seed, bh, b, h, drop_threshold, drop_scale,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-               HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-               HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+               HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, TILE_ELEMS: tl.constexpr, GATHER: tl.constexpr,
+               HAS_DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
                PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
+    """Keys ``[n_begin, n_end)``; with ``GATHER`` (block-sparse), positions in the listed
+    blocks of ``p_list`` instead (``block_info.listed_block``)."""
     m_d = o_d < HEAD_DIM
     m_dv = o_dv < HEAD_DIM_V
     # pointers to the first block of the range; advanced by BLOCK_N rows each step (64-bit)
     p_kt = p_k + (n_begin + o_n)[None, :].to(tl.int64) * stride_kn + o_d[:, None]   # [BD, BN]
     p_vb = p_v + (n_begin + o_n)[:, None].to(tl.int64) * stride_vn + o_dv[None, :]  # [BN, BDV]
-    for n_start in tl.range(n_begin, n_end, BLOCK_N):
+    if GATHER:  # the first position's key; each step looks up the next one (see listed_block)
+        n_next, p_tile_next = listed_block(n_begin, n_end, p_list, p_tile_ids, p_tile, TILE_W, TILE_ELEMS, 1,
+                                           HAS_TILES and MASK_FN is None)
+    for pos in tl.range(n_begin, n_end, BLOCK_N):
+        if GATHER:
+            n_start, p_tile_blk = n_next, p_tile_next
+            n_next, p_tile_next = listed_block(pos + BLOCK_N, n_end, p_list, p_tile_ids, p_tile, TILE_W,
+                                               TILE_ELEMS, 1, HAS_TILES and MASK_FN is None)
+            p_kt_cur = p_k + (n_start + o_n)[None, :].to(tl.int64) * stride_kn + o_d[:, None]
+            p_vb_cur = p_v + (n_start + o_n)[:, None].to(tl.int64) * stride_vn + o_dv[None, :]
+        else:
+            n_start, p_tile_blk, p_kt_cur, p_vb_cur = pos, p_tile, p_kt, p_vb
         o_cols = n_start + o_n
         if MASKED:
             m_kn = o_cols < seqlen_k
-            b_kt = tl.load(p_kt, mask=m_d[:, None] & m_kn[None, :], other=0.0)
+            b_kt = tl.load(p_kt_cur, mask=m_d[:, None] & m_kn[None, :], other=0.0)
         elif HEAD_DIM == BLOCK_D:
-            b_kt = tl.load(p_kt)
+            b_kt = tl.load(p_kt_cur)
         else:
-            b_kt = tl.load(p_kt, mask=m_d[:, None], other=0.0)
+            b_kt = tl.load(p_kt_cur, mask=m_d[:, None], other=0.0)
         b_s = mma(b_q, b_kt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
         if HAS_SOFTCAP or HAS_ALIBI or MASKED:
             b_s, _ = scores_log2(b_s, o_m, o_cols, seqlen_q, seqlen_k, qk_scale, softcap_scale,
                                  alibi_slope2, HAS_SOFTCAP, HAS_ALIBI)
             if MASKED:
                 b_s = tl.where(element_mask(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right,
-                                            p_tile, b, h, HAS_TILES, TILE_W, MASK_FN), b_s, float("-inf"))
+                                            p_tile_blk, b, h, HAS_TILES, TILE_W, MASK_FN), b_s, float("-inf"))
             b_m_new = tl.maximum(b_m, tl.max(b_s, 1))
             # a row that has seen nothing yet keeps m = -inf: shift by 0 instead (no NaN)
             b_shift = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
@@ -77,18 +90,19 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
         b_alpha = tl.math.exp2(b_m - b_shift)
         b_l = b_l * b_alpha + tl.sum(b_p, 1)
         if MASKED:
-            b_v = tl.load(p_vb, mask=m_kn[:, None] & m_dv[None, :], other=0.0)
+            b_v = tl.load(p_vb_cur, mask=m_kn[:, None] & m_dv[None, :], other=0.0)
         elif HEAD_DIM_V == BLOCK_DV:
-            b_v = tl.load(p_vb)
+            b_v = tl.load(p_vb_cur)
         else:
-            b_v = tl.load(p_vb, mask=m_dv[None, :], other=0.0)
+            b_v = tl.load(p_vb_cur, mask=m_dv[None, :], other=0.0)
         if HAS_DROPOUT:  # the row sum above keeps every element; only P V sees the drops
             b_p = tl.where(dropout_keep(seed, bh, o_m, n_start, drop_threshold, BLOCK_N),
                            b_p * drop_scale, 0.0)
         b_acc = mma(b_p.to(b_v.dtype), b_v, b_acc * b_alpha[:, None], PRECISION, UPCAST)
         b_m = b_m_new
-        p_kt += BLOCK_N * stride_kn
-        p_vb += BLOCK_N * stride_vn
+        if not GATHER:
+            p_kt += BLOCK_N * stride_kn
+            p_vb += BLOCK_N * stride_vn
     return b_acc, b_l, b_m
 
 
@@ -142,31 +156,27 @@ def _attn_fwd_kernel(
     b_acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
 
     if IS_SPARSE:
-        # block-sparse: visit the listed full blocks unmasked, then the partial ones with their tiles
+        # block-sparse: the listed full blocks unmasked, then the partial ones with their tiles,
+        # each list walked by one pipelined loop
         row = b * stride_mb + h * stride_mh + (start_m * BLOCK_M) // SPARSE_Q
+        p_row = row.to(tl.int64) * NUM_KV_BLOCKS
         p_tiles = TILES - ((start_m * BLOCK_M) // SPARSE_Q * SPARSE_Q) * SPARSE_KV
-        for j in range(0, tl.load(FULL_NUM + row)):
-            n0 = tl.load(FULL_IDX + row.to(tl.int64) * NUM_KV_BLOCKS + j) * SPARSE_KV
-            b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
-                                         n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
-                                         seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, b, h, drop_threshold,
-                                         drop_scale,
-                                         False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
-                                         HEAD_DIM_V,
-                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
-        for j in range(0, tl.load(KV_NUM + row)):
-            n0 = tl.load(KV_IDX + row.to(tl.int64) * NUM_KV_BLOCKS + j) * SPARSE_KV
-            tile = tl.load(KV_TILE + row.to(tl.int64) * NUM_KV_BLOCKS + j).to(tl.int64)
-            b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
-                                         n0, n0 + SPARSE_KV, o_m, o_n, o_d, o_dv,
-                                         seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2,
-                                         p_tiles + tile * (SPARSE_Q * SPARSE_KV) - n0, seed, bh, b, h, drop_threshold,
-                                         drop_scale,
-                                         True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
-                                         HEAD_DIM_V,
-                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
+        b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
+                                     0, tl.load(FULL_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv,
+                                     seqlen_q, seqlen_k, window_left, window_right,
+                                     qk_scale, softcap_scale, alibi_slope2, TILES, FULL_IDX + p_row, FULL_IDX,
+                                     seed, bh, b, h, drop_threshold, drop_scale,
+                                     False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, SPARSE_Q * SPARSE_KV, True,
+                                     HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                                     BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
+        b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
+                                     0, tl.load(KV_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv,
+                                     seqlen_q, seqlen_k, window_left, window_right,
+                                     qk_scale, softcap_scale, alibi_slope2, p_tiles, KV_IDX + p_row, KV_TILE + p_row,
+                                     seed, bh, b, h, drop_threshold, drop_scale,
+                                     True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, SPARSE_Q * SPARSE_KV, True,
+                                     HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
+                                     BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
     else:
         lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
                                                   window_left, window_right, BLOCK_M, BLOCK_N)
@@ -175,10 +185,10 @@ def _attn_fwd_kernel(
             b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
                                          n_begin, n_end, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
-                                         qk_scale, softcap_scale, alibi_slope2, TILES, seed, bh, b, h, drop_threshold,
-                                         drop_scale,
-                                         stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, HAS_DROPOUT, HEAD_DIM,
-                                         HEAD_DIM_V,
+                                         qk_scale, softcap_scale, alibi_slope2, TILES, TILES, TILES,
+                                         seed, bh, b, h, drop_threshold, drop_scale,
+                                         stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, 1, False,
+                                         HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
                                          BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
 
     m_empty = b_l == 0.0
