@@ -197,6 +197,8 @@ def sparse(args):
                     diff = (variants["sparse+jit"]() - variants["sparse"]()).abs().max().item()
                 print(f"# {name}: predicate vs tiles, max |difference| {diff:.2e}")
             try:
+                if args.no_flex:
+                    raise RuntimeError("--no-flex")
                 from torch.nn.attention.flex_attention import create_block_mask as flex_mask, flex_attention
                 fm = flex_mask(lambda b, hh, qi, ki: mod(b, hh, qi, ki), None, None, s_len, s_len, device="cuda")
                 flex = torch.compile(flex_attention)
@@ -243,6 +245,7 @@ def main():
     p.add_argument("--modes", nargs="+", default=["fwd", "fwdbwd"])
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--causal", type=int, nargs="+", default=[0, 1], help="sweeps: 0, 1 or both")
+    p.add_argument("--no-flex", action="store_true", help="sparse: skip FlexAttention (its compiles take minutes)")
     p.add_argument("--json")
     p.add_argument("--candidates", help="sweeps: a JSON file with a list of config dicts (default: the lists above)")
     args = p.parse_args()

@@ -27,8 +27,8 @@ def test_exact_row_wins_over_the_padded_one():
 
 
 def test_override_reaches_every_field():
-    cfg = table(128, override=json.dumps({"block_n": 32, "num_stages_sparse": 3}))
-    assert (cfg.block_n, cfg.num_stages_sparse) == (32, 3)
+    cfg = table(128, override=json.dumps({"block_n": 32, "num_stages_sparse": 2, "block_n_sparse": 128}))
+    assert (cfg.block_n, cfg.num_stages_sparse, cfg.block_n_sparse) == (32, 2, 128)
 
 
 def test_sparse_adjustment():
@@ -37,8 +37,12 @@ def test_sparse_adjustment():
     assert sparse.num_stages == min(cfg.num_stages, cfg.num_stages_sparse)
     # kernel tiles never straddle mask blocks
     assert sparse.block_m <= 64 and sparse.block_m_kv <= 64 and sparse.block_m_q <= 64
-    wide = _adjusted_config(table(128, override='{"block_n": 64, "num_stages_sparse": 3}'), False, (128, 128))
+    # the forward's key tiles under a block mask: the sparse limit (64 keys, 3 stages at d=128)
+    assert (cfg.block_n, cfg.num_stages) == (128, 3)
+    wide = _adjusted_config(cfg, False, (128, 128))
     assert (wide.block_n, wide.num_stages) == (64, 3)
+    old = _adjusted_config(table(128, override='{"block_n_sparse": 128, "num_stages_sparse": 2}'), False, (128, 128))
+    assert (old.block_n, old.num_stages) == (128, 2)
 
 
 def test_dropout_adjustment_only_where_shared_memory_is_short():

@@ -38,8 +38,10 @@ class KernelConfig:
     num_stages_q: int = 3
     # forward under a block mask: it pipelines two loops (full and partial blocks), and with
     # 128 x 128 tiles at d=128 three stages need 256 KB of Hopper's 227
-    # (scripts/aot_check.py --sparse --no-adjust)
-    num_stages_sparse: int = 2
+    # (scripts/aot_check.py --sparse --no-adjust); 64-key tiles fit three stages (147 KB)
+    # and ran 8-14 % faster than 128 x 128 at two (docs/performance.md, v5)
+    num_stages_sparse: int = 3
+    block_n_sparse: int = 64
 
 
 # (padded head dim) -> fields, for 16-bit inputs on sm_90. fp32 and small GPUs shrink below.

@@ -84,7 +84,7 @@ def _adjusted_config(cfg: KernelConfig, dropout: bool, sparse_blocks: Optional[t
         return cfg
     bq, bk = sparse_blocks
     return replace(cfg, num_stages=min(cfg.num_stages, cfg.num_stages_sparse),
-                   block_m=min(cfg.block_m, bq), block_n=min(cfg.block_n, bk),
+                   block_m=min(cfg.block_m, bq), block_n=min(cfg.block_n, cfg.block_n_sparse, bk),
                    block_m_kv=min(cfg.block_m_kv, bq), block_n_kv=min(cfg.block_n_kv, bk),
                    block_m_q=min(cfg.block_m_q, bq), block_n_q=min(cfg.block_n_q, bk))
 
