@@ -96,7 +96,6 @@ def main():
     p.add_argument("--no-adjust", action="store_true",
                    help="compile the config as given, without the stage and block limits that the "
                         "launch applies for dropout and block masks (ops._adjusted_config)")
-    p.add_argument("--atomic-dq", action="store_true", help="dK/dV kernel that also adds dQ by atomics")
     p.add_argument("--dump", metavar="DIR", help="write each kernel's TTGIR to DIR")
     a = p.parse_args()
     global DUMP_DIR
@@ -123,9 +122,8 @@ def main():
                        dict(common, **group, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n), cfg.num_warps, cfg.num_stages)
     print("fwd ", cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, r)
     ptrs = dict(Q=ptr, K=ptr, V=ptr, DO=ptr, LSE="*fp32", DELTA="*fp32", DK=ptr, DV=ptr, DQ=ptr, **side)
-    r = compile_kernel(bwd._bwd_dkdv_kernel, dict(ptrs, DQ="*fp32") if a.atomic_dq else ptrs, {}, scalars,
-                       dict(common, **group, BLOCK_M=cfg.block_m_kv, BLOCK_N=cfg.block_n_kv, ATOMIC_DQ=a.atomic_dq),
-                       cfg.num_warps_kv,
+    r = compile_kernel(bwd._bwd_dkdv_kernel, ptrs, {}, scalars,
+                       dict(common, **group, BLOCK_M=cfg.block_m_kv, BLOCK_N=cfg.block_n_kv), cfg.num_warps_kv,
                        cfg.num_stages_kv)
     print("dkdv", cfg.block_m_kv, cfg.block_n_kv, cfg.num_warps_kv, cfg.num_stages_kv, r)
     r = compile_kernel(bwd._bwd_dq_kernel, ptrs, {}, scalars,

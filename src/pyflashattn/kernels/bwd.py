@@ -48,14 +48,14 @@ def _bwd_preprocess_kernel(O, DO, DLSE, DELTA,
 
 @triton.jit
 def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
-                p_dq, stride_dqs, dq_scale, m_begin, m_end, o_m, o_n, o_d, o_dv,
+                m_begin, m_end, o_m, o_n, o_d, o_dv,
                 seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
                 p_list, p_tile_ids, seed, bh, b, h, drop_threshold, drop_scale,
                 MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                 HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, TILE_ELEMS: tl.constexpr, GATHER: tl.constexpr,
                 LIST_BLOCK: tl.constexpr, HAS_DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-                PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+                PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
     """Query rows ``[m_begin, m_end)``; with ``GATHER`` (block-sparse), positions in the listed
     query blocks of ``p_list`` instead (``block_info.listed_block``)."""
     m_d = o_d < HEAD_DIM
@@ -114,16 +114,6 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
             b_dv = mma(b_pt.to(b_do.dtype), b_do, b_dv, PRECISION, UPCAST)
         b_dst = b_pt * (b_dpt - b_delta[None, :]) * b_dmod
         b_dk = mma(b_dst.to(b_qt.dtype), tl.trans(b_qt), b_dk, PRECISION, UPCAST)
-        if ATOMIC_DQ:  # dQ += dS K here (scaled), added into fp32 rows shared with other key blocks
-            b_dq = mma(tl.trans(b_dst).to(b_k.dtype), b_k, tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32),
-                       PRECISION, UPCAST) * dq_scale
-            p_dqb = p_dq + o_rows[:, None].to(tl.int64) * stride_dqs + o_d[None, :]
-            if MASKED:
-                tl.atomic_add(p_dqb, b_dq, mask=m_rows[:, None] & m_d[None, :], sem="relaxed")
-            elif HEAD_DIM == BLOCK_D:
-                tl.atomic_add(p_dqb, b_dq, sem="relaxed")
-            else:
-                tl.atomic_add(p_dqb, b_dq, mask=m_d[None, :], sem="relaxed")
         if not GATHER:
             p_qt += BLOCK_M * stride_qs
             p_dob += BLOCK_M * stride_dos
@@ -132,7 +122,7 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
 
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, DQ, CU_Q, CU_K, SLOPES,
+    Q, K, V, DO, LSE, DELTA, DK, DV, CU_Q, CU_K, SLOPES,
     BLK_NUM, BLK_IDX, BLK_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_BLOCKS,
     SEED, drop_threshold, drop_scale,
     stride_qb, stride_qs, stride_qh,
@@ -141,7 +131,6 @@ def _bwd_dkdv_kernel(
     stride_dob, stride_dos, stride_doh,
     stride_dkb, stride_dks, stride_dkh,
     stride_dvb, stride_dvs, stride_dvh,
-    stride_dqb, stride_dqs, stride_dqh,
     stride_lb, stride_lh, stride_sb, stride_sh,
     nheads, nheads_k, group_size, seqlen_q, seqlen_k, window_left, window_right,
     softmax_scale, qk_scale, softcap_scale, alibi_log2,
@@ -149,7 +138,7 @@ def _bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr,
 ):
     num_n = tl.cdiv(seqlen_k, BLOCK_N)
     pid = tl.program_id(0)
@@ -189,36 +178,35 @@ def _bwd_dkdv_kernel(
         p_do = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh + q_start * stride_dos
         p_lse = LSE + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start
         p_delta = DELTA + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start
-        p_dq = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + q_start * stride_dqs
         if IS_SPARSE:
             # the transposed lists: for this key block, the query blocks that see it
             row = b * stride_mb + h * stride_mh + (start_n * BLOCK_N) // SPARSE_KV
             p_row = row.to(tl.int64) * NUM_BLOCKS
             p_tiles = TILES - (start_n * BLOCK_N) // SPARSE_KV * SPARSE_KV
             b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
-                                     p_dq, stride_dqs, softmax_scale, 0, tl.load(FULL_NUM + row) * SPARSE_Q,
-                                     o_m, o_n, o_d, o_dv, seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
+                                     0, tl.load(FULL_NUM + row) * SPARSE_Q, o_m, o_n, o_d, o_dv,
+                                     seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                                      alibi_slope2, TILES, FULL_IDX + p_row, FULL_IDX, seed, bh, b, h,
                                      drop_threshold, drop_scale, False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV,
                                      SPARSE_Q * SPARSE_KV, True, SPARSE_Q, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                                     BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN, ATOMIC_DQ)
+                                     BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
             b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
-                                     p_dq, stride_dqs, softmax_scale, 0, tl.load(BLK_NUM + row) * SPARSE_Q,
-                                     o_m, o_n, o_d, o_dv, seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
+                                     0, tl.load(BLK_NUM + row) * SPARSE_Q, o_m, o_n, o_d, o_dv,
+                                     seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                                      alibi_slope2, p_tiles, BLK_IDX + p_row, BLK_TILE + p_row, seed, bh, b, h,
                                      drop_threshold, drop_scale, True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV,
                                      SPARSE_Q * SPARSE_KV, True, SPARSE_Q, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                                     BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN, ATOMIC_DQ)
+                                     BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
         else:
             for stage in tl.static_range(3):
                 m_begin, m_end = stage_range(stage, lo, full_lo, full_hi, hi)
                 b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
-                                         p_dq, stride_dqs, softmax_scale, m_begin, m_end, o_m, o_n, o_d, o_dv,
+                                         m_begin, m_end, o_m, o_n, o_d, o_dv,
                                          seqlen_q, seqlen_k, window_left, window_right,
                                          qk_scale, softcap_scale, alibi_slope2, TILES, TILES, TILES, seed, bh, b, h,
                                          drop_threshold, drop_scale, stage > 0, HAS_SOFTCAP, HAS_ALIBI, False,
                                          SPARSE_KV, 1, False, 1, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                                         BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN, ATOMIC_DQ)
+                                         BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
 
     p_dk = DK + b.to(tl.int64) * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start * stride_dks
     p_dv = DV + b.to(tl.int64) * stride_dvb + hk.to(tl.int64) * stride_dvh + k_start * stride_dvs
@@ -371,9 +359,6 @@ def _bwd_dq_kernel(
              (b_dq * softmax_scale).to(DQ.dtype.element_ty), mask=m_q)
 
 
-import os  # noqa: E402  (experiment switch)
-ATOMIC_DQ = os.environ.get("PYFLASHATTN_ATOMIC_DQ", "0") == "1"
-
 _launch_preprocess = Launcher(_bwd_preprocess_kernel)
 _launch_dkdv = Launcher(_bwd_dkdv_kernel)
 _launch_dq = Launcher(_bwd_dq_kernel)
@@ -381,14 +366,12 @@ _launch_dq = Launcher(_bwd_dq_kernel)
 
 def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
              out: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None, p,
-             config, atomic_dq: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the backward for ``p`` (a ``params.KernelParams``); shapes as in ``attn_fwd``."""
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     delta = torch.empty_like(lse)
-    if atomic_dq is None:
-        atomic_dq = ATOMIC_DQ
     q4, k4, v4, o4, do4, dq4, dk4, dv4 = p.as_4d(q, k, v, out, dout, dq, dk, dv)
     nheads, nheads_k, head_dim, head_dim_v = q4.shape[2], k4.shape[2], q4.shape[3], v4.shape[3]
 
@@ -414,21 +397,14 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                p.softmax_scale, p.qk_scale, p.softcap_scale, p.alibi_log2)
     features = feature_constexprs(p, q.dtype)
     shapes = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d, BLOCK_DV=config.block_dv)
-    if atomic_dq:  # dQ accumulated by the dK/dV kernel in fp32, then rounded once
-        dq_acc = torch.zeros(dq.shape, dtype=torch.float32, device=dq.device)
-        (dq_target,) = p.as_4d(dq_acc)
-    else:
-        dq_target = dk4
     _launch_dkdv(
         (cdiv(p.max_seqlen_k, config.block_n_kv) * p.batch * nheads_k,),
-        (q4, k4, v4, do4, lse, delta, dk4, dv4, dq_target, *sequences, *p.sparse_args(lse, transposed=True),
-         *dropout, *input_strides, *p.strides(dk4), *p.strides(dv4), *p.strides(dq_target), *row_strides,
+        (q4, k4, v4, do4, lse, delta, dk4, dv4, *sequences, *p.sparse_args(lse, transposed=True), *dropout,
+         *input_strides, *p.strides(dk4), *p.strides(dv4), *row_strides,
          nheads, nheads_k, nheads // nheads_k, *scalars),
-        dict(BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv, **shapes, **features, ATOMIC_DQ=atomic_dq),
+        dict(BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv, **shapes, **features),
         config.num_warps_kv, config.num_stages_kv,
     )
-    if atomic_dq:
-        return dq.copy_(dq_acc), dk, dv
     _launch_dq(
         (cdiv(p.max_seqlen_q, config.block_m_q) * p.batch * nheads,),
         (q4, k4, v4, do4, lse, delta, dq4, *sequences, *p.sparse_args(lse), *dropout,
