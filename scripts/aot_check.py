@@ -114,7 +114,7 @@ def main():
     # loop over the group's heads is gone, which changes its registers (1.8 KB of stack with a
     # runtime group size, 0.15 KB without, at d=128)
     group = {"group_size": 1} if a.group_size == 1 else {}
-    side = dict(CU_Q="*i32", CU_K="*i32", SLOPES="*fp32", TILES="*i8", SEED="*i64", drop_threshold="i64",
+    side = dict(CU_Q="*i32", CU_K="*i32", SLOPES="*fp32", TILES="*i8", SEED="*i64", drop_threshold="i64", ORDER="*i32",
                 **{n: "*i32" for n in ("KV_NUM", "KV_IDX", "KV_TILE", "FULL_NUM", "FULL_IDX",
                                        "BLK_NUM", "BLK_IDX", "BLK_TILE")})
     scalars = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale", "drop_scale"}

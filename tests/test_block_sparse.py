@@ -152,3 +152,21 @@ try:
         return kv_idx <= q_idx
 except NameError:  # pragma: no cover - no triton
     pass
+
+
+def test_longest_first_schedule():
+    """Sparse launches run the rows with the most blocks first: a permutation of all rows of
+    all heads, sorted by work (GQA groups summed), cached per mask and launch shape."""
+    from pyflashattn.kernels.schedule import longest_first
+    num = torch.tensor([[[1, 0, 2], [0, 1, 0]]], dtype=torch.int32)     # (B=1, H=2, 3 mask rows)
+    full = torch.tensor([[[0, 5, 0], [3, 0, 0]]], dtype=torch.int32)
+    order = longest_first(num, full, 2, 2, 1, 6, 2)                      # batch 2 broadcasts; 2 kernel rows per mask row
+    work = (num + full).expand(2, 2, 3).repeat_interleave(2, -1).flatten()
+    assert sorted(order.tolist()) == list(range(24))
+    assert work[order.long()].tolist() == sorted(work.tolist(), reverse=True)
+    assert order[:4].tolist() == [2, 3, 14, 15]                           # (b, h0, rows 2-3): 5 blocks each
+    assert longest_first(num, full, 2, 2, 1, 6, 2) is order               # cached
+    grouped = longest_first(num, full, 1, 2, 2, 5, 2)                     # one GQA program per 2 heads, 5 rows
+    assert grouped.tolist() == [2, 3, 0, 1, 4]                            # work 5, 5, 4, 4, 2
+    full.add_(0)                                                           # in-place change: recomputed
+    assert longest_first(num, full, 2, 2, 1, 6, 2) is not order

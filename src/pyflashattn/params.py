@@ -84,6 +84,18 @@ class KernelParams:
         """(Q_BLOCK, KV_BLOCK) of the block mask (the tiles' shape); (1, 1) when dense."""
         return tuple(self.sparse[5].shape[1:]) if self.sparse else (1, 1)
 
+    def sparse_order(self, dummy: torch.Tensor, heads: int, group: int, num_rows: int, block: int,
+                     transposed: bool = False) -> torch.Tensor:
+        """Kernel argument: the program order of a block-sparse launch (``kernels.schedule``:
+        rows with the most blocks first) over ``num_rows`` rows of ``block`` tokens; ``dummy``
+        when dense."""
+        if self.sparse is None:
+            return dummy
+        from .kernels.schedule import longest_first
+        num, full = (self.sparse[6], self.sparse[9]) if transposed else (self.sparse[0], self.sparse[3])
+        mask_block = self.sparse_blocks[1 if transposed else 0]
+        return longest_first(num, full, self.batch, heads, group, num_rows, mask_block // block)
+
     def sparse_args(self, dummy: torch.Tensor, transposed: bool = False) -> tuple:
         """Kernel arguments: (num, idx, tile ids, full num, full idx, tiles, stride_b, stride_h, row length)."""
         if self.sparse is None:

@@ -123,7 +123,7 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
 def _bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV, CU_Q, CU_K, SLOPES,
-    BLK_NUM, BLK_IDX, BLK_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_BLOCKS,
+    BLK_NUM, BLK_IDX, BLK_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_BLOCKS, ORDER,
     SEED, drop_threshold, drop_scale,
     stride_qb, stride_qs, stride_qh,
     stride_kb, stride_ks, stride_kh,
@@ -142,6 +142,8 @@ def _bwd_dkdv_kernel(
 ):
     num_n = tl.cdiv(seqlen_k, BLOCK_N)
     pid = tl.program_id(0)
+    if IS_SPARSE:  # the key blocks seen by the most query blocks first (kernels/schedule.py)
+        pid = tl.load(ORDER + pid)
     bhk = pid // num_n
     start_n = pid % num_n
     b = bhk // nheads_k
@@ -280,7 +282,7 @@ def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
 def _bwd_dq_kernel(
     Q, K, V, DO, LSE, DELTA, DQ, CU_Q, CU_K, SLOPES,
-    BLK_NUM, BLK_IDX, BLK_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_BLOCKS,
+    BLK_NUM, BLK_IDX, BLK_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_BLOCKS, ORDER,
     SEED, drop_threshold, drop_scale,
     stride_qb, stride_qs, stride_qh,
     stride_kb, stride_ks, stride_kh,
@@ -298,8 +300,13 @@ def _bwd_dq_kernel(
 ):
     num_m = tl.cdiv(seqlen_q, BLOCK_M)
     pid = tl.program_id(0)
-    bh = pid // num_m
-    start_m = num_m - 1 - pid % num_m
+    if IS_SPARSE:  # the rows with the most blocks first (kernels/schedule.py)
+        row = tl.load(ORDER + pid)
+        bh = row // num_m
+        start_m = row % num_m
+    else:
+        bh = pid // num_m
+        start_m = num_m - 1 - pid % num_m
     b = bh // nheads
     h = bh % nheads
     hk = h // group_size
@@ -397,17 +404,21 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                p.softmax_scale, p.qk_scale, p.softcap_scale, p.alibi_log2)
     features = feature_constexprs(p, q.dtype)
     shapes = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d, BLOCK_DV=config.block_dv)
+    num_n = cdiv(p.max_seqlen_k, config.block_n_kv)
+    num_m = cdiv(p.max_seqlen_q, config.block_m_q)
     _launch_dkdv(
-        (cdiv(p.max_seqlen_k, config.block_n_kv) * p.batch * nheads_k,),
-        (q4, k4, v4, do4, lse, delta, dk4, dv4, *sequences, *p.sparse_args(lse, transposed=True), *dropout,
+        (num_n * p.batch * nheads_k,),
+        (q4, k4, v4, do4, lse, delta, dk4, dv4, *sequences, *p.sparse_args(lse, transposed=True),
+         p.sparse_order(lse, nheads, nheads // nheads_k, num_n, config.block_n_kv, transposed=True), *dropout,
          *input_strides, *p.strides(dk4), *p.strides(dv4), *row_strides,
          nheads, nheads_k, nheads // nheads_k, *scalars),
         dict(BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv, **shapes, **features),
         config.num_warps_kv, config.num_stages_kv,
     )
     _launch_dq(
-        (cdiv(p.max_seqlen_q, config.block_m_q) * p.batch * nheads,),
-        (q4, k4, v4, do4, lse, delta, dq4, *sequences, *p.sparse_args(lse), *dropout,
+        (num_m * p.batch * nheads,),
+        (q4, k4, v4, do4, lse, delta, dq4, *sequences, *p.sparse_args(lse),
+         p.sparse_order(lse, nheads, 1, num_m, config.block_m_q), *dropout,
          *input_strides, *p.strides(dq4), *row_strides,
          nheads, nheads // nheads_k, *scalars),
         dict(BLOCK_M=config.block_m_q, BLOCK_N=config.block_n_q, **shapes, **features),

@@ -109,7 +109,7 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
 def _attn_fwd_kernel(
     Q, K, V, O, LSE, CU_Q, CU_K, SLOPES,
-    KV_NUM, KV_IDX, KV_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_KV_BLOCKS,
+    KV_NUM, KV_IDX, KV_TILE, FULL_NUM, FULL_IDX, TILES, stride_mb, stride_mh, NUM_KV_BLOCKS, ORDER,
     SEED, drop_threshold, drop_scale,
     stride_qb, stride_qs, stride_qh,
     stride_kb, stride_ks, stride_kh,
@@ -125,12 +125,18 @@ def _attn_fwd_kernel(
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr,
 ):
     # 1-D grid, query blocks fastest so that programs in flight share K/V in L2; the
-    # heaviest (last, under causal) query blocks of each head go first. With varlen,
+    # heaviest (last, under causal) query blocks of each head go first; under a block mask,
+    # the rows with the most blocks (ORDER, kernels/schedule.py). With varlen,
     # seqlen_q/seqlen_k are the maxima and programs past their sequence's end exit.
     num_m = tl.cdiv(seqlen_q, BLOCK_M)
     pid = tl.program_id(0)
-    bh = pid // num_m
-    start_m = num_m - 1 - pid % num_m
+    if IS_SPARSE:
+        row = tl.load(ORDER + pid)
+        bh = row // num_m
+        start_m = row % num_m
+    else:
+        bh = pid // num_m
+        start_m = num_m - 1 - pid % num_m
     b = bh // nheads
     h = bh % nheads
     hk = h // group_size
@@ -216,8 +222,10 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
     lse = p.new_lse(q)
     q4, k4, v4, o4 = p.as_4d(q, k, v, out)
     nheads, nheads_k = q4.shape[2], k4.shape[2]
-    grid = (cdiv(p.max_seqlen_q, config.block_m) * p.batch * nheads,)
-    args = (q4, k4, v4, o4, lse, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse), *p.dropout_args(lse),
+    num_m = cdiv(p.max_seqlen_q, config.block_m)
+    grid = (num_m * p.batch * nheads,)
+    args = (q4, k4, v4, o4, lse, p.cu_q(q), p.cu_k(q), p.slopes_or(lse), *p.sparse_args(lse),
+            p.sparse_order(lse, nheads, 1, num_m, config.block_m), *p.dropout_args(lse),
             *p.strides(q4), *p.strides(k4), *p.strides(v4), *p.strides(o4),
             *p.lse_strides(lse), *p.slope_strides(),
             nheads, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, p.window_left, p.window_right,
