@@ -159,14 +159,17 @@ def test_longest_first_schedule():
     all heads, sorted by work (GQA groups summed), cached per mask and launch shape."""
     from pyflashattn.kernels.schedule import longest_first
     num = torch.tensor([[[1, 0, 2], [0, 1, 0]]], dtype=torch.int32)     # (B=1, H=2, 3 mask rows)
-    full = torch.tensor([[[0, 5, 0], [3, 0, 0]]], dtype=torch.int32)
+    full = torch.tensor([[[0, 7, 0], [3, 0, 0]]], dtype=torch.int32)
     order = longest_first(num, full, 2, 2, 1, 6, 2)                      # batch 2 broadcasts; 2 kernel rows per mask row
     work = (num + full).expand(2, 2, 3).repeat_interleave(2, -1).flatten()
     assert sorted(order.tolist()) == list(range(24))
-    assert work[order.long()].tolist() == sorted(work.tolist(), reverse=True)
-    assert order[:4].tolist() == [2, 3, 14, 15]                           # (b, h0, rows 2-3): 5 blocks each
+    rank = torch.floor(torch.log2(work[order.long()].float() + 1))       # ranked by powers of two
+    assert rank.tolist() == sorted(rank.tolist(), reverse=True)
+    assert order[:4].tolist() == [2, 3, 14, 15]                           # (b, h0, rows 2-3): 7 blocks each
+    assert order[4:8].tolist() == [6, 7, 18, 19]                          # 3 blocks
+    assert order[8:12].tolist() == [0, 1, 4, 5]                           # 1 and 2 blocks: one rank, natural order
     assert longest_first(num, full, 2, 2, 1, 6, 2) is order               # cached
     grouped = longest_first(num, full, 1, 2, 2, 5, 2)                     # one GQA program per 2 heads, 5 rows
-    assert grouped.tolist() == [2, 3, 0, 1, 4]                            # work 5, 5, 4, 4, 2
+    assert grouped.tolist() == [2, 3, 0, 1, 4]                            # work 8, 8, 4, 4, 2
     full.add_(0)                                                           # in-place change: recomputed
     assert longest_first(num, full, 2, 2, 1, 6, 2) is not order
