@@ -155,21 +155,40 @@ except NameError:  # pragma: no cover - no triton
 
 
 def test_longest_first_schedule():
-    """Sparse launches run the rows with the most blocks first: a permutation of all rows of
-    all heads, sorted by work (GQA groups summed), cached per mask and launch shape."""
+    """Sparse launches run the rows with more than twice the median block count first, then the
+    rest, each in natural order (GQA groups summed); cached per mask and launch shape."""
     from pyflashattn.kernels.schedule import longest_first
     num = torch.tensor([[[1, 0, 2], [0, 1, 0]]], dtype=torch.int32)     # (B=1, H=2, 3 mask rows)
     full = torch.tensor([[[0, 7, 0], [3, 0, 0]]], dtype=torch.int32)
     order = longest_first(num, full, 2, 2, 1, 6, 2)                      # batch 2 broadcasts; 2 kernel rows per mask row
-    work = (num + full).expand(2, 2, 3).repeat_interleave(2, -1).flatten()
-    assert sorted(order.tolist()) == list(range(24))
-    rank = torch.floor(torch.log2(work[order.long()].float() + 1))       # ranked by powers of two
-    assert rank.tolist() == sorted(rank.tolist(), reverse=True)
-    assert order[:4].tolist() == [2, 3, 14, 15]                           # (b, h0, rows 2-3): 7 blocks each
-    assert order[4:8].tolist() == [6, 7, 18, 19]                          # 3 blocks
-    assert order[8:12].tolist() == [0, 1, 4, 5]                           # 1 and 2 blocks: one rank, natural order
+    # work per (b, h, kernel row): b0 h0 [1 1 7 7 2 2], b0 h1 [3 3 1 1 0 0], b1 the same; median 1.5
+    assert order.tolist() == [2, 3, 6, 7, 14, 15, 18, 19] + [0, 1, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 20, 21, 22, 23]
     assert longest_first(num, full, 2, 2, 1, 6, 2) is order               # cached
     grouped = longest_first(num, full, 1, 2, 2, 5, 2)                     # one GQA program per 2 heads, 5 rows
-    assert grouped.tolist() == [2, 3, 0, 1, 4]                            # work 8, 8, 4, 4, 2
+    assert grouped.tolist() == [0, 1, 2, 3, 4]                            # work 4 4 8 8 2: 8 is not > 2 x median 4
+    uniform = longest_first(torch.ones(1, 1, 4, dtype=torch.int32), torch.zeros(1, 1, 4, dtype=torch.int32),
+                            1, 3, 1, 4, 1)
+    assert uniform.tolist() == list(range(12))                            # nothing stands out: natural order
     full.add_(0)                                                           # in-place change: recomputed
     assert longest_first(num, full, 2, 2, 1, 6, 2) is not order
+
+
+def test_block_sparse_under_torch_compile(backend):
+    mask = create_block_mask(causal_mask(48, 48), None, None, 48, 48, block_size=16, device=DEVICE)
+    q, k, v = make_qkv(1, 48, 48, 2, 2, 16, device=DEVICE, requires_grad=False)
+    f = torch.compile(lambda q, k, v: pfa.block_sparse_attn_func(q, k, v, mask), fullgraph=True)
+    torch.testing.assert_close(f(q, k, v), pfa.flash_attn_func(q, k, v, causal=True), atol=1e-5, rtol=1e-5)
+
+
+def test_packed_block_mask_is_cached():
+    """Packing a mask for the custom op copies every list: done once per mask (and again after
+    an in-place change), with the same views on every call (what kernels.schedule caches on)."""
+    from pyflashattn import ops
+    mask = create_block_mask(causal_mask(48, 48), None, None, 48, 48, block_size=16)
+    packed = ops.pack_block_mask(mask)
+    assert ops.pack_block_mask(mask) is packed
+    views = ops._unpack_block_mask(*packed)
+    assert ops._unpack_block_mask(*packed) is views
+    assert torch.equal(views[0], mask.kv_num_blocks) and torch.equal(views[6], mask.transposed()[0])
+    mask.kv_num_blocks.add_(0)
+    assert ops.pack_block_mask(mask) is not packed

@@ -42,6 +42,7 @@ class BlockMask:
     tiles: torch.Tensor                       # int8 (num_tiles, Q_BLOCK, KV_BLOCK)
     mask_mod: Optional[MaskMod] = None
     _transposed: Optional[tuple] = field(default=None, repr=False)
+    _packed: dict = field(default_factory=dict, repr=False)   # ops.pack_block_mask's cache
 
     # -- shape helpers -------------------------------------------------------------------
     @property

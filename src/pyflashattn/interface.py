@@ -210,7 +210,7 @@ def block_sparse_attn_func(q: Tensor, k: Tensor, v: Tensor, block_mask, mask_mod
                          "with create_block_mask(mask_mod, ...), or pass a @triton.jit predicate")
     validate.check_flags(return_attn_probs=return_attn_probs)
     scale, _, _ = _common_options(q, 0.0, softmax_scale, False, (-1, -1), softcap)
-    out, lse = ops.sparse_attention(q, k, v, *ops.pack_block_mask(block_mask.as_tensors(), kernel_mask_fn),
+    out, lse = ops.sparse_attention(q, k, v, *ops.pack_block_mask(block_mask, kernel_mask_fn),
                                     scale, float(softcap), alibi_slopes)
     return (out, lse, None) if return_attn_probs else out
 
