@@ -301,9 +301,9 @@ def _bwd_dq_kernel(
     num_m = tl.cdiv(seqlen_q, BLOCK_M)
     pid = tl.program_id(0)
     if IS_SPARSE:  # the rows with the most blocks first (kernels/schedule.py)
-        row = tl.load(ORDER + pid)
-        bh = row // num_m
-        start_m = row % num_m
+        slot = tl.load(ORDER + pid)
+        bh = slot // num_m
+        start_m = slot % num_m
     else:
         bh = pid // num_m
         start_m = num_m - 1 - pid % num_m

@@ -131,9 +131,9 @@ def _attn_fwd_kernel(
     num_m = tl.cdiv(seqlen_q, BLOCK_M)
     pid = tl.program_id(0)
     if IS_SPARSE:
-        row = tl.load(ORDER + pid)
-        bh = row // num_m
-        start_m = row % num_m
+        slot = tl.load(ORDER + pid)
+        bh = slot // num_m
+        start_m = slot % num_m
     else:
         bh = pid // num_m
         start_m = num_m - 1 - pid % num_m
