@@ -14,7 +14,10 @@ Scope: dense, causal or not, GQA, bf16/fp16, head dim 64 or 128, contiguous (b, 
 tensors; outputs out and lse (natural log), as pyflashattn's forward.
 
     python scripts/experiments/gluon_fwd.py --aot            # compile for sm_90 here (no GPU)
-    python scripts/experiments/gluon_fwd.py                  # GPU: check against pyflashattn, time
+    PYTHONPATH=src python3 scripts/experiments/gluon_fwd.py  # GPU: check against pyflashattn, time
+
+Each config of ``--configs`` (block_m, block_n, stages, warps) is checked, and the ones within
+1e-2 are timed against pyflashattn's forward and cuDNN at the papers' shapes.
 
 Status: written and compiled offline on 2026-11-29 (no GPU time left that session); never run.
 """
@@ -228,48 +231,63 @@ def aot(block_m, block_n, num_stages, num_warps, head_dim, causal):
     return ck
 
 
-def gpu_main(args):
+CONFIGS = "64,64,3,4 64,128,3,4 128,64,3,8 128,64,4,8"  # block_m, block_n, stages, warps (fit 227 KB at d=128)
+
+
+def gpu_main(configs):
     import pyflashattn as pfa
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
     torch.manual_seed(0)
-    # correctness against pyflashattn's forward (itself checked against float64 in the test suite)
-    for d, causal, s, hk in [(128, False, 1000, 4), (128, True, 1000, 4), (64, True, 4096, 1), (64, False, 333, 2)]:
-        q = torch.randn(2, s, 4, d, device="cuda", dtype=torch.bfloat16)
-        k, v = (torch.randn(2, s, hk, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-        out, lse = gluon_attn_fwd(q, k, v, causal, block_m=args.block_m, block_n=args.block_n,
-                                  num_stages=args.stages, num_warps=args.warps)
-        ref, ref_lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
-        err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-        lerr = (lse - ref_lse).abs().max().item()
-        print(f"check d={d} causal={int(causal)} s={s} hk={hk}: rel err vs pyflashattn {err:.2e}, lse {lerr:.2e}",
-              flush=True)
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    import torch.nn.functional as F
-    for d, causal, s in [(128, False, 4096), (128, True, 4096), (128, False, 16384), (64, False, 4096)]:
+    print("#", torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
+    ok = []
+    for cfg in configs:
+        bm, bn, st, w = cfg
+        try:
+            # against pyflashattn's forward (itself checked against float64 by the test suite); out poisoned
+            worst = 0.0
+            for d, causal, s, hk in [(128, False, 1000, 4), (128, True, 1000, 4), (64, True, 4096, 1),
+                                     (64, False, 333, 2), (128, True, 17, 4)]:
+                q = torch.randn(2, s, 4, d, device="cuda", dtype=torch.bfloat16)
+                k, v = (torch.randn(2, s, hk, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+                out, lse = gluon_attn_fwd(q, k, v, causal, block_m=bm, block_n=bn, num_stages=st, num_warps=w)
+                ref, ref_lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
+                err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+                lerr = (lse - ref_lse).abs().max().item()
+                worst = max(worst, err, lerr)
+                print(f"{cfg} check d={d} causal={int(causal)} s={s} hk={hk}: out rel err {err:.2e}, lse {lerr:.2e}",
+                      flush=True)
+            if worst < 1e-2:
+                ok.append(cfg)
+        except Exception as e:  # noqa: BLE001 - a config that does not compile or launch
+            print(f"{cfg} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+    for d, causal, s in [(128, False, 4096), (128, True, 4096), (128, False, 16384), (128, True, 16384),
+                         (64, False, 4096), (64, True, 16384)]:
         b, h = 16384 // s, 2048 // d
         q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         fl = 4 * b * h * s * s * d / (2 if causal else 1)
         qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            t_cudnn = do_bench(lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal))
-        t_ours = do_bench(lambda: pfa.flash_attn_func(q, k, v, causal=causal))
-        t_gluon = do_bench(lambda: gluon_attn_fwd(q, k, v, causal, block_m=args.block_m, block_n=args.block_n,
-                                                  num_stages=args.stages, num_warps=args.warps))
-        print(f"d={d} causal={int(causal)} s={s} fwd TFLOP/s: gluon {fl / t_gluon / 1e9:.0f}  "
-              f"pyflashattn {fl / t_ours / 1e9:.0f}  cudnn {fl / t_cudnn / 1e9:.0f}", flush=True)
+            row = {"cudnn": do_bench(lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal))}
+        row["pyflashattn"] = do_bench(lambda: pfa.flash_attn_func(q, k, v, causal=causal))
+        for bm, bn, st, w in ok:
+            row[f"gluon {bm}x{bn}s{st}w{w}"] = do_bench(
+                lambda: gluon_attn_fwd(q, k, v, causal, block_m=bm, block_n=bn, num_stages=st, num_warps=w))
+        print(f"d={d} causal={int(causal)} s={s} fwd TFLOP/s: "
+              + "  ".join(f"{n} {fl / ms / 1e9:.0f}" for n, ms in row.items()), flush=True)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--aot", action="store_true")
-    ap.add_argument("--block-m", type=int, default=64)
-    ap.add_argument("--block-n", type=int, default=128)
-    ap.add_argument("--stages", type=int, default=3)
-    ap.add_argument("--warps", type=int, default=4)
+    ap.add_argument("--aot", action="store_true", help="compile for sm_90 here, print resources")
+    ap.add_argument("--configs", default=CONFIGS, help="space-separated block_m,block_n,stages,warps")
     a = ap.parse_args()
+    configs = [tuple(int(x) for x in c.split(",")) for c in a.configs.split()]
     if a.aot:
-        for d in (64, 128):
-            for causal in (False, True):
-                aot(a.block_m, a.block_n, a.stages, a.warps, d, causal)
+        for bm, bn, st, w in configs:
+            for d in (64, 128):
+                for causal in (False, True):
+                    aot(bm, bn, st, w, d, causal)
     else:
-        gpu_main(a)
+        gpu_main(configs)
