@@ -192,3 +192,30 @@ def test_packed_block_mask_is_cached():
     assert torch.equal(views[0], mask.kv_num_blocks) and torch.equal(views[6], mask.transposed()[0])
     mask.kv_num_blocks.add_(0)
     assert ops.pack_block_mask(mask) is not packed
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="the shipped GPU configs (128-blocks, 64-key forward tiles, 3 stages)")
+@pytest.mark.parametrize("head_dim,group", [(128, 1), (64, 4)])
+def test_gpu_sizes_with_shipped_configs(head_dim, group):
+    """Mask blocks of 128 with the table's tiles, as the benchmarks run them: several kernel steps
+    per listed block, the pipelined walk over the lists, and the program order with heavy rows
+    (the global tokens' row and column) first; against the float64 dense masked reference."""
+    sq = sk = 1152  # 9 blocks of 128
+    heads = 4
+    ids = torch.arange(sk, device=DEVICE) * 3 // sk  # three documents
+    cases = [("local_global", local_global_mask(200, 128)), ("sliding", sliding_window_mask(300, sq, sk)),
+             ("document", document_mask(ids))]
+    for name, mod in cases:
+        mask = create_block_mask(mod, None, None, sq, sk, device=DEVICE)
+        keep = mask.to_dense()
+        q, k, v = make_qkv(2, sq, sk, heads, heads // group, head_dim, dtype=torch.bfloat16, device=DEVICE)
+        out = pfa.block_sparse_attn_func(q, k, v, mask)
+        q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+        ref = masked_ref(q64, k64, v64, keep)
+        same = masked_ref(q, k, v, keep, dtype=torch.bfloat16)
+        check_close(f"{name} out", out, ref, same)
+        g = torch.randn_like(out)
+        for gname, a, r, p in zip(("dq", "dk", "dv"), torch.autograd.grad(out, (q, k, v), g),
+                                  torch.autograd.grad(ref, (q64, k64, v64), g.double()),
+                                  torch.autograd.grad(same, (q, k, v), g)):
+            check_close(f"{name} {gname}", a, r, p, 3.0)
