@@ -24,6 +24,20 @@ def masked_ref(q, k, v, keep, dtype=torch.float64):
     return (torch.softmax(s, -1).nan_to_num(0.0) @ vh).transpose(1, 2)
 
 
+def check_against_masked_ref(name, out, q, k, v, keep):
+    """out and the gradients of q, k, v against the float64 masked reference, by the project's
+    rule (error within a multiple of PyTorch's same-dtype attention under the same mask)."""
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref = masked_ref(q64, k64, v64, keep)
+    same = masked_ref(q, k, v, keep, dtype=q.dtype)
+    check_close(f"{name} out", out, ref, same)
+    g = torch.randn_like(out)
+    for gname, a, r, p in zip(("dq", "dk", "dv"), torch.autograd.grad(out, (q, k, v), g),
+                              torch.autograd.grad(ref, (q64, k64, v64), g.double()),
+                              torch.autograd.grad(same, (q, k, v), g)):
+        check_close(f"{name} {gname}", a, r, p, 3.0)
+
+
 def mask_cases(sq, sk):
     ids = torch.tensor([0] * (sk // 3) + [1] * (sk // 3) + [2] * (sk - 2 * (sk // 3)), device=DEVICE)
     cases = [("causal", causal_mask(sq, sk)), ("sliding", sliding_window_mask(11, sq, sk)),
@@ -41,15 +55,7 @@ def test_block_sparse_matches_dense_masked_reference(backend, sq, sk, block):
         keep = mask.to_dense()
         q, k, v = make_qkv(2, sq, sk, 2, 1, 16, device=DEVICE)
         out, lse, _ = pfa.block_sparse_attn_func(q, k, v, mask, return_attn_probs=True)
-        q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-        ref = masked_ref(q64, k64, v64, keep)
-        same = masked_ref(q, k, v, keep, dtype=torch.float32)
-        check_close(f"{name} out", out, ref, same)
-        g = torch.randn_like(out)
-        for gname, a, r, p in zip(("dq", "dk", "dv"), torch.autograd.grad(out, (q, k, v), g),
-                                  torch.autograd.grad(ref, (q64, k64, v64), g.double()),
-                                  torch.autograd.grad(same, (q, k, v), g)):
-            check_close(f"{name} {gname}", a, r, p, 3.0)
+        check_against_masked_ref(name, out, q, k, v, keep)
 
 
 def test_per_head_masks_and_empty_rows(backend):
@@ -129,16 +135,7 @@ def test_triton_predicate_mask_mod(backend):
     assert mask.full_kv_num_blocks.sum() > 0  # full blocks too: the predicate sees only partial ones
     q, k, v = make_qkv(2, sq, sk, 2, 2, 16, device=DEVICE)
     out = pfa.block_sparse_attn_func(q, k, v, mask, mask_mod=_sliding_jit)
-    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    keep = mask.to_dense()
-    ref = masked_ref(q64, k64, v64, keep)
-    same = masked_ref(q, k, v, keep, dtype=torch.float32)
-    check_close("jit out", out, ref, same)
-    g = torch.randn_like(out)
-    for gname, a, r, p in zip(("dq", "dk", "dv"), torch.autograd.grad(out, (q, k, v), g),
-                              torch.autograd.grad(ref, (q64, k64, v64), g.double()),
-                              torch.autograd.grad(same, (q, k, v), g)):
-        check_close(f"jit {gname}", a, r, p, 3.0)
+    check_against_masked_ref("jit", out, q, k, v, mask.to_dense())
     with pytest.raises(ValueError, match="triton.jit"):
         pfa.block_sparse_attn_func(q, k, v, mask, mask_mod=lambda b, h, q, k: q >= k)
     if backend == "triton":  # the kernels really evaluate it: a different predicate, a different result
@@ -210,12 +207,4 @@ def test_gpu_sizes_with_shipped_configs(head_dim, group):
         keep = mask.to_dense()
         q, k, v = make_qkv(2, sq, sk, heads, heads // group, head_dim, dtype=torch.bfloat16, device=DEVICE)
         out = pfa.block_sparse_attn_func(q, k, v, mask)
-        q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-        ref = masked_ref(q64, k64, v64, keep)
-        same = masked_ref(q, k, v, keep, dtype=torch.bfloat16)
-        check_close(f"{name} out", out, ref, same)
-        g = torch.randn_like(out)
-        for gname, a, r, p in zip(("dq", "dk", "dv"), torch.autograd.grad(out, (q, k, v), g),
-                                  torch.autograd.grad(ref, (q64, k64, v64), g.double()),
-                                  torch.autograd.grad(same, (q, k, v), g)):
-            check_close(f"{name} {gname}", a, r, p, 3.0)
+        check_against_masked_ref(name, out, q, k, v, keep)
