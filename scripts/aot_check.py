@@ -19,7 +19,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from pyflashattn.configs import get_config
-from pyflashattn.kernels import bwd, fwd
+from pyflashattn.kernels import bwd, fwd, fwd_hopper
+from pyflashattn.kernels.aot import resource_usage
 from pyflashattn.kernels.common import dot_precision
 from pyflashattn.ops import _adjusted_config
 
@@ -57,23 +58,6 @@ def compile_kernel(kernel, ptr_args, int_args, float_args, constexprs, num_warps
         with open(os.path.join(DUMP_DIR, kernel.fn.__name__ + ".ptx"), "w") as f:
             f.write(ck.asm["ptx"])
     return dict(shared=ck.metadata.shared, **resource_usage(ck.asm["cubin"]))
-
-
-def resource_usage(cubin: bytes) -> dict:
-    """Registers, spill stores/loads and stack frame from ``cuobjdump --dump-resource-usage``."""
-    import os
-    import re
-    import subprocess
-    import tempfile
-
-    import triton.backends.nvidia as nv
-    tool = os.path.join(os.path.dirname(nv.__file__), "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
-    fields = dict(re.findall(r"(REG|STACK|LOCAL):(\d+)", text))
-    return {k.lower(): int(v) for k, v in fields.items()}
 
 
 def inspect_args(kernel):
@@ -129,6 +113,9 @@ def main():
     r = compile_kernel(bwd._bwd_dq_kernel, ptrs, {}, scalars,
                        dict(common, **group, BLOCK_M=cfg.block_m_q, BLOCK_N=cfg.block_n_q), cfg.num_warps_q, cfg.num_stages_q)
     print("dq  ", cfg.block_m_q, cfg.block_n_q, cfg.num_warps_q, cfg.num_stages_q, r)
+    if cfg.hopper_block_m and a.dtype != "fp32" and a.head_dim in (64, 128) and fwd_hopper._kernel_module():
+        r = fwd_hopper.compile_sm90(cfg, a.head_dim, dt, causal=True)
+        print("fwd (Gluon, Hopper)", cfg.hopper_block_m, cfg.hopper_block_n, cfg.hopper_warps, cfg.hopper_stages, r)
 
 
 if __name__ == "__main__":

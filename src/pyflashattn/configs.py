@@ -42,14 +42,23 @@ class KernelConfig:
     # and ran 8-14 % faster than 128 x 128 at two (docs/performance.md, v5)
     num_stages_sparse: int = 3
     block_n_sparse: int = 64
+    # the Gluon forward on Hopper (kernels/fwd_hopper.py) for the dense cases it covers; 0: off.
+    # One warpgroup per program (64 query rows), so two programs share an SM and overlap
+    # each other as well (docs/performance.md, v6 sweep)
+    hopper_block_m: int = 0
+    hopper_block_n: int = 64
+    hopper_warps: int = 4
+    hopper_stages: int = 3
 
 
 # (padded head dim) -> fields, for 16-bit inputs on sm_90. fp32 and small GPUs shrink below.
 _TABLE_16BIT: dict[int, dict] = {
     16: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
     32: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
-    64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
+    64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
+             hopper_block_m=64, hopper_block_n=128, hopper_stages=2),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
+              hopper_block_m=64, hopper_block_n=64, hopper_stages=3,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage
