@@ -19,7 +19,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from pyflashattn.configs import get_config
-from pyflashattn.kernels import bwd, fwd, fwd_hopper
+from pyflashattn.kernels import bwd, fwd, hopper
 from pyflashattn.kernels.aot import resource_usage
 from pyflashattn.kernels.common import dot_precision
 from pyflashattn.ops import _adjusted_config
@@ -113,9 +113,13 @@ def main():
     r = compile_kernel(bwd._bwd_dq_kernel, ptrs, {}, scalars,
                        dict(common, **group, BLOCK_M=cfg.block_m_q, BLOCK_N=cfg.block_n_q), cfg.num_warps_q, cfg.num_stages_q)
     print("dq  ", cfg.block_m_q, cfg.block_n_q, cfg.num_warps_q, cfg.num_stages_q, r)
-    if cfg.hopper_block_m and a.dtype != "fp32" and a.head_dim in (64, 128) and fwd_hopper._kernel_module():
-        r = fwd_hopper.compile_sm90(cfg, a.head_dim, dt, causal=True)
+    gluon = a.dtype != "fp32" and a.head_dim in (64, 128) and hopper._kernel_modules()
+    if gluon and cfg.hopper_block_m:
+        r = hopper.compile_sm90(cfg, a.head_dim, dt, causal=True)
         print("fwd (Gluon, Hopper)", cfg.hopper_block_m, cfg.hopper_block_n, cfg.hopper_warps, cfg.hopper_stages, r)
+    if gluon and cfg.hopper_dkdv_block_n:
+        r = hopper.compile_sm90(cfg, a.head_dim, dt, causal=True, kind="dkdv")
+        print("dkdv (Gluon, Hopper)", cfg.hopper_dkdv_block_m, cfg.hopper_dkdv_block_n, 4, cfg.hopper_dkdv_stages, r)
 
 
 if __name__ == "__main__":

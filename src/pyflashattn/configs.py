@@ -42,13 +42,18 @@ class KernelConfig:
     # and ran 8-14 % faster than 128 x 128 at two (docs/performance.md, v5)
     num_stages_sparse: int = 3
     block_n_sparse: int = 64
-    # the Gluon forward on Hopper (kernels/fwd_hopper.py) for the dense cases it covers; 0: off.
-    # One warpgroup per program (64 query rows), so two programs share an SM and overlap
-    # each other as well (docs/performance.md, v6 sweep)
+    # the Gluon kernels on Hopper (kernels/hopper.py) for the dense cases they cover; 0: off.
+    # One warpgroup per program, so two programs share an SM and overlap each other as well
+    # (docs/performance.md, v6 sweeps). Forward: 64 query rows per program
     hopper_block_m: int = 0
     hopper_block_n: int = 64
     hopper_warps: int = 4
     hopper_stages: int = 3
+    # dK/dV: 64 keys per program, 64 queries per step; at d=64 it measured slower than the
+    # Triton kernel (432 vs 464 TFLOP/s), so only the d=128 row turns it on
+    hopper_dkdv_block_n: int = 0
+    hopper_dkdv_block_m: int = 64
+    hopper_dkdv_stages: int = 2
 
 
 # (padded head dim) -> fields, for 16-bit inputs on sm_90. fp32 and small GPUs shrink below.
@@ -58,7 +63,7 @@ _TABLE_16BIT: dict[int, dict] = {
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
-              hopper_block_m=64, hopper_block_n=64, hopper_stages=3,
+              hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_dkdv_block_n=64,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage

@@ -17,6 +17,7 @@ import triton.language as tl
 from .block_info import kv_block_range, listed_block, q_block_range, stage_range
 from .common import LOG2E, cdiv, feature_constexprs, mma
 from .fwd import seq_bounds
+from . import hopper
 from .launch import Launcher
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
@@ -406,15 +407,18 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     shapes = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d, BLOCK_DV=config.block_dv)
     num_n = cdiv(p.max_seqlen_k, config.block_n_kv)
     num_m = cdiv(p.max_seqlen_q, config.block_m_q)
-    _launch_dkdv(
-        (num_n * p.batch * nheads_k,),
-        (q4, k4, v4, do4, lse, delta, dk4, dv4, *sequences, *p.sparse_args(lse, transposed=True),
-         p.sparse_order(lse, nheads, nheads // nheads_k, num_n, config.block_n_kv, transposed=True), *dropout,
-         *input_strides, *p.strides(dk4), *p.strides(dv4), *row_strides,
-         nheads, nheads_k, nheads // nheads_k, *scalars),
-        dict(BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv, **shapes, **features),
-        config.num_warps_kv, config.num_stages_kv,
-    )
+    if hopper.usable(q, k, v, p, config, dout=dout):  # dense 16-bit d=128 on Hopper: the Gluon dK/dV
+        hopper.attn_dkdv(q, k, v, dout, lse, delta, dk, dv, p, config)
+    else:
+        _launch_dkdv(
+            (num_n * p.batch * nheads_k,),
+            (q4, k4, v4, do4, lse, delta, dk4, dv4, *sequences, *p.sparse_args(lse, transposed=True),
+             p.sparse_order(lse, nheads, nheads // nheads_k, num_n, config.block_n_kv, transposed=True), *dropout,
+             *input_strides, *p.strides(dk4), *p.strides(dv4), *row_strides,
+             nheads, nheads_k, nheads // nheads_k, *scalars),
+            dict(BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv, **shapes, **features),
+            config.num_warps_kv, config.num_stages_kv,
+        )
     _launch_dq(
         (num_m * p.batch * nheads,),
         (q4, k4, v4, do4, lse, delta, dq4, *sequences, *p.sparse_args(lse),

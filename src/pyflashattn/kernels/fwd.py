@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import fwd_hopper
+from . import hopper
 from .block_info import kv_block_range, listed_block, stage_range
 from .common import LN2, cdiv, feature_constexprs, mma
 from .launch import Launcher
@@ -218,10 +218,10 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
     Dense: q ``(b, sq, h, d)``, k ``(b, sk, hk, d)``, v ``(b, sk, hk, dv)``; returns out
     ``(b, sq, h, dv)`` and lse ``(b, h, sq)`` float32. Varlen: q ``(total_q, h, d)``, k/v
     ``(total_k, hk, d)``; returns out ``(total_q, h, dv)`` and lse ``(h, total_q)``.
-    The dense cases it covers on Hopper go to the Gluon forward (``fwd_hopper``).
+    The dense cases it covers on Hopper go to the Gluon forward (``hopper``).
     """
-    if fwd_hopper.usable(q, k, v, p, config):
-        return fwd_hopper.attn_fwd(q, k, v, p, config)
+    if hopper.usable(q, k, v, p, config):
+        return hopper.attn_fwd(q, k, v, p, config)
     out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
     lse = p.new_lse(q)
     q4, k4, v4, o4 = p.as_4d(q, k, v, out)

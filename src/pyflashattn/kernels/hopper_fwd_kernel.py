@@ -1,6 +1,6 @@
 """The Hopper forward kernel, in Gluon (Triton's explicit dialect: wgmma, TMA and mbarriers by hand).
 
-Imported only by ``fwd_hopper`` on an sm_90 GPU whose Triton has this Gluon API (3.6); the
+Imported only by ``hopper`` on an sm_90 GPU whose Triton has this Gluon API (3.6); the
 plain-Triton forward (``fwd.py``) covers everything else. Why it exists and what it measured:
 docs/performance.md, "v6".
 
@@ -12,7 +12,7 @@ Live registers per step: one score tile, one probability tile, the output (not t
 K and V arrive by TMA in two rings of ``NUM_STAGES`` shared-memory slots tracked by mbarriers;
 K's slot is refilled at the end of the step that read it, V's one step later.
 
-Scope (``fwd_hopper.usable`` checks it): dense, causal (bottom-right, ``seqlen_q <= seqlen_k``) or
+Scope (``hopper.usable`` checks it): dense, causal (bottom-right, ``seqlen_q <= seqlen_k``) or
 not, GQA, 16-bit, head dim 64 or 128, tensors whose (batch, seq) axes merge into one
 (``(b * s, h * d)`` 2-D descriptors: contiguous or qkv-packed).
 """

@@ -1,4 +1,4 @@
-"""The Gluon forward on Hopper (kernels/fwd_hopper*.py): when it is chosen, that it compiles for
+"""The Gluon kernels on Hopper (kernels/hopper*.py): when they are chosen, that it compiles for
 sm_90 within the SM's registers and shared memory (on any machine, ahead of time), and on an
 H200 its results against the float64 reference."""
 import importlib.util
@@ -16,7 +16,7 @@ from pyflashattn.testing import compare_with_reference
 
 from conftest import HAS_CUDA
 
-fwd_hopper = pytest.importorskip("pyflashattn.kernels.fwd_hopper")
+hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 
 
 def cfg(d=128, dtype=torch.bfloat16):
@@ -35,7 +35,7 @@ def qkv(b=2, sq=300, sk=300, h=4, hk=4, d=128, dtype=torch.bfloat16, device="cpu
 
 
 def usable(q, k, v, **kw):
-    return fwd_hopper.usable(q, k, v, params(q, k, **kw), cfg(q.shape[-1], q.dtype), device_ok=True)
+    return hopper.usable(q, k, v, params(q, k, **kw), cfg(q.shape[-1], q.dtype), device_ok=True)
 
 
 def test_chosen_for_the_dense_cases_it_covers():
@@ -49,10 +49,24 @@ def test_chosen_for_the_dense_cases_it_covers():
     assert usable(*packed.unbind(2), causal=True)                 # qkv-packed: (b * s) rows, stride 3hd
 
 
+def test_dkdv_chosen_at_d128_only():
+    q, k, v = qkv()
+    p, c = params(q, k, causal=True), cfg()
+    assert hopper.usable(q, k, v, p, c, device_ok=True, dout=torch.randn_like(q))
+    assert hopper.usable(q, k, v, params(q, k), c, device_ok=True, dout=torch.randn_like(q))
+    q64, k64, v64 = qkv(d=64)
+    assert not hopper.usable(q64, k64, v64, params(q64, k64), cfg(64), device_ok=True, dout=torch.randn_like(q64))
+    heads_first = torch.randn(2, 4, 300, 128, dtype=q.dtype).transpose(1, 2)
+    assert not hopper.usable(q, k, v, p, c, device_ok=True, dout=heads_first)     # dout TMA cannot read
+    off = _config(128, 128, torch.bfloat16, False, json.dumps({"hopper_dkdv_block_n": 0}))
+    assert not hopper.usable(q, k, v, p, off, device_ok=True, dout=torch.randn_like(q))
+    assert hopper.usable(q, k, v, p, off, device_ok=True)                            # the forward is not
+
+
 def test_refused_where_it_does_not_apply():
     q, k, v = qkv()
     assert not usable(q.float(), k.float(), v.float())                                 # fp32
-    assert not fwd_hopper.usable(q, k, v, params(q, k), cfg(), device_ok=False)       # not an sm_90 GPU
+    assert not hopper.usable(q, k, v, params(q, k), cfg(), device_ok=False)       # not an sm_90 GPU
     for d in (32, 96, 256):
         assert not usable(*qkv(d=d)), d
     assert not usable(q, k, torch.randn(2, 300, 4, 64, dtype=q.dtype))               # dv != d
@@ -67,21 +81,23 @@ def test_refused_where_it_does_not_apply():
     flat = torch.randn(2 * 300 * 4 * 128 + 1, dtype=q.dtype)
     assert not usable(q, flat[1:].view(2, 300, 4, 128), v)                           # 2-byte aligned base
     off = _config(128, 128, torch.bfloat16, False, json.dumps({"hopper_block_m": 0}))
-    assert not fwd_hopper.usable(q, k, v, params(q, k), off, device_ok=True)          # switched off
-    assert not fwd_hopper.usable(q, k, v, params(q, k), _config(128, 128, torch.bfloat16, True, ""),
+    assert not hopper.usable(q, k, v, params(q, k), off, device_ok=True)          # switched off
+    assert not hopper.usable(q, k, v, params(q, k), _config(128, 128, torch.bfloat16, True, ""),
                                  device_ok=True)                                       # interpreter config
 
 
 AOT = """
 import json, torch
 from pyflashattn.configs import _config
-from pyflashattn.kernels import fwd_hopper
-print(json.dumps([fwd_hopper.compile_sm90(_config(d, d, torch.bfloat16, False, ""), d, torch.bfloat16, causal)
-                  for d in (64, 128) for causal in (False, True)]))
+from pyflashattn.kernels import hopper
+cfg = {d: _config(d, d, torch.bfloat16, False, "") for d in (64, 128)}
+print(json.dumps([dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, kind))
+                  for d in (64, 128) for causal in (False, True) for kind in ("fwd", "dkdv")
+                  if kind == "fwd" or cfg[d].hopper_dkdv_block_n]))
 """
 
 
-@pytest.mark.skipif(fwd_hopper._kernel_module() is None, reason="this Triton has no Hopper Gluon API")
+@pytest.mark.skipif(hopper._kernel_modules() is None, reason="this Triton has no Hopper Gluon API")
 @pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None, reason="no NVIDIA backend")
 def test_compiles_for_sm90_without_spills():
     """The shipped configs (d 64 and 128, causal or not), built for sm_90 here with no GPU: no
@@ -90,8 +106,13 @@ def test_compiles_for_sm90_without_spills():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    for res in json.loads(run.stdout.strip().splitlines()[-1]):
-        assert res["local"] == 0 and res["stack"] == 0, res
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(results) == 6, results   # forward at d 64 and 128, dK/dV at 128, causal or not
+    for res in results:
+        # the dK/dV kernel holds two 64 x 128 fp32 accumulators, two score tiles and the operands of
+        # the dots in flight: 8-48 B of stack at d=128, and it still beat the Triton kernel
+        # (152 B) by 2-12 % (docs/performance.md, v6); more than that would be a regression
+        assert res["local"] == 0 and res["stack"] <= (64 if res["kind"] == "dkdv" else 0), res
         assert res["shared"] <= 227 * 1024, res
         assert res["reg"] <= 255, res
 
@@ -106,7 +127,9 @@ def test_gpu_against_float64(shape, causal, dtype):
     import pyflashattn as pfa
     b, sq, sk, h, hk, d = shape
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
-    assert fwd_hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype))
+    assert hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype))
+    # the dK/dV kernel where the table turns it on (d=128): the gradients below are its
+    assert hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype), dout=torch.randn_like(q)) == (d == 128)
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
@@ -115,16 +138,24 @@ def test_gpu_against_float64(shape, causal, dtype):
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
-def test_gpu_packed_qkv_and_the_triton_forward_agree(monkeypatch):
+def test_gpu_packed_qkv_and_the_triton_kernels_agree(monkeypatch):
     import pyflashattn as pfa
-    qkv_ = torch.randn(2, 999, 3, 4, 128, dtype=torch.bfloat16, device="cuda")
-    gluon_out = pfa.flash_attn_qkvpacked_func(qkv_, causal=True)
-    monkeypatch.setenv("PYFLASHATTN_CONFIG", json.dumps({"hopper_block_m": 0}))
-    triton_out = pfa.flash_attn_qkvpacked_func(qkv_, causal=True)
-    err = ((gluon_out.float() - triton_out.float()).norm() / triton_out.float().norm()).item()
-    assert err < 1e-2, err
+
+    def run():
+        qkv_ = base.clone().requires_grad_()
+        out = pfa.flash_attn_qkvpacked_func(qkv_, causal=True)
+        return out, torch.autograd.grad(out, qkv_, g)[0]
+    base = torch.randn(2, 999, 3, 4, 128, dtype=torch.bfloat16, device="cuda")
+    g = torch.randn(2, 999, 4, 128, dtype=torch.bfloat16, device="cuda")
+    gluon_out, gluon_grad = run()
+    # the Gluon kernels on qkv-packed inputs (row stride 3 h d) against float64, gradients too
     compare_with_reference(lambda q, k, v: pfa.flash_attn_func(q, k, v, causal=True, return_attn_probs=True)[:2],
-                           *qkv_.unbind(2), causal=True, grads=False)
+                           *base.clone().requires_grad_().unbind(2), causal=True)
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", json.dumps({"hopper_block_m": 0, "hopper_dkdv_block_n": 0}))
+    triton_out, triton_grad = run()
+    for a, b in ((gluon_out, triton_out), (gluon_grad, triton_grad)):
+        err = ((a.float() - b.float()).norm() / b.float().norm()).item()
+        assert err < 1e-2, err
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -133,7 +164,7 @@ def test_gpu_more_heads_than_a_grid_axis_holds():
     import pyflashattn as pfa
     from pyflashattn.reference import attention_ref
     q, k, v = qkv(2100, 64, 64, 32, 32, 64, torch.bfloat16, "cuda")
-    assert fwd_hopper.usable(q, k, v, params(q, k, causal=True), cfg(64))
+    assert hopper.usable(q, k, v, params(q, k, causal=True), cfg(64))
     out = pfa.flash_attn_func(q, k, v, causal=True)
     for batch in (slice(0, 2), slice(2098, 2100)):
         ref, _ = attention_ref(q[batch], k[batch], v[batch], causal=True)

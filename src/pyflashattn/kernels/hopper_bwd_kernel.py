@@ -1,0 +1,182 @@
+"""The backward's dK/dV kernel for Hopper, in Gluon (see ``hopper_fwd_kernel`` for why Gluon).
+
+Imported only by ``hopper`` on an sm_90 GPU with Triton 3.6's Gluon API; ``bwd.py``'s Triton
+kernels cover everything else, and the dQ kernel stays Triton's (``bwd._bwd_dq_kernel``), as do
+the preprocess (delta) and its deterministic split (no atomics here either).
+
+One program per (key block of ``BLOCK_N`` keys, batch x kv-head), one warpgroup: K and V stay in
+shared memory, Q and dO stream through a TMA ring of ``NUM_STAGES`` slots, and each step keeps the
+matmuls in flight around the elementwise work:
+
+    step t (query block t of the walk):
+      issue S^T = K Q(t)^T                               (async, both operands in shared memory)
+      wait for dK(t-1), dV(t-1)                          -> refill slot t-1; issue dP^T = V dO(t)^T
+      wait for S^T; P^T = exp2(S^T * scale - lse)        (dP^T still on the tensor cores)
+      issue dV += P^T dO(t)                              (P^T from registers)
+      wait for dP^T; dS^T = P^T (dP^T - delta)           (dV still running)
+      issue dK += dS^T Q(t)                              (runs under the next step's issue)
+
+GQA: the group's query heads are one flat walk of steps, so the ring never drains between heads.
+Causal (bottom-right): the diagonal's query blocks run in a loop of their own with the mask, the
+rest without. Rows past ``seqlen_q`` get ``lse = +inf`` (P = 0); keys past ``seqlen_k`` are computed
+from whatever the descriptor reads and never stored. Scope as ``hopper.usable`` says.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                              warpgroup_mma_init, warpgroup_mma_wait)
+
+LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
+
+
+@gluon.jit
+def _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, t, n_steps, n_q, m_first, row0, h0,
+               NUM_STAGES: gl.constexpr, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """TMA Q and dO of flat step ``t`` (query head h0 + t // n_q, block m_first + t % n_q) into
+    slot ``t % NUM_STAGES`` (nothing past ``n_steps``)."""
+    slot = t % NUM_STAGES
+    pred = t < n_steps
+    row = (m_first + t % n_q) * BLOCK_M
+    col = (h0 + t // n_q) * HEAD_DIM
+    mbarrier.expect(bars.index(slot), q_desc.block_type.nbytes + do_desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(q_desc, [row0 + row, col], bars.index(slot), q_smem.index(slot),
+                                    pred=pred)
+    tma.async_copy_global_to_shared(do_desc, [row0 + row, col], bars.index(slot), do_smem.index(slot),
+                                    pred=pred)
+
+
+@gluon.jit
+def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars,
+                LSE, DELTA, offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
+                qk_scale, MASKED: gl.constexpr, st_layout: gl.constexpr, p_op: gl.constexpr,
+                BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """Flat steps ``[t_begin, t_end)`` (see the module docstring); ``MASKED``: apply the causal
+    mask (the diagonal's blocks only, a loop of its own so the rest carries no branch)."""
+    dtype: gl.constexpr = q_desc.dtype
+    BLOCK_N: gl.constexpr = k_smem.shape[0]
+    # the score and dP accumulators of the last step are the (ignored, use_acc=False) inputs of
+    # this step's: a zero tile kept live for the purpose would cost 32 registers at d=128
+    st = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=st_layout)
+    dpt = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=st_layout)
+    for t in range(t_begin, t_end):
+        slot = t % NUM_STAGES
+        mbarrier.wait(bars.index(slot), (t // NUM_STAGES) & 1)
+        st = warpgroup_mma(k_smem, q_smem.index(slot).permute((1, 0)), st, use_acc=False, is_async=True)
+        # lse and delta of this step's query rows (rows past the end: P = 0)
+        rows = (m_first + t % n_q) * BLOCK_M + offs_m
+        p_row = (b * nheads + h0 + t // n_q).to(gl.int64) * seqlen_q + rows
+        lse2 = gl.load(LSE + p_row, mask=rows < seqlen_q, other=float("inf")) * LOG2E
+        # dK(t-1) and dV(t-1) done, so slot t-1 is free for step t-1+NUM_STAGES; dP^T is issued
+        # only now: with it in flight beside them, d=128 spilled and ran 3-10 % slower (v6)
+        dk, dv, pt_op, ds_op = warpgroup_mma_wait(1, deps=(dk, dv, pt_op, ds_op))
+        dpt = warpgroup_mma(v_smem, do_smem.index(slot).permute((1, 0)), dpt, use_acc=False, is_async=True)
+        if t >= 1:
+            _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, t - 1 + NUM_STAGES, n_steps, n_q, m_first,
+                       row0_q, h0, NUM_STAGES, BLOCK_M, HEAD_DIM)
+        st = warpgroup_mma_wait(1, deps=(st,))
+        s2 = st * qk_scale
+        if MASKED:
+            visible = gl.expand_dims(offs_n - causal_shift, 1) <= gl.expand_dims(rows, 0)
+            s2 = gl.where(visible, s2, float("-inf"))
+        pt = gl.exp2(s2 - gl.expand_dims(lse2, 0))
+        pt_op = gl.convert_layout(pt.to(dtype), p_op)
+        dv = warpgroup_mma(pt_op, do_smem.index(slot), dv, is_async=True)
+        delta = gl.load(DELTA + p_row, mask=rows < seqlen_q, other=0.0)
+        dpt = warpgroup_mma_wait(1, deps=(dpt,))
+        dst = pt * (dpt - gl.expand_dims(delta, 0))
+        ds_op = gl.convert_layout(dst.to(dtype), p_op)
+        dk = warpgroup_mma(ds_op, q_smem.index(slot), dk, is_async=True)
+    return dk, dv, pt_op, ds_op
+
+
+@gluon.jit
+def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seqlen_q, seqlen_k, nheads, group,
+                 qk_scale, softmax_scale, stride_dks,
+                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                 NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+    gl.static_assert(NUM_STAGES >= 2)
+    dtype: gl.constexpr = q_desc.dtype
+    num_n = gl.cdiv(seqlen_k, BLOCK_N)
+    nheads_k = nheads // group
+    pid = gl.program_id(0)
+    start_n = pid % num_n
+    bhk = pid // num_n
+    b = bhk // nheads_k
+    hk = bhk % nheads_k
+    row0_q = b * seqlen_q
+    row0_k = b * seqlen_k
+    n0 = start_n * BLOCK_N
+    causal_shift = seqlen_k - seqlen_q        # query i sees keys j <= i + shift
+
+    st_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                        instr_shape=[16, BLOCK_M, 16])
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                         instr_shape=[16, HEAD_DIM, 16])
+    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+    keys_st: gl.constexpr = gl.SliceLayout(1, st_layout)
+    cols_st: gl.constexpr = gl.SliceLayout(0, st_layout)
+
+    k_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], v_desc.layout)
+    q_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], q_desc.layout)
+    do_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_M, HEAD_DIM], do_desc.layout)
+    kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(kv_bar, count=1)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(bars.index(i), count=1)
+    fence_async_shared()
+
+    # the query blocks that see this key block, and the first one that sees all of it
+    if CAUSAL:
+        m_first = gl.maximum(n0 - causal_shift, 0) // BLOCK_M
+        m_full = gl.cdiv(gl.maximum(n0 + BLOCK_N - 1 - causal_shift, 0), BLOCK_M)
+    else:
+        m_first = 0
+        m_full = 0
+    n_q = gl.cdiv(seqlen_q, BLOCK_M) - m_first
+    n_steps = n_q * group
+    h0 = hk * group
+    # the 2-D descriptors are (b * s, h * d): Q/dO rows of batch b start at row0_q
+    kv_col = hk * HEAD_DIM
+    mbarrier.expect(kv_bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(k_desc, [row0_k + n0, kv_col], kv_bar, k_smem)
+    tma.async_copy_global_to_shared(v_desc, [row0_k + n0, kv_col], kv_bar, v_smem)
+    for i in gl.static_range(NUM_STAGES):
+        _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, i, n_steps, n_q, m_first, row0_q, h0,
+                   NUM_STAGES, BLOCK_M, HEAD_DIM)
+    mbarrier.wait(kv_bar, 0)
+
+    offs_n = n0 + gl.arange(0, BLOCK_N, layout=keys_st)
+    offs_m = gl.arange(0, BLOCK_M, layout=cols_st)
+    dk = warpgroup_mma_init(gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=acc_layout))
+    dv = warpgroup_mma_init(gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=acc_layout))
+    # the register operands of the dots in flight stay live until their wait (the deps in
+    # _dkdv_steps): the wgmma reads them while it runs
+    pt_op = gl.zeros([BLOCK_N, BLOCK_M], dtype, layout=p_op)
+    ds_op = gl.zeros([BLOCK_N, BLOCK_M], dtype, layout=p_op)
+    n_masked = gl.minimum(m_full - m_first, n_q)   # the diagonal's query blocks, then the rest
+    for g in range(group):
+        t0 = g * n_q
+        if CAUSAL:
+            dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, t0 + n_masked, q_desc, do_desc, q_smem,
+                                               do_smem, k_smem, v_smem, bars, LSE, DELTA, offs_n, offs_m, b, nheads,
+                                               h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale,
+                                               True, st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
+            t0 += n_masked
+        dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, (g + 1) * n_q, q_desc, do_desc, q_smem,
+                                           do_smem, k_smem, v_smem, bars, LSE, DELTA, offs_n, offs_m, b, nheads,
+                                           h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale,
+                                           False, st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
+    dk, dv, pt_op, ds_op = warpgroup_mma_wait(0, deps=(dk, dv, pt_op, ds_op))
+
+    mbarrier.invalidate(kv_bar)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.invalidate(bars.index(i))
+
+    keys = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, acc_layout))
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
+    off = gl.expand_dims((row0_k + keys).to(gl.int64) * stride_dks, 1) + kv_col + gl.expand_dims(cols, 0)
+    m = gl.expand_dims(keys < seqlen_k, 1)
+    gl.store(DK + off, (dk * softmax_scale).to(dtype), mask=m)
+    gl.store(DV + off, dv.to(dtype), mask=m)
