@@ -19,8 +19,13 @@ from conftest import HAS_CUDA
 hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 
 
-def cfg(d=128, dtype=torch.bfloat16):
-    return _config(d, d, dtype, False, "")
+# the Gluon dK/dV kernel is off in the shipped table until its launch has run on a GPU
+# (configs.py); these tests turn it on
+DKDV_ON = json.dumps({"hopper_dkdv_block_n": 64})
+
+
+def cfg(d=128, dtype=torch.bfloat16, override=""):
+    return _config(d, d, dtype, False, override)
 
 
 def params(q, k, causal=False, window=(-1, -1), softcap=0.0, alibi=None, dropout_p=0.0):
@@ -49,13 +54,13 @@ def test_chosen_for_the_dense_cases_it_covers():
     assert usable(*packed.unbind(2), causal=True)                 # qkv-packed: (b * s) rows, stride 3hd
 
 
-def test_dkdv_chosen_at_d128_only():
+def test_dkdv_chosen_when_turned_on():
     q, k, v = qkv()
-    p, c = params(q, k, causal=True), cfg()
+    p, c = params(q, k, causal=True), cfg(override=DKDV_ON)
+    assert not hopper.usable(q, k, v, p, cfg(), device_ok=True, dout=torch.randn_like(q))  # the shipped table
     assert hopper.usable(q, k, v, p, c, device_ok=True, dout=torch.randn_like(q))
     assert hopper.usable(q, k, v, params(q, k), c, device_ok=True, dout=torch.randn_like(q))
-    q64, k64, v64 = qkv(d=64)
-    assert not hopper.usable(q64, k64, v64, params(q64, k64), cfg(64), device_ok=True, dout=torch.randn_like(q64))
+    assert not hopper.usable(q, k, v, p, c, device_ok=True, dout=torch.randn_like(q).float())  # dout's dtype
     heads_first = torch.randn(2, 4, 300, 128, dtype=q.dtype).transpose(1, 2)
     assert not hopper.usable(q, k, v, p, c, device_ok=True, dout=heads_first)     # dout TMA cannot read
     off = _config(128, 128, torch.bfloat16, False, json.dumps({"hopper_dkdv_block_n": 0}))
@@ -90,10 +95,9 @@ AOT = """
 import json, torch
 from pyflashattn.configs import _config
 from pyflashattn.kernels import hopper
-cfg = {d: _config(d, d, torch.bfloat16, False, "") for d in (64, 128)}
+cfg = {d: _config(d, d, torch.bfloat16, False, '{"hopper_dkdv_block_n": 64}') for d in (64, 128)}
 print(json.dumps([dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, kind))
-                  for d in (64, 128) for causal in (False, True) for kind in ("fwd", "dkdv")
-                  if kind == "fwd" or cfg[d].hopper_dkdv_block_n]))
+                  for d in (64, 128) for causal in (False, True) for kind in ("fwd", "dkdv") if kind == "fwd" or d == 128]))
 """
 
 
@@ -123,13 +127,17 @@ def test_compiles_for_sm90_without_spills():
                                    (1, 1023, 4097, 8, 2, 128), (1, 77, 300, 4, 1, 128), (3, 640, 640, 2, 2, 128)],
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_gpu_against_float64(shape, causal, dtype):
+@pytest.mark.parametrize("dkdv", ["triton", "gluon"])
+def test_gpu_against_float64(shape, causal, dtype, dkdv, monkeypatch):
     import pyflashattn as pfa
     b, sq, sk, h, hk, d = shape
+    override = DKDV_ON if dkdv == "gluon" else ""
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
-    assert hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype))
-    # the dK/dV kernel where the table turns it on (d=128): the gradients below are its
-    assert hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype), dout=torch.randn_like(q)) == (d == 128)
+    assert hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype, override))
+    # which dK/dV kernel the gradients below come from
+    assert hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype, override),
+                         dout=torch.randn_like(q)) == (dkdv == "gluon")
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
@@ -147,6 +155,7 @@ def test_gpu_packed_qkv_and_the_triton_kernels_agree(monkeypatch):
         return out, torch.autograd.grad(out, qkv_, g)[0]
     base = torch.randn(2, 999, 3, 4, 128, dtype=torch.bfloat16, device="cuda")
     g = torch.randn(2, 999, 4, 128, dtype=torch.bfloat16, device="cuda")
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", DKDV_ON)
     gluon_out, gluon_grad = run()
     # the Gluon kernels on qkv-packed inputs (row stride 3 h d) against float64, gradients too
     compare_with_reference(lambda q, k, v: pfa.flash_attn_func(q, k, v, causal=True, return_attn_probs=True)[:2],

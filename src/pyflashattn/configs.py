@@ -49,8 +49,10 @@ class KernelConfig:
     hopper_block_n: int = 64
     hopper_warps: int = 4
     hopper_stages: int = 3
-    # dK/dV: 64 keys per program, 64 queries per step; at d=64 it measured slower than the
-    # Triton kernel (432 vs 464 TFLOP/s), so only the d=128 row turns it on
+    # dK/dV: 64 keys per program, 64 queries per step. Off everywhere for now: the kernel ran
+    # right and 2-12 % faster than the Triton one at d=128 in its experiment (slower at d=64),
+    # but its launch from the library has not run on a GPU yet (docs/performance.md, v6); turn
+    # it on with PYFLASHATTN_CONFIG='{"hopper_dkdv_block_n": 64}'
     hopper_dkdv_block_n: int = 0
     hopper_dkdv_block_m: int = 64
     hopper_dkdv_stages: int = 2
@@ -63,7 +65,7 @@ _TABLE_16BIT: dict[int, dict] = {
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
-              hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_dkdv_block_n=64,
+              hopper_block_m=64, hopper_block_n=64, hopper_stages=3,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage
