@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The prepared GPU work of the sixth session, in one device call (about 8 minutes):
+#   PYTHONPATH=src bash scripts/experiments/next_gpu_session.sh   (logs under $OUT, or ./out)
+# 1. the GPU suite, which runs every Hopper case with the Gluon dK/dV kernel on and off
+#    (tests/test_hopper.py); if it passes, turn hopper_dkdv_block_n on in configs.py's d=128 row
+# 2. forward+backward at d=128 with the Gluon dK/dV on, against the table (off), same run
+# 3. the warp-specialized forward: each config checked in a process of its own (a wrong mbarrier
+#    phase hangs, hence the timeouts), then the correct ones timed against cuDNN and ours
+set -u
+OUT=${OUT:-out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+timeout 300 python3 -m pytest -q -n 8 -p no:cacheprovider tests/ > "$OUT/pytest.log" 2>&1
+tail -3 "$OUT/pytest.log"
+(timeout 60 python3 scripts/kernel_bench.py compare --head-dims 128 --modes fwdbwd
+ PYFLASHATTN_CONFIG='{"hopper_dkdv_block_n": 64}' timeout 60 python3 scripts/kernel_bench.py compare --head-dims 128 \
+     --modes fwdbwd) > "$OUT/dkdv-compare.log" 2>&1
+grep ours "$OUT/dkdv-compare.log"
+ok=""
+for c in 128,2 64,3; do
+    timeout 60 python3 scripts/experiments/gluon_fwd_ws.py --check-only --configs "$c" >> "$OUT/ws-check.log" 2>&1
+    rc=$?; echo "$c rc=$rc" >> "$OUT/ws-check.log"; [ $rc = 0 ] && ok="$ok $c"
+done
+grep -E "rc=|err" "$OUT/ws-check.log" | tail -12
+[ -n "$ok" ] && timeout 120 python3 scripts/experiments/gluon_fwd_ws.py --configs "$ok" > "$OUT/ws-time.log" 2>&1
+grep TFLOP "$OUT/ws-time.log" 2>/dev/null
