@@ -162,12 +162,16 @@ def features(args):
         for mode in args.modes:
             for name, (fn, leaves, config) in variants.items():
                 grad = g if name != "causal varlen" else g.reshape(b * s_len, h, d)
+                outer = os.environ.get("PYFLASHATTN_CONFIG")  # a caller's override holds for the others
                 if isinstance(config, str):
                     os.environ["PYFLASHATTN_CONFIG"] = config
                 try:
                     ms = bench(fn, mode, grad, leaves)
                 finally:
-                    os.environ.pop("PYFLASHATTN_CONFIG", None)
+                    if outer is None:
+                        os.environ.pop("PYFLASHATTN_CONFIG", None)
+                    else:
+                        os.environ["PYFLASHATTN_CONFIG"] = outer
                 rows.append(dict(s=s_len, mode=mode, variant=name, ms=ms))
                 print(f"n={s_len:5d} {mode:6s} {name:15s} {ms:8.3f} ms", flush=True)
     return rows

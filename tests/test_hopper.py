@@ -68,6 +68,34 @@ def test_dkdv_chosen_when_turned_on():
     assert hopper.usable(q, k, v, p, off, device_ok=True)                            # the forward is not
 
 
+FEATURES_ON = json.dumps({"hopper_features": 1})
+
+
+def varlen_params(q, k, cu_q, cu_k, max_q, max_k, causal=False, window=(-1, -1)):
+    right = 0 if causal else window[1]
+    return _params(q, k, q.shape[-1] ** -0.5, window[0], right, 0.0, None, cu_q, cu_k, max_q, max_k, None)
+
+
+def test_features_only_when_turned_on():
+    """Varlen, left windows and causal rows with no key: the forward takes them with
+    ``hopper_features`` on (off in the shipped table until they have run on a GPU)."""
+    on, off = cfg(override=FEATURES_ON), cfg()
+    q, k, v = qkv()
+    cu = torch.tensor([0, 100, 300, 600], dtype=torch.int32)
+    qp, kp, vp = (t.reshape(600, 4, 128) for t in (q, k, v))
+    for p in (params(q, k, causal=True, window=(256, -1)), params(q, k, window=(256, -1)),
+              varlen_params(qp, kp, cu, cu, 300, 300, causal=True)):
+        args = (qp, kp, vp) if p.is_varlen else (q, k, v)
+        assert hopper.usable(*args, p, on, device_ok=True)
+        assert not hopper.usable(*args, p, off, device_ok=True)
+    q2, k2, v2 = qkv(sq=301, sk=300)
+    assert hopper.usable(q2, k2, v2, params(q2, k2, causal=True), on, device_ok=True)  # rows with no key
+    # still refused with it on: a bounded right side other than causal, and the dK/dV kernel
+    assert not hopper.usable(q, k, v, params(q, k, window=(64, 64)), on, device_ok=True)
+    assert not hopper.usable(qp, kp, vp, varlen_params(qp, kp, cu, cu, 300, 300), cfg(override=json.dumps(
+        {"hopper_features": 1, "hopper_dkdv_block_n": 64})), device_ok=True, dout=torch.randn_like(qp))
+
+
 def test_refused_where_it_does_not_apply():
     q, k, v = qkv()
     assert not usable(q.float(), k.float(), v.float())                                 # fp32
@@ -96,8 +124,11 @@ import json, torch
 from pyflashattn.configs import _config
 from pyflashattn.kernels import hopper
 cfg = {d: _config(d, d, torch.bfloat16, False, '{"hopper_dkdv_block_n": 64}') for d in (64, 128)}
-print(json.dumps([dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, kind))
-                  for d in (64, 128) for causal in (False, True) for kind in ("fwd", "dkdv") if kind == "fwd" or d == 128]))
+res = [dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, kind))
+       for d in (64, 128) for causal in (False, True) for kind in ("fwd", "dkdv") if kind == "fwd" or d == 128]
+res += [dict(kind="fwd", d=128, causal=True, **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, True, **f))
+        for f in (dict(varlen=True), dict(window=True))]
+print(json.dumps(res))
 """
 
 
@@ -111,7 +142,7 @@ def test_compiles_for_sm90_without_spills():
     run = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(results) == 6, results   # forward at d 64 and 128, dK/dV at 128, causal or not
+    assert len(results) == 8, results   # forward at d 64 and 128, dK/dV at 128, causal or not; varlen, window
     for res in results:
         # the dK/dV kernel holds two 64 x 128 fp32 accumulators, two score tiles and the operands of
         # the dots in flight: 8-48 B of stack at d=128, and it still beat the Triton kernel
@@ -178,3 +209,47 @@ def test_gpu_more_heads_than_a_grid_axis_holds():
     for batch in (slice(0, 2), slice(2098, 2100)):
         ref, _ = attention_ref(q[batch], k[batch], v[batch], causal=True)
         assert (out[batch].double() - ref).abs().max() < 2e-2
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_varlen_against_float64(d, causal, monkeypatch):
+    """The forward's varlen path (with ``hopper_features`` on): empty sequences on either side,
+    a sequence longer than a block, GQA; gradients through the Triton backward."""
+    import pyflashattn as pfa
+    from pyflashattn.reference import varlen_attention_ref
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", FEATURES_ON)
+    lq, lk = [5, 0, 300, 33, 1, 129], [9, 4, 300, 20, 0, 700]
+    cu_q, cu_k = (torch.tensor([0] + n, device="cuda").cumsum(0).to(torch.int32) for n in (lq, lk))
+    q = torch.randn(sum(lq), 4, d, dtype=torch.bfloat16, device="cuda", requires_grad=True)
+    k, v = (torch.randn(sum(lk), 2, d, dtype=torch.bfloat16, device="cuda", requires_grad=True) for _ in range(2))
+    p = varlen_params(q, k, cu_q, cu_k, max(lq), max(lk), causal=causal)
+    assert hopper.usable(q, k, v, p, cfg(d, override=FEATURES_ON))
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lq), max(lk), causal=causal,
+                                                 return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal, ref=varlen_attention_ref, cu_seqlens_q=cu_q,
+                           cu_seqlens_k=cu_k)
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("window", [(100, 0), (256, -1), (1, 0), (5000, 0)], ids=str)
+@pytest.mark.parametrize("shape", [(2, 1000, 1000, 4, 2, 128), (1, 77, 4097, 4, 4, 64), (1, 300, 77, 2, 2, 128)],
+                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+def test_gpu_window_and_empty_rows_against_float64(shape, window, monkeypatch):
+    """Left windows (with causal or an unbounded right side), and causal with more queries than
+    keys (rows that see no key: out 0, lse +inf) through the forward's feature path."""
+    import pyflashattn as pfa
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", FEATURES_ON)
+    b, sq, sk, h, hk, d = shape
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, torch.bfloat16, "cuda"))
+    causal = window[1] == 0
+    assert hopper.usable(q, k, v, params(q, k, causal=causal, window=window), cfg(d, override=FEATURES_ON))
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, window_size=window, return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal, window_size=window)

@@ -35,8 +35,11 @@ def _is_sm90(device_index: int) -> bool:
 
 
 def merges_rows(t: torch.Tensor) -> bool:
-    """True when ``t`` ``(b, s, h, d)`` is a 2-D ``(b * s, h * d)`` matrix TMA can read: unit last
-    stride, heads adjacent, batches evenly spaced rows, 16-byte aligned base and row stride."""
+    """True when ``t`` ``(b, s, h, d)`` (or packed ``(total, h, d)``) is a 2-D ``(rows, h * d)``
+    matrix TMA can read: unit last stride, heads adjacent, batches evenly spaced rows, 16-byte
+    aligned base and row stride."""
+    if t.dim() == 3:
+        t = t.unsqueeze(0)
     b, s, h, d = t.shape
     sb, ss, sh, sd = t.stride()
     return (sd == 1 and sh == d and (b == 1 or sb == s * ss) and ss >= h * d
@@ -46,22 +49,30 @@ def merges_rows(t: torch.Tensor) -> bool:
 def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelConfig,
            device_ok: Optional[bool] = None, dout: Optional[torch.Tensor] = None) -> bool:
     """Whether a Gluon kernel computes this call: the forward (``dout`` None) or the backward's
-    dK/dV (``dout`` given). Both need: dense (no varlen, block mask, dropout, softcap, ALiBi),
-    full attention or causal with ``seqlen_q <= seqlen_k`` (no other window), 16-bit,
-    ``d == dv`` in {64, 128} with a table entry for the pass, TMA-readable layouts, an sm_90 GPU.
+    dK/dV (``dout`` given). Both need: no block mask, dropout, softcap or ALiBi; 16-bit;
+    ``d == dv`` in {64, 128} with a table entry for the pass; TMA-readable layouts; an sm_90
+    GPU. The dK/dV kernel and, without ``hopper_features``, the forward also need dense inputs
+    and full or causal attention with ``seqlen_q <= seqlen_k``; with ``hopper_features`` the
+    forward takes varlen, a left window (right side 0 or unbounded) and rows that see no key.
     ``device_ok`` overrides the device check (tests on the CPU)."""
     block = config.hopper_block_m if dout is None else config.hopper_dkdv_block_n
     if not block or q.dtype not in (torch.float16, torch.bfloat16):
         return False
-    if p.is_varlen or p.is_sparse or p.has_dropout or p.has_softcap or p.has_alibi:
+    if p.is_sparse or p.has_dropout or p.has_softcap or p.has_alibi:
         return False
-    b, sq, _, d = q.shape
-    sk = k.shape[1]
-    if d not in (64, 128) or v.shape[-1] != d or sk == 0 or b * max(sq, sk) >= _INT32_ROWS:
+    features = dout is None and config.hopper_features
+    if p.is_varlen and not features:
         return False
-    causal = p.window_right == 0 and sq <= sk
-    if p.window_left < sk or not (causal or p.window_right >= sq):
-        return False  # a window other than full or causal, or causal with rows that see no key
+    d = q.shape[-1]
+    sq, sk = p.max_seqlen_q, p.max_seqlen_k
+    # rows of the 2-D views; TMA coordinates are int32
+    q_rows, k_rows = (q.shape[0], k.shape[0]) if p.is_varlen else (q.shape[0] * q.shape[1], k.shape[0] * k.shape[1])
+    if d not in (64, 128) or v.shape[-1] != d or k.numel() == 0 or max(q_rows, k_rows) >= _INT32_ROWS:
+        return False
+    if not (p.window_right == 0 or p.window_right >= sq):
+        return False  # a right window other than causal or none
+    if not features and (p.window_left < sk or (p.window_right == 0 and sq > sk)):
+        return False  # a left window, or causal rows that see no key
     if dout is not None and dout.dtype != q.dtype:
         return False
     if not all(merges_rows(t) for t in ((q, k, v) if dout is None else (q, k, v, dout))):
@@ -78,24 +89,32 @@ def _smem_layout(rows: int, head_dim: int, dtype: torch.dtype):
 
 
 def _descriptor(t: torch.Tensor, rows: int):
-    """A TMA descriptor over ``t`` seen as ``(b * s, h * d)``, ``rows`` x ``d`` blocks."""
+    """A TMA descriptor over ``t`` ``(b, s, h, d)`` or ``(total, h, d)`` seen as ``(rows, h * d)``,
+    ``rows`` x ``d`` blocks."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    b, s, h, d = t.shape
-    return TensorDescriptor(t, [b * s, h * d], [t.stride(1), 1], [rows, d], _smem_layout(rows, d, t.dtype))
+    h, d = t.shape[-2], t.shape[-1]
+    n = t.numel() // (h * d)
+    return TensorDescriptor(t, [n, h * d], [t.stride(-3), 1], [rows, d], _smem_layout(rows, d, t.dtype))
 
 
 def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelConfig):
-    """q ``(b, sq, h, d)``, k/v ``(b, sk, hk, d)`` (``usable`` holds) -> out ``(b, sq, h, d)``, lse ``(b, h, sq)``."""
+    """q ``(b, sq, h, d)``, k/v ``(b, sk, hk, d)`` -> out ``(b, sq, h, d)``, lse ``(b, h, sq)``; varlen:
+    q ``(total_q, h, d)``, k/v ``(total_k, hk, d)`` -> out ``(total_q, h, d)``, lse ``(h, total_q)``
+    (``usable`` holds)."""
     kernel = _kernel_modules()[0].attn_fwd_hopper_kernel
-    b, sq, h, d = q.shape
-    sk, hk = k.shape[1], k.shape[2]
+    h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
+    sq, sk = p.max_seqlen_q, p.max_seqlen_k
     bm, bn = config.hopper_block_m, config.hopper_block_n
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = p.new_lse(q)
-    grid = ((sq + bm - 1) // bm * b * h,)
-    kernel[grid](_descriptor(q, bm), _descriptor(k, bn), _descriptor(v, bn), out, lse, sq, sk, h, h // hk,
-                 p.qk_scale, out.stride(1), CAUSAL=p.window_right < sq, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
-                 NUM_STAGES=config.hopper_stages, num_warps=config.hopper_warps)
+    causal = p.window_right < sq
+    window = p.window_left < sk
+    may_be_empty = p.is_varlen or window or (causal and sq > sk)
+    grid = ((sq + bm - 1) // bm * p.batch * h,)
+    kernel[grid](_descriptor(q, bm), _descriptor(k, bn), _descriptor(v, bn), out, lse, p.cu_q(lse), p.cu_k(lse),
+                 sq, sk, h, h // hk, p.window_left, p.qk_scale, out.stride(-3), lse.stride(-2),
+                 CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
+                 BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_stages, num_warps=config.hopper_warps)
     return out, lse
 
 
@@ -115,10 +134,10 @@ def attn_dkdv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
 
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
-                 dump: bool = False) -> dict:
-    """Build the forward (``kind="fwd"``) or dK/dV (``"dkdv"``) kernel for sm_90 here, no GPU
-    needed (Triton's bundled ptxas): its shared memory, registers and spills
-    (``kernels.aot.resource_usage``); with ``dump``, its TTGIR and PTX too."""
+                 dump: bool = False, varlen: bool = False, window: bool = False) -> dict:
+    """Build the forward (``kind="fwd"``, optionally its varlen / window variants) or dK/dV
+    (``"dkdv"``) kernel for sm_90 here, no GPU needed (Triton's bundled ptxas): its shared memory,
+    registers and spills (``kernels.aot.resource_usage``); with ``dump``, its TTGIR and PTX too."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -132,14 +151,18 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         kernel, bm, bn, warps = fwd_mod.attn_fwd_hopper_kernel, config.hopper_block_m, config.hopper_block_n, \
             config.hopper_warps
         descs = dict(q_desc=_descriptor(t, bm), k_desc=_descriptor(t, bn), v_desc=_descriptor(t, bn))
-        stages, ptrs, floats = config.hopper_stages, {"O": ptr, "LSE": "*fp32"}, {"qk_scale"}
+        stages, ptrs, floats = config.hopper_stages, {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32"}, \
+            {"qk_scale"}
+        flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window)
     else:
         kernel, bm, bn, warps = bwd_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_m, config.hopper_dkdv_block_n, 4
         descs = dict(q_desc=_descriptor(t, bm), k_desc=_descriptor(t, bn), v_desc=_descriptor(t, bn),
                      do_desc=_descriptor(t, bm))
         stages, floats = config.hopper_dkdv_stages, {"qk_scale", "softmax_scale"}
         ptrs = {"DK": ptr, "DV": ptr, "LSE": "*fp32", "DELTA": "*fp32"}
-    consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps)
+        flags = {}
+    consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,
+                  **flags)
     names = list(kernel.arg_names)
     sig = {n: (mangle_type(descs[n]) if n in descs else "constexpr" if n in consts else ptrs[n] if n in ptrs
                else "fp32" if n in floats else "i32") for n in names}

@@ -36,18 +36,29 @@ def _load_tile(desc, smem, bars, block, row0, col, n_blocks, NUM_STAGES: gl.cons
 
 
 @gluon.jit
-def _softmax_step(s, m_i, l_i, block, n_full, offs_m, offs_n, seqlen_k, causal_shift, qk_scale,
-                  CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr):
+def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift, window_left, qk_scale,
+                  CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr,
+                  BLOCK_N: gl.constexpr):
     """Online softmax of one score tile in base 2 (scale folded in): P, the rescale factor, m, l.
-    Blocks from ``n_full`` on are masked (the sequence end; the diagonal under causal). The 2-D
-    descriptors read the next sequence's rows past the end, so the mask is not optional."""
-    if block >= n_full:
+    Key block ``block`` is masked from ``n_full`` on (the sequence end; the diagonal under causal)
+    and, with a window, below ``full_lo`` (its left edge). The 2-D descriptors read the next
+    sequence's rows past the end, so the mask is not optional. ``MAY_BE_EMPTY``: a row may have
+    seen no key yet (windows, varlen, causal with more queries than keys), so its max is -inf
+    and must not be subtracted."""
+    masked = block >= n_full
+    if HAS_WINDOW:
+        masked = masked | (block < full_lo)
+    if masked:
         cols = gl.expand_dims(block * BLOCK_N + offs_n, 0)
         valid = cols < seqlen_k
         if CAUSAL:
             valid = valid & (cols <= gl.expand_dims(offs_m, 1) + causal_shift)
+        if HAS_WINDOW:
+            valid = valid & (cols + window_left >= gl.expand_dims(offs_m, 1) + causal_shift)
         s = gl.where(valid, s, float("-inf"))
     m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    if MAY_BE_EMPTY:
+        m_new = gl.where(m_new == float("-inf"), 0.0, m_new)
     p = gl.exp2(s * qk_scale - gl.expand_dims(m_new, 1))
     alpha = gl.exp2(m_i - m_new)
     l_i = l_i * alpha + gl.sum(p, 1)
@@ -55,20 +66,38 @@ def _softmax_step(s, m_i, l_i, block, n_full, offs_m, offs_n, seqlen_k, causal_s
 
 
 @gluon.jit
-def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, seqlen_q, seqlen_k, nheads, group, qk_scale, stride_os,
-                           CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group,
+                           window_left, qk_scale, stride_os, stride_lh,
+                           CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
+                           MAY_BE_EMPTY: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                            HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+    """One program per (query block, batch x head). Dense: q ``(b, s, h, d)`` seen as the 2-D
+    ``(b * s, h * d)``; ``IS_VARLEN``: packed ``(total, h, d)`` seen as ``(total, h * d)``, each
+    sequence's rows from ``CU_Q``/``CU_K`` (``seqlen_q``/``seqlen_k`` are then the maxima).
+    ``HAS_WINDOW``: keys below ``i + shift - window_left`` are masked and their blocks skipped."""
     gl.static_assert(NUM_STAGES >= 2)  # a refill must have a full step of lead
     dtype: gl.constexpr = q_desc.dtype
     # one grid axis (the second is capped at 65535): every head's last query block first, the
     # longest rows under causal
-    n_bh = gl.num_programs(0) // gl.cdiv(seqlen_q, BLOCK_M)
-    start_m = gl.cdiv(seqlen_q, BLOCK_M) - 1 - gl.program_id(0) // n_bh
+    num_m = gl.cdiv(seqlen_q, BLOCK_M)
+    n_bh = gl.num_programs(0) // num_m
+    start_m = num_m - 1 - gl.program_id(0) // n_bh
     bh = gl.program_id(0) % n_bh
     b = bh // nheads
     h = bh % nheads
-    row0_q = b * seqlen_q                        # (b, s, h, d) seen as (b * s, h * d)
-    row0_k = b * seqlen_k
+    if IS_VARLEN:
+        row0_q = gl.load(CU_Q + b)
+        seqlen_q = gl.load(CU_Q + b + 1) - row0_q
+        row0_k = gl.load(CU_K + b)
+        seqlen_k = gl.load(CU_K + b + 1) - row0_k
+        lse_base = h.to(gl.int64) * stride_lh + row0_q   # lse (h, total_q)
+    else:
+        row0_q = b * seqlen_q                        # (b, s, h, d) seen as (b * s, h * d)
+        row0_k = b * seqlen_k
+        lse_base = bh.to(gl.int64) * seqlen_q         # lse (b, h, s)
+    if IS_VARLEN:
+        if start_m * BLOCK_M >= seqlen_q:  # a shorter sequence than the longest: nothing here
+            return
     q_col = h * HEAD_DIM
     kv_col = (h // group) * HEAD_DIM
     causal_shift = seqlen_k - seqlen_q           # bottom-right aligned: row i sees keys <= i + shift
@@ -94,57 +123,74 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, seqlen_q, seqlen_k, n
         mbarrier.init(v_bar.index(i), count=1)
     fence_async_shared()
 
+    # key blocks [j_lo, n_blocks); masked from n_full on (and below full_lo with a window)
+    m0 = start_m * BLOCK_M
     if CAUSAL:
-        hi = gl.minimum((start_m + 1) * BLOCK_M + causal_shift, seqlen_k)
-        n_full = gl.minimum(start_m * BLOCK_M + causal_shift + 1, seqlen_k) // BLOCK_N
+        hi = gl.minimum(m0 + BLOCK_M + causal_shift, seqlen_k)
+        n_full = gl.minimum(m0 + causal_shift + 1, seqlen_k) // BLOCK_N
     else:
         hi = seqlen_k
         n_full = seqlen_k // BLOCK_N
     n_blocks = gl.cdiv(hi, BLOCK_N)
+    if HAS_WINDOW:
+        j_lo = gl.maximum(m0 + causal_shift - window_left, 0) // BLOCK_N
+        full_lo = gl.cdiv(gl.maximum(m0 + BLOCK_M - 1 + causal_shift - window_left, 0), BLOCK_N)
+    else:
+        j_lo = 0
+        full_lo = 0
+    if MAY_BE_EMPTY:
+        # no visible key at all (an empty sequence, or rows above a causal diagonal that starts
+        # past the keys): run one fully masked block, so that l stays 0 and the epilogue writes
+        # out = 0 and lse = +inf, and no barrier is waited on that nothing will arrive at
+        n_blocks = gl.maximum(n_blocks, j_lo + 1)
+    n_steps = n_blocks - j_lo
+    # the rings count steps from 0; step t holds key block j_lo + t
+    row_k = row0_k + j_lo * BLOCK_N
 
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [row0_q + start_m * BLOCK_M, q_col], q_bar, q_smem)
+    tma.async_copy_global_to_shared(q_desc, [row0_q + m0, q_col], q_bar, q_smem)
     for i in gl.static_range(NUM_STAGES):
-        _load_tile(k_desc, k_smem, k_bar, i, row0_k, kv_col, n_blocks, NUM_STAGES, BLOCK_N)
-        _load_tile(v_desc, v_smem, v_bar, i, row0_k, kv_col, n_blocks, NUM_STAGES, BLOCK_N)
+        _load_tile(k_desc, k_smem, k_bar, i, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
+        _load_tile(v_desc, v_smem, v_bar, i, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
     mbarrier.wait(q_bar, 0)
     q = q_smem.load(q_op)                         # Q stays in registers: S = Q K^T reads only K from shared
 
-    offs_m = start_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=rows_s)
+    offs_m = m0 + gl.arange(0, BLOCK_M, layout=rows_s)
     offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
     zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=rows_s)
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=rows_s)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
 
-    # block 0 on its own: its P starts the pipeline
+    # step 0 on its own: its P starts the pipeline
     mbarrier.wait(k_bar.index(0), 0)
     s = warpgroup_mma(q, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s,))
-    p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, 0, n_full, offs_m, offs_n, seqlen_k, causal_shift, qk_scale,
-                                       CAUSAL, BLOCK_N)
+    p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift,
+                                       window_left, qk_scale, CAUSAL, HAS_WINDOW, MAY_BE_EMPTY, BLOCK_N)
     p_prev = gl.convert_layout(p.to(dtype), p_op)
     if num_warps > 4:  # every warpgroup is done reading K(0) before TMA refills its slot
         gl.thread_barrier()
-    _load_tile(k_desc, k_smem, k_bar, NUM_STAGES, row0_k, kv_col, n_blocks, NUM_STAGES, BLOCK_N)
-    for j in range(1, n_blocks):
-        k_slot = j % NUM_STAGES
-        mbarrier.wait(k_bar.index(k_slot), (j // NUM_STAGES) & 1)
+    _load_tile(k_desc, k_smem, k_bar, NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
+    for t in range(1, n_steps):
+        k_slot = t % NUM_STAGES
+        mbarrier.wait(k_bar.index(k_slot), (t // NUM_STAGES) & 1)
         s = warpgroup_mma(q, k_smem.index(k_slot).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        v_slot = (j - 1) % NUM_STAGES
-        mbarrier.wait(v_bar.index(v_slot), ((j - 1) // NUM_STAGES) & 1)
+        v_slot = (t - 1) % NUM_STAGES
+        mbarrier.wait(v_bar.index(v_slot), ((t - 1) // NUM_STAGES) & 1)
         acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
-        s = warpgroup_mma_wait(1, deps=(s,))       # groups retire in order: S(j) is done, P V may run on
-        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j, n_full, offs_m, offs_n, seqlen_k, causal_shift,
-                                           qk_scale, CAUSAL, BLOCK_N)
+        s = warpgroup_mma_wait(1, deps=(s,))       # groups retire in order: S(t) is done, P V may run on
+        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
+                                           causal_shift, window_left, qk_scale, CAUSAL, HAS_WINDOW, MAY_BE_EMPTY,
+                                           BLOCK_N)
         acc = warpgroup_mma_wait(0, deps=(acc,))
         if num_warps > 4:  # every warpgroup is done reading both slots before TMA refills them
             gl.thread_barrier()
-        _load_tile(k_desc, k_smem, k_bar, j + NUM_STAGES, row0_k, kv_col, n_blocks, NUM_STAGES, BLOCK_N)
-        _load_tile(v_desc, v_smem, v_bar, j - 1 + NUM_STAGES, row0_k, kv_col, n_blocks, NUM_STAGES, BLOCK_N)
+        _load_tile(k_desc, k_smem, k_bar, t + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
+        _load_tile(v_desc, v_smem, v_bar, t - 1 + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
         acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
         p_prev = gl.convert_layout(p.to(dtype), p_op)
-    last = n_blocks - 1
+    last = n_steps - 1
     v_slot = last % NUM_STAGES
     mbarrier.wait(v_bar.index(v_slot), (last // NUM_STAGES) & 1)
     acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
@@ -155,11 +201,15 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, seqlen_q, seqlen_k, n
         mbarrier.invalidate(k_bar.index(i))
         mbarrier.invalidate(v_bar.index(i))
 
-    # every row sees at least one key (usable() refuses causal with seqlen_q > seqlen_k), so l > 0
+    if MAY_BE_EMPTY:  # a row that saw no key: out = 0, lse = +inf (flash-attn's convention)
+        empty = l_i == 0.0
+        l_i = gl.where(empty, 1.0, l_i)
     o = acc / gl.expand_dims(gl.convert_layout(l_i, rows_o), 1)
-    rows = start_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=rows_o)
+    rows = m0 + gl.arange(0, BLOCK_M, layout=rows_o)
     cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
     p_o = O + gl.expand_dims((row0_q + rows).to(gl.int64) * stride_os, 1) + q_col + gl.expand_dims(cols, 0)
     gl.store(p_o, o.to(dtype), mask=gl.expand_dims(rows < seqlen_q, 1))
     lse = (m_i + gl.log2(l_i)) * LN2
-    gl.store(LSE + bh.to(gl.int64) * seqlen_q + offs_m, lse, mask=offs_m < seqlen_q)
+    if MAY_BE_EMPTY:
+        lse = gl.where(empty, float("inf"), lse)
+    gl.store(LSE + lse_base + offs_m, lse, mask=offs_m < seqlen_q)
