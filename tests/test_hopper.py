@@ -71,27 +71,29 @@ def test_dkdv_chosen_when_turned_on():
 FEATURES_ON = json.dumps({"hopper_features": 1})
 
 
-def varlen_params(q, k, cu_q, cu_k, max_q, max_k, causal=False, window=(-1, -1)):
+def varlen_params(q, k, cu_q, cu_k, max_q, max_k, causal=False, window=(-1, -1), softcap=0.0, alibi=None):
     right = 0 if causal else window[1]
-    return _params(q, k, q.shape[-1] ** -0.5, window[0], right, 0.0, None, cu_q, cu_k, max_q, max_k, None)
+    return _params(q, k, q.shape[-1] ** -0.5, window[0], right, softcap, alibi, cu_q, cu_k, max_q, max_k, None)
 
 
 def test_features_only_when_turned_on():
-    """Varlen, left windows and causal rows with no key: the forward takes them with
-    ``hopper_features`` on (off in the shipped table until they have run on a GPU)."""
+    """Varlen, softcap, ALiBi, left windows and causal rows with no key: the forward takes them
+    with ``hopper_features`` on (off in the shipped table until they have run on a GPU)."""
     on, off = cfg(override=FEATURES_ON), cfg()
     q, k, v = qkv()
     cu = torch.tensor([0, 100, 300, 600], dtype=torch.int32)
     qp, kp, vp = (t.reshape(600, 4, 128) for t in (q, k, v))
     for p in (params(q, k, causal=True, window=(256, -1)), params(q, k, window=(256, -1)),
-              varlen_params(qp, kp, cu, cu, 300, 300, causal=True)):
+              params(q, k, softcap=30.0), params(q, k, causal=True, alibi=torch.rand(2, 4)),
+              varlen_params(qp, kp, cu, cu, 300, 300, causal=True, softcap=5.0, alibi=torch.rand(4))):
         args = (qp, kp, vp) if p.is_varlen else (q, k, v)
         assert hopper.usable(*args, p, on, device_ok=True)
         assert not hopper.usable(*args, p, off, device_ok=True)
     q2, k2, v2 = qkv(sq=301, sk=300)
     assert hopper.usable(q2, k2, v2, params(q2, k2, causal=True), on, device_ok=True)  # rows with no key
-    # still refused with it on: a bounded right side other than causal, and the dK/dV kernel
+    # still refused with it on: a bounded right side other than causal, dropout, and the dK/dV kernel
     assert not hopper.usable(q, k, v, params(q, k, window=(64, 64)), on, device_ok=True)
+    assert not hopper.usable(q, k, v, params(q, k, dropout_p=0.1), on, device_ok=True)
     assert not hopper.usable(qp, kp, vp, varlen_params(qp, kp, cu, cu, 300, 300), cfg(override=json.dumps(
         {"hopper_features": 1, "hopper_dkdv_block_n": 64})), device_ok=True, dout=torch.randn_like(qp))
 
@@ -127,7 +129,7 @@ cfg = {d: _config(d, d, torch.bfloat16, False, '{"hopper_dkdv_block_n": 64}') fo
 res = [dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, kind))
        for d in (64, 128) for causal in (False, True) for kind in ("fwd", "dkdv") if kind == "fwd" or d == 128]
 res += [dict(kind="fwd", d=128, causal=True, **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, True, **f))
-        for f in (dict(varlen=True), dict(window=True))]
+        for f in (dict(varlen=True), dict(window=True), dict(softcap=True, alibi=True, varlen=True, window=True))]
 print(json.dumps(res))
 """
 
@@ -142,7 +144,7 @@ def test_compiles_for_sm90_without_spills():
     run = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(results) == 8, results   # forward at d 64 and 128, dK/dV at 128, causal or not; varlen, window
+    assert len(results) == 9, results   # forward at d 64 and 128, dK/dV at 128, causal or not; features
     for res in results:
         # the dK/dV kernel holds two 64 x 128 fp32 accumulators, two score tiles and the operands of
         # the dots in flight: 8-48 B of stack at d=128, and it still beat the Triton kernel
@@ -214,9 +216,11 @@ def test_gpu_more_heads_than_a_grid_axis_holds():
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("d", [64, 128])
-def test_gpu_varlen_against_float64(d, causal, monkeypatch):
+@pytest.mark.parametrize("mods", [{}, {"softcap": 4.0}, {"alibi": True}], ids=["plain", "softcap", "alibi"])
+def test_gpu_varlen_against_float64(d, causal, mods, monkeypatch):
     """The forward's varlen path (with ``hopper_features`` on): empty sequences on either side,
-    a sequence longer than a block, GQA; gradients through the Triton backward."""
+    a sequence longer than a block, GQA, softcap or ALiBi (per (batch, head)); gradients
+    through the Triton backward."""
     import pyflashattn as pfa
     from pyflashattn.reference import varlen_attention_ref
     monkeypatch.setenv("PYFLASHATTN_CONFIG", FEATURES_ON)
@@ -224,15 +228,18 @@ def test_gpu_varlen_against_float64(d, causal, monkeypatch):
     cu_q, cu_k = (torch.tensor([0] + n, device="cuda").cumsum(0).to(torch.int32) for n in (lq, lk))
     q = torch.randn(sum(lq), 4, d, dtype=torch.bfloat16, device="cuda", requires_grad=True)
     k, v = (torch.randn(sum(lk), 2, d, dtype=torch.bfloat16, device="cuda", requires_grad=True) for _ in range(2))
-    p = varlen_params(q, k, cu_q, cu_k, max(lq), max(lk), causal=causal)
+    kw = dict(softcap=mods.get("softcap", 0.0),
+              alibi_slopes=torch.rand(len(lq), 4, device="cuda") if mods.get("alibi") else None)
+    p = varlen_params(q, k, cu_q, cu_k, max(lq), max(lk), causal=causal, softcap=kw["softcap"],
+                      alibi=kw["alibi_slopes"])
     assert hopper.usable(q, k, v, p, cfg(d, override=FEATURES_ON))
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lq), max(lk), causal=causal,
-                                                 return_attn_probs=True)
+                                                 return_attn_probs=True, **kw)
         return out, lse
     compare_with_reference(fn, q, k, v, causal=causal, ref=varlen_attention_ref, cu_seqlens_q=cu_q,
-                           cu_seqlens_k=cu_k)
+                           cu_seqlens_k=cu_k, **kw)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -253,3 +260,21 @@ def test_gpu_window_and_empty_rows_against_float64(shape, window, monkeypatch):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, window_size=window, return_attn_probs=True)
         return out, lse
     compare_with_reference(fn, q, k, v, causal=causal, window_size=window)
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_softcap_alibi_window_against_float64(d, causal, monkeypatch):
+    """Softcap, ALiBi (per head) and a left window together on the forward's feature path."""
+    import pyflashattn as pfa
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", FEATURES_ON)
+    q, k, v = (t.requires_grad_() for t in qkv(2, 777, 1000, 4, 2, d, torch.bfloat16, "cuda"))
+    kw = dict(softcap=8.0, alibi_slopes=torch.rand(4, device="cuda"), window_size=(300, 0 if causal else -1))
+    assert hopper.usable(q, k, v, params(q, k, causal=causal, window=kw["window_size"], softcap=8.0,
+                                         alibi=kw["alibi_slopes"]), cfg(d, override=FEATURES_ON))
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True, **kw)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal, **kw)

@@ -96,7 +96,7 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr):
     s = warpgroup_mma_wait(0, deps=(s,))
     mbarrier.arrive(k_empty.index(0), count=1)
     p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, 0, n_full, 0, offs_m, offs_n, seqlen_k, causal_shift, 0, qk_scale,
-                                       CAUSAL, False, False, BLOCK_N)
+                                       1.0, 0.0, CAUSAL, False, False, False, False, BLOCK_N)
     p_prev = gl.convert_layout(p.to(dtype), p_op)
     for j in range(1, n_blocks):
         k_slot = j % NUM_STAGES
@@ -108,7 +108,7 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr):
         s = warpgroup_mma_wait(1, deps=(s,))
         mbarrier.arrive(k_empty.index(k_slot), count=1)        # this warpgroup is done with K(j)
         p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j, n_full, 0, offs_m, offs_n, seqlen_k, causal_shift, 0,
-                                           qk_scale, CAUSAL, False, False, BLOCK_N)
+                                           qk_scale, 1.0, 0.0, CAUSAL, False, False, False, False, BLOCK_N)
         acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
         mbarrier.arrive(v_empty.index(v_slot), count=1)        # and with V(j-1)
         acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)

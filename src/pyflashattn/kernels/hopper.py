@@ -49,19 +49,20 @@ def merges_rows(t: torch.Tensor) -> bool:
 def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelConfig,
            device_ok: Optional[bool] = None, dout: Optional[torch.Tensor] = None) -> bool:
     """Whether a Gluon kernel computes this call: the forward (``dout`` None) or the backward's
-    dK/dV (``dout`` given). Both need: no block mask, dropout, softcap or ALiBi; 16-bit;
-    ``d == dv`` in {64, 128} with a table entry for the pass; TMA-readable layouts; an sm_90
-    GPU. The dK/dV kernel and, without ``hopper_features``, the forward also need dense inputs
-    and full or causal attention with ``seqlen_q <= seqlen_k``; with ``hopper_features`` the
-    forward takes varlen, a left window (right side 0 or unbounded) and rows that see no key.
+    dK/dV (``dout`` given). Both need: no block mask or dropout; 16-bit; ``d == dv`` in
+    {64, 128} with a table entry for the pass; TMA-readable layouts; an sm_90 GPU. The dK/dV
+    kernel and, without ``hopper_features``, the forward also need dense inputs, no softcap or
+    ALiBi, and full or causal attention with ``seqlen_q <= seqlen_k``; with ``hopper_features``
+    the forward takes varlen, softcap, ALiBi, a left window (right side 0 or unbounded) and rows
+    that see no key.
     ``device_ok`` overrides the device check (tests on the CPU)."""
     block = config.hopper_block_m if dout is None else config.hopper_dkdv_block_n
     if not block or q.dtype not in (torch.float16, torch.bfloat16):
         return False
-    if p.is_sparse or p.has_dropout or p.has_softcap or p.has_alibi:
+    if p.is_sparse or p.has_dropout:
         return False
     features = dout is None and config.hopper_features
-    if p.is_varlen and not features:
+    if (p.is_varlen or p.has_softcap or p.has_alibi) and not features:
         return False
     d = q.shape[-1]
     sq, sk = p.max_seqlen_q, p.max_seqlen_k
@@ -112,9 +113,10 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     may_be_empty = p.is_varlen or window or (causal and sq > sk)
     grid = ((sq + bm - 1) // bm * p.batch * h,)
     kernel[grid](_descriptor(q, bm), _descriptor(k, bn), _descriptor(v, bn), out, lse, p.cu_q(lse), p.cu_k(lse),
-                 sq, sk, h, h // hk, p.window_left, p.qk_scale, out.stride(-3), lse.stride(-2),
+                 p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale, p.alibi_log2,
+                 out.stride(-3), lse.stride(-2), *p.slope_strides(),
                  CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
-                 BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_stages, num_warps=config.hopper_warps)
+                 HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_stages, num_warps=config.hopper_warps)
     return out, lse
 
 
@@ -134,8 +136,9 @@ def attn_dkdv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
 
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
-                 dump: bool = False, varlen: bool = False, window: bool = False) -> dict:
-    """Build the forward (``kind="fwd"``, optionally its varlen / window variants) or dK/dV
+                 dump: bool = False, varlen: bool = False, window: bool = False, softcap: bool = False,
+                 alibi: bool = False) -> dict:
+    """Build the forward (``kind="fwd"``, optionally its feature variants) or dK/dV
     (``"dkdv"``) kernel for sm_90 here, no GPU needed (Triton's bundled ptxas): its shared memory,
     registers and spills (``kernels.aot.resource_usage``); with ``dump``, its TTGIR and PTX too."""
     import triton
@@ -151,9 +154,10 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         kernel, bm, bn, warps = fwd_mod.attn_fwd_hopper_kernel, config.hopper_block_m, config.hopper_block_n, \
             config.hopper_warps
         descs = dict(q_desc=_descriptor(t, bm), k_desc=_descriptor(t, bn), v_desc=_descriptor(t, bn))
-        stages, ptrs, floats = config.hopper_stages, {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32"}, \
-            {"qk_scale"}
-        flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window)
+        stages, floats = config.hopper_stages, {"qk_scale", "softcap_scale", "alibi_log2"}
+        ptrs = {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32", "SLOPES": "*fp32"}
+        flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window, HAS_SOFTCAP=softcap,
+                     HAS_ALIBI=alibi)
     else:
         kernel, bm, bn, warps = bwd_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_m, config.hopper_dkdv_block_n, 4
         descs = dict(q_desc=_descriptor(t, bm), k_desc=_descriptor(t, bn), v_desc=_descriptor(t, bn),

@@ -37,17 +37,28 @@ def _load_tile(desc, smem, bars, block, row0, col, n_blocks, NUM_STAGES: gl.cons
 
 @gluon.jit
 def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift, window_left, qk_scale,
-                  CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr,
-                  BLOCK_N: gl.constexpr):
+                  softcap_scale, slope2, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr,
+                  HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, BLOCK_N: gl.constexpr):
     """Online softmax of one score tile in base 2 (scale folded in): P, the rescale factor, m, l.
     Key block ``block`` is masked from ``n_full`` on (the sequence end; the diagonal under causal)
     and, with a window, below ``full_lo`` (its left edge). The 2-D descriptors read the next
     sequence's rows past the end, so the mask is not optional. ``MAY_BE_EMPTY``: a row may have
     seen no key yet (windows, varlen, causal with more queries than keys), so its max is -inf
-    and must not be subtracted."""
+    and must not be subtracted. Softcap and ALiBi as ``mask.scores_log2`` (same formulas):
+    ``qk_scale`` is then ``softcap * log2(e)`` and ``softcap_scale`` ``scale / softcap``."""
     masked = block >= n_full
     if HAS_WINDOW:
         masked = masked | (block < full_lo)
+    if HAS_SOFTCAP or HAS_ALIBI:  # the scores modified first, then masked
+        if HAS_SOFTCAP:  # tanh(x) = 1 - 2 / (e^{2x} + 1): exact limits, as the Triton kernels'
+            s = 1.0 - 2.0 / (gl.exp2(s * (softcap_scale * 2.8853900817779268)) + 1.0)
+        s = s * qk_scale
+        if HAS_ALIBI:
+            rel = gl.expand_dims(block * BLOCK_N + offs_n, 0) - (gl.expand_dims(offs_m, 1) + causal_shift)
+            s = s - slope2 * gl.abs(rel).to(gl.float32)
+        scale = 1.0
+    else:  # the plain scores: the scale folds into the exp2's FMA
+        scale = qk_scale
     if masked:
         cols = gl.expand_dims(block * BLOCK_N + offs_n, 0)
         valid = cols < seqlen_k
@@ -56,25 +67,28 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
         if HAS_WINDOW:
             valid = valid & (cols + window_left >= gl.expand_dims(offs_m, 1) + causal_shift)
         s = gl.where(valid, s, float("-inf"))
-    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    m_new = gl.maximum(m_i, gl.max(s, 1) * scale)
     if MAY_BE_EMPTY:
         m_new = gl.where(m_new == float("-inf"), 0.0, m_new)
-    p = gl.exp2(s * qk_scale - gl.expand_dims(m_new, 1))
+    p = gl.exp2(s * scale - gl.expand_dims(m_new, 1))
     alpha = gl.exp2(m_i - m_new)
     l_i = l_i * alpha + gl.sum(p, 1)
     return p, alpha, m_new, l_i
 
 
 @gluon.jit
-def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group,
-                           window_left, qk_scale, stride_os, stride_lh,
+def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads, group,
+                           window_left, qk_scale, softcap_scale, alibi_log2, stride_os, stride_lh, stride_sb, stride_sh,
                            CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
-                           MAY_BE_EMPTY: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                           MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                           BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                            HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """One program per (query block, batch x head). Dense: q ``(b, s, h, d)`` seen as the 2-D
     ``(b * s, h * d)``; ``IS_VARLEN``: packed ``(total, h, d)`` seen as ``(total, h * d)``, each
     sequence's rows from ``CU_Q``/``CU_K`` (``seqlen_q``/``seqlen_k`` are then the maxima).
-    ``HAS_WINDOW``: keys below ``i + shift - window_left`` are masked and their blocks skipped."""
+    ``HAS_WINDOW``: keys below ``i + shift - window_left`` are masked and their blocks skipped.
+    ``HAS_SOFTCAP``, ``HAS_ALIBI``: as the Triton forward (ALiBi slopes per head or per
+    (batch, head) through ``stride_sb``/``stride_sh``)."""
     gl.static_assert(NUM_STAGES >= 2)  # a refill must have a full step of lead
     dtype: gl.constexpr = q_desc.dtype
     # one grid axis (the second is capped at 65535): every head's last query block first, the
@@ -101,6 +115,10 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, seqlen_q,
     q_col = h * HEAD_DIM
     kv_col = (h // group) * HEAD_DIM
     causal_shift = seqlen_k - seqlen_q           # bottom-right aligned: row i sees keys <= i + shift
+    if HAS_ALIBI:
+        slope2 = gl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
+    else:
+        slope2 = 0.0
 
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -167,7 +185,8 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, seqlen_q,
     s = warpgroup_mma(q, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s,))
     p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift,
-                                       window_left, qk_scale, CAUSAL, HAS_WINDOW, MAY_BE_EMPTY, BLOCK_N)
+                                       window_left, qk_scale, softcap_scale, slope2, CAUSAL, HAS_WINDOW,
+                                       MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
     p_prev = gl.convert_layout(p.to(dtype), p_op)
     if num_warps > 4:  # every warpgroup is done reading K(0) before TMA refills its slot
         gl.thread_barrier()
@@ -181,8 +200,8 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, seqlen_q,
         acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
         s = warpgroup_mma_wait(1, deps=(s,))       # groups retire in order: S(t) is done, P V may run on
         p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
-                                           causal_shift, window_left, qk_scale, CAUSAL, HAS_WINDOW, MAY_BE_EMPTY,
-                                           BLOCK_N)
+                                           causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
+                                           HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
         acc = warpgroup_mma_wait(0, deps=(acc,))
         if num_warps > 4:  # every warpgroup is done reading both slots before TMA refills them
             gl.thread_barrier()
