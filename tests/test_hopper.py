@@ -121,6 +121,88 @@ def test_refused_where_it_does_not_apply():
                                  device_ok=True)                                       # interpreter config
 
 
+class _Recorder:
+    """Stands in for a Gluon kernel: records what a launch binds to each parameter name."""
+
+    def __init__(self, kernel):
+        self.arg_names = kernel.arg_names
+        self.seen = {}
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            assert len(args) + len([k for k in kwargs if k in self.arg_names]) == len(self.arg_names), (
+                "every parameter bound once")
+            self.seen.update(zip(self.arg_names, args), **kwargs, grid=grid)
+        return run
+
+
+def _record(monkeypatch, index, name):
+    if hopper._kernel_modules() is None:
+        pytest.skip("this Triton has no Hopper Gluon API")
+    module = hopper._kernel_modules()[index]
+    rec = _Recorder(getattr(module, name))
+    monkeypatch.setattr(module, name, rec)
+    return rec.seen
+
+
+def _check_descriptor(desc, t, rows):
+    h, d = t.shape[-2], t.shape[-1]
+    assert desc.base is t and list(desc.shape) == [t.numel() // (h * d), h * d]
+    assert list(desc.strides) == [t.stride(-3), 1] and list(desc.block_shape) == [rows, d]
+
+
+def test_forward_launch_binds_every_argument_by_name(monkeypatch):
+    """The Gluon launch, checked without a GPU: each parameter gets the value meant for it (a
+    swapped scale or stride would run and be wrong on the GPU without an error)."""
+    seen = _record(monkeypatch, 0, "attn_fwd_hopper_kernel")
+    c = cfg()
+    q, k, v = qkv(b=2, sq=300, sk=500, h=4, hk=2)
+    p = params(q, k, causal=True)
+    out, lse = hopper.attn_fwd(q, k, v, p, c)
+    assert seen["grid"] == ((300 + 63) // 64 * 2 * 4,)
+    for name, t, rows in (("q_desc", q, c.hopper_block_m), ("k_desc", k, c.hopper_block_n), ("v_desc", v, c.hopper_block_n)):
+        _check_descriptor(seen[name], t, rows)
+    assert seen["O"] is out and seen["LSE"] is lse and out.shape == q.shape and lse.shape == (2, 4, 300)
+    assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
+    assert (seen["qk_scale"], seen["softcap_scale"], seen["alibi_log2"]) == (p.qk_scale, p.softcap_scale, p.alibi_log2)
+    assert seen["window_left"] == p.window_left and seen["stride_os"] == out.stride(1) == 4 * 128
+    assert (seen["CAUSAL"], seen["IS_VARLEN"], seen["HAS_WINDOW"], seen["MAY_BE_EMPTY"], seen["HAS_SOFTCAP"],
+            seen["HAS_ALIBI"]) == (True, False, False, False, False, False)
+    assert (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"], seen["NUM_STAGES"], seen["num_warps"]) == (
+        c.hopper_block_m, c.hopper_block_n, 128, c.hopper_stages, c.hopper_warps)
+    # varlen with every feature: the packed layout's strides, cu_seqlens, slopes, lse (h, total)
+    on = cfg(override=FEATURES_ON)
+    cu = torch.tensor([0, 100, 300, 600], dtype=torch.int32)
+    qp, kp, vp = (t.reshape(600, *t.shape[2:]) for t in qkv(b=2, sq=300, sk=300, h=4, hk=2))
+    slopes = torch.rand(3, 4)
+    p = varlen_params(qp, kp, cu, cu, 300, 300, causal=True, window=(50, 0), softcap=5.0, alibi=slopes)
+    out, lse = hopper.attn_fwd(qp, kp, vp, p, on)
+    assert seen["CU_Q"] is cu and seen["CU_K"] is cu and torch.equal(seen["SLOPES"], slopes)
+    assert (seen["stride_sb"], seen["stride_sh"]) == (4, 1) and seen["stride_lh"] == 600 == lse.stride(0)
+    assert seen["stride_os"] == out.stride(0) and seen["window_left"] == 50 and seen["grid"] == (5 * 3 * 4,)
+    assert (seen["IS_VARLEN"], seen["HAS_WINDOW"], seen["MAY_BE_EMPTY"], seen["HAS_SOFTCAP"], seen["HAS_ALIBI"]) == (
+        True, True, True, True, True)
+    assert (seen["qk_scale"], seen["softcap_scale"]) == (p.qk_scale, p.softcap_scale) and p.softcap_scale != 1.0
+    _check_descriptor(seen["q_desc"], qp, on.hopper_block_m)
+
+
+def test_dkdv_launch_binds_every_argument_by_name(monkeypatch):
+    seen = _record(monkeypatch, 1, "dkdv_hopper_kernel")
+    c = cfg(override=DKDV_ON)
+    q, k, v = qkv(b=2, sq=300, sk=500, h=4, hk=2)
+    dout, lse, delta = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300)
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    p = params(q, k)
+    hopper.attn_dkdv(q, k, v, dout, lse, delta, dk, dv, p, c)
+    assert seen["grid"] == ((500 + 63) // 64 * 2 * 2,)
+    for name, t, rows in (("q_desc", q, 64), ("k_desc", k, 64), ("v_desc", v, 64), ("do_desc", dout, 64)):
+        _check_descriptor(seen[name], t, rows)
+    assert seen["LSE"] is lse and seen["DELTA"] is delta and seen["DK"] is dk and seen["DV"] is dv
+    assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
+    assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dks"]) == (p.qk_scale, p.softmax_scale, dk.stride(1))
+    assert seen["CAUSAL"] is False and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, 64, 128)
+
+
 AOT = """
 import json, torch
 from pyflashattn.configs import _config
