@@ -68,10 +68,12 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
             valid = valid & (cols + window_left >= gl.expand_dims(offs_m, 1) + causal_shift)
         s = gl.where(valid, s, float("-inf"))
     m_new = gl.maximum(m_i, gl.max(s, 1) * scale)
-    if MAY_BE_EMPTY:
-        m_new = gl.where(m_new == float("-inf"), 0.0, m_new)
-    p = gl.exp2(s * scale - gl.expand_dims(m_new, 1))
-    alpha = gl.exp2(m_i - m_new)
+    if MAY_BE_EMPTY:  # subtract 0 instead of -inf, but keep -inf as the row's max: a 0 kept there
+        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)   # would pass for a real one later
+    else:
+        m_use = m_new
+    p = gl.exp2(s * scale - gl.expand_dims(m_use, 1))
+    alpha = gl.exp2(m_i - m_use)
     l_i = l_i * alpha + gl.sum(p, 1)
     return p, alpha, m_new, l_i
 
