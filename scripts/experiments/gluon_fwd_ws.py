@@ -31,6 +31,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma_wait)
 
 sys.path.insert(0, "src")
+from pyflashattn.kernels.hopper import _descriptor as _desc  # noqa: E402
 from pyflashattn.kernels.hopper_fwd_kernel import _softmax_step  # noqa: E402
 
 LOG2E = 1.4426950408889634
@@ -173,14 +174,6 @@ def _attn_fwd_ws(q_desc, k_desc, v_desc, O, LSE, seqlen_q, seqlen_k, nheads, gro
             seqlen_k, causal_shift, qk_scale, O, LSE, bh.to(gl.int64) * seqlen_q, stride_os, seqlen_q)
     gl.warp_specialize([(_consumer, (args, 0, CAUSAL)), (_consumer, (args, 1, CAUSAL)), (_producer, (args, 0, CAUSAL))],
                       [4, 1], [240, 24])
-
-
-def _desc(t, rows):
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    b, s, h, d = t.shape
-    gdt = gl.bfloat16 if t.dtype == torch.bfloat16 else gl.float16
-    return TensorDescriptor(t, [b * s, h * d], [t.stride(1), 1], [rows, d],
-                            gl.NVMMASharedLayout.get_default_for([rows, d], gdt))
 
 
 MAXNREG = 168   # 12 warps (two consumer warpgroups, the producer's warp rounded up to one): 168 x 384 fits 64K

@@ -91,9 +91,9 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
 
 @gluon.jit
 def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seqlen_q, seqlen_k, nheads, group,
-                 qk_scale, softmax_scale, stride_dks,
-                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                 NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+                       qk_scale, softmax_scale, stride_dks,
+                       CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                       NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     gl.static_assert(NUM_STAGES >= 2)
     dtype: gl.constexpr = q_desc.dtype
     num_n = gl.cdiv(seqlen_k, BLOCK_N)
