@@ -107,11 +107,13 @@ def main():
     print("fwd ", cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, r)
     ptrs = dict(Q=ptr, K=ptr, V=ptr, DO=ptr, LSE="*fp32", DELTA="*fp32", DK=ptr, DV=ptr, DQ=ptr, **side)
     r = compile_kernel(bwd._bwd_dkdv_kernel, ptrs, {}, scalars,
-                       dict(common, **group, BLOCK_M=cfg.block_m_kv, BLOCK_N=cfg.block_n_kv), cfg.num_warps_kv,
+                       dict(common, **group, BLOCK_M=cfg.block_m_kv, BLOCK_N=cfg.block_n_kv, ACCUMULATE=False),
+                       cfg.num_warps_kv,
                        cfg.num_stages_kv)
     print("dkdv", cfg.block_m_kv, cfg.block_n_kv, cfg.num_warps_kv, cfg.num_stages_kv, r)
     r = compile_kernel(bwd._bwd_dq_kernel, ptrs, {}, scalars,
-                       dict(common, **group, BLOCK_M=cfg.block_m_q, BLOCK_N=cfg.block_n_q), cfg.num_warps_q, cfg.num_stages_q)
+                       dict(common, **group, BLOCK_M=cfg.block_m_q, BLOCK_N=cfg.block_n_q, ACCUMULATE=False),
+                       cfg.num_warps_q, cfg.num_stages_q)
     print("dq  ", cfg.block_m_q, cfg.block_n_q, cfg.num_warps_q, cfg.num_stages_q, r)
     gluon = a.dtype != "fp32" and a.head_dim in (64, 128) and hopper._kernel_modules()
     if gluon and cfg.hopper_block_m:

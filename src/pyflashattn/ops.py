@@ -8,6 +8,8 @@ cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=-1, max_seqlen_k=-1, dropout_
 ``pyflashattn::sparse_fwd(q, k, v, block_lists, block_tiles, block_meta, scale, softcap=0,
 alibi_slopes=None)`` and ``pyflashattn::sparse_bwd``: the same under a block mask
 (``pack_block_mask(BlockMask)``).
+``attn_bwd_into(...)``: the dense backward into caller buffers (dq, or dk and dv, written or
+added to), a plain function for the low-memory ring.
 
 Dense tensors ``(batch, seq, heads, dim)``, or packed ``(total, heads, dim)`` with
 ``cu_seqlens``. Any strides with a unit last stride (other inputs are copied once). Windows
@@ -106,6 +108,48 @@ def _run_bwd(dout, q, k, v, out, lse, dlse, p: KernelParams) -> tuple[Tensor, Te
         return cpu.attn_bwd(dout, q, k, v, out, lse, dlse, p)
     from .kernels import bwd
     return bwd.attn_bwd(dout, q, k, v, out, lse, dlse, p, _config(q, v, p))
+
+
+def attn_bwd_into(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                  softmax_scale: float, window_left: int, window_right: int, *, dlse: Optional[Tensor] = None,
+                  dq: Optional[Tensor] = None, dk: Optional[Tensor] = None, dv: Optional[Tensor] = None,
+                  accumulate: bool = False) -> None:
+    """The dense backward into the caller's buffers: only the gradients whose buffer is given
+    (``dq``; or ``dk`` with ``dv``; or all three), written, or with ``accumulate`` added to what
+    the buffers hold (in fp32, rounded once into the buffer's dtype).
+
+    Buffers: q's / k's / v's shape, a unit last stride (views such as ``dq[:, rows]`` do), any
+    float dtype. A plain function, not a custom op: for callers that manage their own memory
+    (the low-memory ring of ``distributed.py``), outside autograd and torch.compile."""
+    if dq is None and dk is None and dv is None:
+        raise ValueError("attn_bwd_into: pass dq, or dk and dv, or all three (nothing to compute)")
+    if (dk is None) != (dv is None):
+        raise ValueError("attn_bwd_into: dk and dv come together (pass both or neither)")
+    for name, buf, like in (("dq", dq, q), ("dk", dk, k), ("dv", dv, v)):
+        if buf is None:
+            continue
+        if buf.shape != like.shape or buf.device != like.device or not buf.is_floating_point():
+            raise ValueError(f"attn_bwd_into: {name} must be a float tensor of shape {tuple(like.shape)} on "
+                             f"{like.device}, got {buf.dtype} {tuple(buf.shape)} on {buf.device}")
+        if buf.stride(-1) != 1 and buf.shape[-1] > 1:
+            raise ValueError(f"attn_bwd_into: {name} needs a unit last stride, got strides {buf.stride()}")
+    buffers = [t for t in (dq, dk, dv) if t is not None]
+    if q.numel() == 0 or k.numel() == 0:  # every gradient is zero
+        if not accumulate:
+            for t in buffers:
+                t.zero_()
+        return
+    dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
+    lse, dlse = lse.contiguous(), None if dlse is None else dlse.contiguous()
+    p = _params(q, k, softmax_scale, window_left, window_right, 0.0, None, None, None, -1, -1, None)
+    if backend_for(q) == "torch":  # fp32 gradients (the tiled path computes in fp32), added or copied once
+        grads = cpu.attn_bwd(*(t.float() for t in (dout, q, k, v, out)), lse, dlse, p)
+        for buf, grad in zip((dq, dk, dv), grads):
+            if buf is not None:
+                buf.copy_(grad.add_(buf) if accumulate else grad)
+        return
+    from .kernels import bwd
+    bwd.attn_bwd(dout, q, k, v, out, lse, dlse, p, _config(q, v, p), dq=dq, dk=dk, dv=dv, accumulate=accumulate)
 
 
 def _lse_shape(q: Tensor, varlen: bool) -> tuple[int, ...]:

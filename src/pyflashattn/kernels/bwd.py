@@ -9,6 +9,8 @@ Three launches, no atomics, so gradients are bitwise deterministic:
 3. ``_bwd_dq_kernel``: one program per (query block, batch x head), walking the same key range
    as the forward: ``dQ += dS K``.
 Scores are recomputed transposed in (2) (``S^T = K Q^T``) so that no register tile is transposed.
+Into caller buffers (``ops.attn_bwd_into``): (2) or (3) alone, and with ``ACCUMULATE`` both add
+to what the buffer holds (in fp32, one rounding) instead of writing it.
 """
 import torch
 import triton
@@ -139,7 +141,7 @@ def _bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr, ACCUMULATE: tl.constexpr,
 ):
     num_n = tl.cdiv(seqlen_k, BLOCK_N)
     pid = tl.program_id(0)
@@ -213,10 +215,17 @@ def _bwd_dkdv_kernel(
 
     p_dk = DK + b.to(tl.int64) * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start * stride_dks
     p_dv = DV + b.to(tl.int64) * stride_dvb + hk.to(tl.int64) * stride_dvh + k_start * stride_dvs
-    tl.store(p_dk + o_n[:, None].to(tl.int64) * stride_dks + o_d[None, :],
-             (b_dk * softmax_scale).to(DK.dtype.element_ty), mask=m_k)
-    tl.store(p_dv + o_n[:, None].to(tl.int64) * stride_dvs + o_dv[None, :],
-             b_dv.to(DV.dtype.element_ty), mask=m_v)
+    if ACCUMULATE:  # add to what the buffers hold, in fp32: one rounding
+        p_dk += o_n[:, None].to(tl.int64) * stride_dks + o_d[None, :]
+        p_dv += o_n[:, None].to(tl.int64) * stride_dvs + o_dv[None, :]
+        b_dk = b_dk * softmax_scale + tl.load(p_dk, mask=m_k, other=0.0).to(tl.float32)
+        tl.store(p_dk, b_dk.to(DK.dtype.element_ty), mask=m_k)
+        tl.store(p_dv, (b_dv + tl.load(p_dv, mask=m_v, other=0.0).to(tl.float32)).to(DV.dtype.element_ty), mask=m_v)
+    else:  # (written out apart: the default kernel stays instruction for instruction what it was)
+        tl.store(p_dk + o_n[:, None].to(tl.int64) * stride_dks + o_d[None, :],
+                 (b_dk * softmax_scale).to(DK.dtype.element_ty), mask=m_k)
+        tl.store(p_dv + o_n[:, None].to(tl.int64) * stride_dvs + o_dv[None, :],
+                 b_dv.to(DV.dtype.element_ty), mask=m_v)
 
 
 @triton.jit
@@ -297,7 +306,7 @@ def _bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr, ACCUMULATE: tl.constexpr,
 ):
     num_m = tl.cdiv(seqlen_q, BLOCK_M)
     pid = tl.program_id(0)
@@ -363,8 +372,13 @@ def _bwd_dq_kernel(
                              stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, 1, False,
                              HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
     p_dq = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + q_start * stride_dqs
-    tl.store(p_dq + o_m[:, None].to(tl.int64) * stride_dqs + o_d[None, :],
-             (b_dq * softmax_scale).to(DQ.dtype.element_ty), mask=m_q)
+    if ACCUMULATE:  # as in the dK/dV kernel
+        p_dq += o_m[:, None].to(tl.int64) * stride_dqs + o_d[None, :]
+        b_dq = b_dq * softmax_scale + tl.load(p_dq, mask=m_q, other=0.0).to(tl.float32)
+        tl.store(p_dq, b_dq.to(DQ.dtype.element_ty), mask=m_q)
+    else:
+        tl.store(p_dq + o_m[:, None].to(tl.int64) * stride_dqs + o_d[None, :],
+                 (b_dq * softmax_scale).to(DQ.dtype.element_ty), mask=m_q)
 
 
 _launch_preprocess = Launcher(_bwd_preprocess_kernel)
@@ -373,14 +387,22 @@ _launch_dq = Launcher(_bwd_dq_kernel)
 
 
 def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             out: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None, p,
-             config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Launch the backward for ``p`` (a ``params.KernelParams``); shapes as in ``attn_fwd``."""
-    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
-    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+             out: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None, p, config,
+             dq: torch.Tensor | None = None, dk: torch.Tensor | None = None, dv: torch.Tensor | None = None,
+             accumulate: bool = False) -> tuple:
+    """Launch the backward for ``p`` (a ``params.KernelParams``); shapes as in ``attn_fwd``.
+
+    With no buffers given, allocates and computes dq, dk and dv. Given buffers (q's / k's / v's
+    shape, unit last stride, any float dtype), computes only those gradients: dq, or dk with dv,
+    or all three; the other launch is skipped (its gradient comes back None). ``accumulate``:
+    add to what the buffers hold, in fp32, rounding once (the Triton dK/dV kernel then, never
+    the Gluon one)."""
+    if dq is None and dk is None:
+        dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+        dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+        dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     delta = torch.empty_like(lse)
-    q4, k4, v4, o4, do4, dq4, dk4, dv4 = p.as_4d(q, k, v, out, dout, dq, dk, dv)
+    q4, k4, v4, o4, do4, dq4, dk4, dv4 = p.as_4d(q, k, v, out, dout, dq, dk, dv)  # (buffers: dense only)
     nheads, nheads_k, head_dim, head_dim_v = q4.shape[2], k4.shape[2], q4.shape[3], v4.shape[3]
 
     # delta: per query row; packed varlen rows are one long sequence of a batch of one
@@ -407,25 +429,34 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     shapes = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d, BLOCK_DV=config.block_dv)
     num_n = cdiv(p.max_seqlen_k, config.block_n_kv)
     num_m = cdiv(p.max_seqlen_q, config.block_m_q)
-    if hopper.usable(q, k, v, p, config, dout=dout):  # dense 16-bit d=128 on Hopper: the Gluon dK/dV
+    if dk is not None and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate):  # dense 16-bit d=128, Hopper
         hopper.attn_dkdv(q, k, v, dout, lse, delta, dk, dv, p, config)
-    else:
+    elif dk is not None:
         _launch_dkdv(
             (num_n * p.batch * nheads_k,),
             (q4, k4, v4, do4, lse, delta, dk4, dv4, *sequences, *p.sparse_args(lse, transposed=True),
              p.sparse_order(lse, nheads, nheads // nheads_k, num_n, config.block_n_kv, transposed=True), *dropout,
              *input_strides, *p.strides(dk4), *p.strides(dv4), *row_strides,
              nheads, nheads_k, nheads // nheads_k, *scalars),
-            dict(BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv, **shapes, **features),
+            dict(BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv, **shapes, **features, ACCUMULATE=accumulate),
             config.num_warps_kv, config.num_stages_kv,
         )
-    _launch_dq(
-        (num_m * p.batch * nheads,),
-        (q4, k4, v4, do4, lse, delta, dq4, *sequences, *p.sparse_args(lse),
-         p.sparse_order(lse, nheads, 1, num_m, config.block_m_q), *dropout,
-         *input_strides, *p.strides(dq4), *row_strides,
-         nheads, nheads // nheads_k, *scalars),
-        dict(BLOCK_M=config.block_m_q, BLOCK_N=config.block_n_q, **shapes, **features),
-        config.num_warps_q, config.num_stages_q,
-    )
+    if dq is not None:
+        _launch_dq(
+            (num_m * p.batch * nheads,),
+            (q4, k4, v4, do4, lse, delta, dq4, *sequences, *p.sparse_args(lse),
+             p.sparse_order(lse, nheads, 1, num_m, config.block_m_q), *dropout,
+             *input_strides, *p.strides(dq4), *row_strides,
+             nheads, nheads // nheads_k, *scalars),
+            dict(BLOCK_M=config.block_m_q, BLOCK_N=config.block_n_q, **shapes, **features, ACCUMULATE=accumulate),
+            config.num_warps_q, config.num_stages_q,
+        )
     return dq, dk, dv
+
+
+def _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate: bool) -> bool:
+    """Whether the Gluon dK/dV kernel (``hopper.attn_dkdv``) computes this call: it writes
+    (never adds) contiguous buffers of k's and v's dtype."""
+    if accumulate or not (dk.is_contiguous() and dv.is_contiguous()):
+        return False
+    return dk.dtype == k.dtype and dv.dtype == v.dtype and hopper.usable(q, k, v, p, config, dout=dout)
