@@ -119,6 +119,9 @@ def main():
     if gluon and cfg.hopper_block_m:
         r = hopper.compile_sm90(cfg, a.head_dim, dt, causal=True)
         print("fwd (Gluon, Hopper)", cfg.hopper_block_m, cfg.hopper_block_n, cfg.hopper_warps, cfg.hopper_stages, r)
+    if gluon and cfg.hopper_ws_min_seqlen_k:
+        r = hopper.compile_sm90(cfg, a.head_dim, dt, causal=True, kind="fwd_ws")
+        print("fwd (Gluon, Hopper, warp-specialized)", 128, cfg.hopper_ws_block_n, 9, cfg.hopper_ws_stages, r)
     if gluon and cfg.hopper_dkdv_block_n:
         r = hopper.compile_sm90(cfg, a.head_dim, dt, causal=True, kind="dkdv")
         print("dkdv (Gluon, Hopper)", cfg.hopper_dkdv_block_m, cfg.hopper_dkdv_block_n, 4, cfg.hopper_dkdv_stages, r)

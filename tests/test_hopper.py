@@ -19,9 +19,16 @@ from conftest import HAS_CUDA
 hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 
 
-# the Gluon dK/dV kernel is off in the shipped table until its launch has run on a GPU
-# (configs.py); these tests turn it on
+# the Gluon dK/dV kernel ships on at d=128 and off at d=64 (configs.py); the tests choose
 DKDV_ON = json.dumps({"hopper_dkdv_block_n": 64})
+DKDV_OFF = json.dumps({"hopper_dkdv_block_n": 0})
+# which forward kernel: the one-warpgroup one, or the warp-specialized one (shipped from 2048
+# keys on at d=128) at every length
+FWD_KERNELS = {"fwd1wg": {"hopper_ws_min_seqlen_k": 0}, "fwdws": {"hopper_ws_min_seqlen_k": 1}}
+
+
+def overrides(*parts: dict) -> str:
+    return json.dumps({k: v for part in parts for k, v in part.items()})
 
 
 def cfg(d=128, dtype=torch.bfloat16, override=""):
@@ -57,7 +64,9 @@ def test_chosen_for_the_dense_cases_it_covers():
 def test_dkdv_chosen_when_turned_on():
     q, k, v = qkv()
     p, c = params(q, k, causal=True), cfg(override=DKDV_ON)
-    assert not hopper.usable(q, k, v, p, cfg(), device_ok=True, dout=torch.randn_like(q))  # the shipped table
+    assert hopper.usable(q, k, v, p, cfg(), device_ok=True, dout=torch.randn_like(q))  # the shipped table: d=128
+    q64, k64, v64 = qkv(d=64)
+    assert not hopper.usable(q64, k64, v64, params(q64, k64), cfg(64), device_ok=True, dout=torch.randn_like(q64))
     assert hopper.usable(q, k, v, p, c, device_ok=True, dout=torch.randn_like(q))
     assert hopper.usable(q, k, v, params(q, k), c, device_ok=True, dout=torch.randn_like(q))
     assert not hopper.usable(q, k, v, p, c, device_ok=True, dout=torch.randn_like(q).float())  # dout's dtype
@@ -68,7 +77,7 @@ def test_dkdv_chosen_when_turned_on():
     assert hopper.usable(q, k, v, p, off, device_ok=True)                            # the forward is not
 
 
-FEATURES_ON = json.dumps({"hopper_features": 1})
+FEATURES_ON = {"hopper_features": 1, "hopper_alibi": 1}   # ALiBi is off in the shipped table
 
 
 def varlen_params(q, k, cu_q, cu_k, max_q, max_k, causal=False, window=(-1, -1), softcap=0.0, alibi=None):
@@ -76,22 +85,26 @@ def varlen_params(q, k, cu_q, cu_k, max_q, max_k, causal=False, window=(-1, -1),
     return _params(q, k, q.shape[-1] ** -0.5, window[0], right, softcap, alibi, cu_q, cu_k, max_q, max_k, None)
 
 
-def test_features_only_when_turned_on():
-    """Varlen, softcap, ALiBi, left windows and causal rows with no key: the forward takes them
-    with ``hopper_features`` on (off in the shipped table until they have run on a GPU)."""
-    on, off = cfg(override=FEATURES_ON), cfg()
+def test_features_as_the_table_says():
+    """Varlen, softcap, left windows and causal rows with no key: the forward takes them in the
+    shipped table (``hopper_features``); ALiBi only with ``hopper_alibi`` (off: slower, v7)."""
+    shipped, on, off = cfg(), cfg(override=json.dumps(FEATURES_ON)), cfg(override=json.dumps({"hopper_features": 0}))
     q, k, v = qkv()
     cu = torch.tensor([0, 100, 300, 600], dtype=torch.int32)
     qp, kp, vp = (t.reshape(600, 4, 128) for t in (q, k, v))
     for p in (params(q, k, causal=True, window=(256, -1)), params(q, k, window=(256, -1)),
-              params(q, k, softcap=30.0), params(q, k, causal=True, alibi=torch.rand(2, 4)),
+              params(q, k, softcap=30.0), varlen_params(qp, kp, cu, cu, 300, 300, causal=True, softcap=5.0)):
+        args = (qp, kp, vp) if p.is_varlen else (q, k, v)
+        assert hopper.usable(*args, p, shipped, device_ok=True) and hopper.usable(*args, p, on, device_ok=True)
+        assert not hopper.usable(*args, p, off, device_ok=True)
+    for p in (params(q, k, causal=True, alibi=torch.rand(2, 4)),
               varlen_params(qp, kp, cu, cu, 300, 300, causal=True, softcap=5.0, alibi=torch.rand(4))):
         args = (qp, kp, vp) if p.is_varlen else (q, k, v)
-        assert hopper.usable(*args, p, on, device_ok=True)
-        assert not hopper.usable(*args, p, off, device_ok=True)
+        assert hopper.usable(*args, p, on, device_ok=True) and not hopper.usable(*args, p, shipped, device_ok=True)
     q2, k2, v2 = qkv(sq=301, sk=300)
-    assert hopper.usable(q2, k2, v2, params(q2, k2, causal=True), on, device_ok=True)  # rows with no key
-    # still refused with it on: a bounded right side other than causal, dropout, and the dK/dV kernel
+    assert hopper.usable(q2, k2, v2, params(q2, k2, causal=True), shipped, device_ok=True)  # rows with no key
+    assert not hopper.usable(q2, k2, v2, params(q2, k2, causal=True), off, device_ok=True)
+    # still refused: a bounded right side other than causal, dropout, and the dK/dV kernel
     assert not hopper.usable(q, k, v, params(q, k, window=(64, 64)), on, device_ok=True)
     assert not hopper.usable(q, k, v, params(q, k, dropout_p=0.1), on, device_ok=True)
     assert not hopper.usable(qp, kp, vp, varlen_params(qp, kp, cu, cu, 300, 300), cfg(override=json.dumps(
@@ -105,9 +118,7 @@ def test_refused_where_it_does_not_apply():
     for d in (32, 96, 256):
         assert not usable(*qkv(d=d)), d
     assert not usable(q, k, torch.randn(2, 300, 4, 64, dtype=q.dtype))               # dv != d
-    assert not usable(*qkv(sq=301, sk=300), causal=True)                              # rows with no key
-    assert not usable(q, k, v, window=(64, -1)) and not usable(q, k, v, window=(64, 64))
-    assert not usable(q, k, v, softcap=30.0) and not usable(q, k, v, dropout_p=0.1)
+    assert not usable(q, k, v, window=(64, 64)) and not usable(q, k, v, dropout_p=0.1)
     assert not usable(q, k, v, alibi=torch.rand(4))
     assert not usable(q, k[:, :0], v[:, :0])                                          # no keys
     heads_first = torch.randn(2, 4, 300, 128, dtype=q.dtype).transpose(1, 2)
@@ -151,16 +162,27 @@ def _check_descriptor(desc, t, rows):
     assert list(desc.strides) == [t.stride(-3), 1] and list(desc.block_shape) == [rows, d]
 
 
-def test_forward_launch_binds_every_argument_by_name(monkeypatch):
-    """The Gluon launch, checked without a GPU: each parameter gets the value meant for it (a
+@pytest.mark.parametrize("kernel", ["fwd1wg", "fwdws"])
+def test_forward_launch_binds_every_argument_by_name(monkeypatch, kernel):
+    """The Gluon launches, checked without a GPU: each parameter gets the value meant for it (a
     swapped scale or stride would run and be wrong on the GPU without an error)."""
-    seen = _record(monkeypatch, 0, "attn_fwd_hopper_kernel")
-    c = cfg()
+    ws = kernel == "fwdws"
+    seen = _record(monkeypatch, 2, "attn_fwd_ws_kernel") if ws else _record(monkeypatch, 0, "attn_fwd_hopper_kernel")
+    c = cfg(override=overrides(FWD_KERNELS[kernel]))
+    # the rows a program takes, those of its Q tile, its key tile, stages, launch options
+    if ws:
+        bm, q_rows, bn, stages = 128, 64, c.hopper_ws_block_n, c.hopper_ws_stages
+        options = dict(num_warps=4, maxnreg=hopper._kernel_modules()[2].MAXNREG)  # lets the consumers take 240
+    else:
+        bm, q_rows, bn, stages = c.hopper_block_m, c.hopper_block_m, c.hopper_block_n, c.hopper_stages
+        options = dict(num_warps=c.hopper_warps)
     q, k, v = qkv(b=2, sq=300, sk=500, h=4, hk=2)
     p = params(q, k, causal=True)
+    assert hopper.warp_specialized(p, c) == ws
     out, lse = hopper.attn_fwd(q, k, v, p, c)
-    assert seen["grid"] == ((300 + 63) // 64 * 2 * 4,)
-    for name, t, rows in (("q_desc", q, c.hopper_block_m), ("k_desc", k, c.hopper_block_n), ("v_desc", v, c.hopper_block_n)):
+    assert seen["grid"] == ((300 + bm - 1) // bm * 2 * 4,)
+    assert {name: seen.get(name) for name in options} == options
+    for name, t, rows in (("q_desc", q, q_rows), ("k_desc", k, bn), ("v_desc", v, bn)):
         _check_descriptor(seen[name], t, rows)
     assert seen["O"] is out and seen["LSE"] is lse and out.shape == q.shape and lse.shape == (2, 4, 300)
     assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
@@ -168,10 +190,9 @@ def test_forward_launch_binds_every_argument_by_name(monkeypatch):
     assert seen["window_left"] == p.window_left and seen["stride_os"] == out.stride(1) == 4 * 128
     assert (seen["CAUSAL"], seen["IS_VARLEN"], seen["HAS_WINDOW"], seen["MAY_BE_EMPTY"], seen["HAS_SOFTCAP"],
             seen["HAS_ALIBI"]) == (True, False, False, False, False, False)
-    assert (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"], seen["NUM_STAGES"], seen["num_warps"]) == (
-        c.hopper_block_m, c.hopper_block_n, 128, c.hopper_stages, c.hopper_warps)
+    assert (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"], seen["NUM_STAGES"]) == (bm, bn, 128, stages)
     # varlen with every feature: the packed layout's strides, cu_seqlens, slopes, lse (h, total)
-    on = cfg(override=FEATURES_ON)
+    on = cfg(override=overrides(FEATURES_ON, FWD_KERNELS[kernel]))
     cu = torch.tensor([0, 100, 300, 600], dtype=torch.int32)
     qp, kp, vp = (t.reshape(600, *t.shape[2:]) for t in qkv(b=2, sq=300, sk=300, h=4, hk=2))
     slopes = torch.rand(3, 4)
@@ -179,11 +200,12 @@ def test_forward_launch_binds_every_argument_by_name(monkeypatch):
     out, lse = hopper.attn_fwd(qp, kp, vp, p, on)
     assert seen["CU_Q"] is cu and seen["CU_K"] is cu and torch.equal(seen["SLOPES"], slopes)
     assert (seen["stride_sb"], seen["stride_sh"]) == (4, 1) and seen["stride_lh"] == 600 == lse.stride(0)
-    assert seen["stride_os"] == out.stride(0) and seen["window_left"] == 50 and seen["grid"] == (5 * 3 * 4,)
+    assert seen["stride_os"] == out.stride(0) and seen["window_left"] == 50
+    assert seen["grid"] == ((300 + bm - 1) // bm * 3 * 4,)
     assert (seen["IS_VARLEN"], seen["HAS_WINDOW"], seen["MAY_BE_EMPTY"], seen["HAS_SOFTCAP"], seen["HAS_ALIBI"]) == (
         True, True, True, True, True)
     assert (seen["qk_scale"], seen["softcap_scale"]) == (p.qk_scale, p.softcap_scale) and p.softcap_scale != 1.0
-    _check_descriptor(seen["q_desc"], qp, on.hopper_block_m)
+    _check_descriptor(seen["q_desc"], qp, q_rows)
 
 
 def test_dkdv_launch_binds_every_argument_by_name(monkeypatch):
@@ -209,8 +231,10 @@ from pyflashattn.configs import _config
 from pyflashattn.kernels import hopper
 cfg = {d: _config(d, d, torch.bfloat16, False, '{"hopper_dkdv_block_n": 64}') for d in (64, 128)}
 res = [dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, kind))
-       for d in (64, 128) for causal in (False, True) for kind in ("fwd", "dkdv") if kind == "fwd" or d == 128]
-res += [dict(kind="fwd", d=128, causal=True, **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, True, **f))
+       for d in (64, 128) for causal in (False, True) for kind in ("fwd", "fwd_ws", "dkdv")
+       if kind == "fwd" or d == 128]
+res += [dict(kind=kind, d=128, causal=True, features=True,
+             **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, True, kind, **f)) for kind in ("fwd", "fwd_ws")
         for f in (dict(varlen=True), dict(window=True), dict(softcap=True, alibi=True, varlen=True, window=True))]
 print(json.dumps(res))
 """
@@ -226,12 +250,15 @@ def test_compiles_for_sm90_without_spills():
     run = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(results) == 9, results   # forward at d 64 and 128, dK/dV at 128, causal or not; features
+    assert len(results) == 14, results  # both forwards (d 64 and 128 / 128), dK/dV at 128, causal or not; features
     for res in results:
-        # the dK/dV kernel holds two 64 x 128 fp32 accumulators, two score tiles and the operands of
-        # the dots in flight: 8-48 B of stack at d=128, and it still beat the Triton kernel
-        # (152 B) by 2-12 % (docs/performance.md, v6); more than that would be a regression
-        assert res["local"] == 0 and res["stack"] <= (64 if res["kind"] == "dkdv" else 0), res
+        # a little stack, no spills: the dK/dV kernel holds two 64 x 128 fp32 accumulators, two
+        # score tiles and the operands of the dots in flight (8-48 B at d=128, and it beat the
+        # Triton kernel's 152 B by 6-13 %); the warp-specialized forward 0-56 B under the
+        # consumers' 240 registers (48 B when it measured +23 % at causal 16k), its feature
+        # variants up to 176 B (a window); more would be a regression (docs/performance.md, v7)
+        limit = 192 if res.get("features") and res["kind"] == "fwd_ws" else 64 if res["kind"] != "fwd" else 0
+        assert res["local"] == 0 and res["stack"] <= limit, res
         assert res["shared"] <= 227 * 1024, res
         assert res["reg"] <= 255, res
 
@@ -242,14 +269,17 @@ def test_compiles_for_sm90_without_spills():
                                    (1, 1023, 4097, 8, 2, 128), (1, 77, 300, 4, 1, 128), (3, 640, 640, 2, 2, 128)],
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("dkdv", ["triton", "gluon"])
-def test_gpu_against_float64(shape, causal, dtype, dkdv, monkeypatch):
+@pytest.mark.parametrize("kernels", ["fwd1wg-dkdvtriton", "fwd1wg-dkdvgluon", "fwdws-dkdvgluon"])
+def test_gpu_against_float64(shape, causal, dtype, kernels, monkeypatch):
     import pyflashattn as pfa
     b, sq, sk, h, hk, d = shape
-    override = DKDV_ON if dkdv == "gluon" else ""
+    fwd, dkdv = kernels.split("-")
+    dkdv = dkdv.removeprefix("dkdv")
+    override = overrides(json.loads(DKDV_ON if dkdv == "gluon" else DKDV_OFF), FWD_KERNELS[fwd])
     monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
     assert hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype, override))
+    assert hopper.warp_specialized(params(q, k, causal=causal), cfg(d, dtype, override)) == (fwd == "fwdws")
     # which dK/dV kernel the gradients below come from
     assert hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype, override),
                          dout=torch.randn_like(q)) == (dkdv == "gluon")
@@ -299,13 +329,15 @@ def test_gpu_more_heads_than_a_grid_axis_holds():
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("mods", [{}, {"softcap": 4.0}, {"alibi": True}], ids=["plain", "softcap", "alibi"])
-def test_gpu_varlen_against_float64(d, causal, mods, monkeypatch):
+@pytest.mark.parametrize("fwd", list(FWD_KERNELS))
+def test_gpu_varlen_against_float64(d, causal, mods, fwd, monkeypatch):
     """The forward's varlen path (with ``hopper_features`` on): empty sequences on either side,
     a sequence longer than a block, GQA, softcap or ALiBi (per (batch, head)); gradients
     through the Triton backward."""
     import pyflashattn as pfa
     from pyflashattn.reference import varlen_attention_ref
-    monkeypatch.setenv("PYFLASHATTN_CONFIG", FEATURES_ON)
+    override = overrides(FEATURES_ON, FWD_KERNELS[fwd])
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     lq, lk = [5, 0, 300, 33, 1, 129], [9, 4, 300, 20, 0, 700]
     cu_q, cu_k = (torch.tensor([0] + n, device="cuda").cumsum(0).to(torch.int32) for n in (lq, lk))
     q = torch.randn(sum(lq), 4, d, dtype=torch.bfloat16, device="cuda", requires_grad=True)
@@ -314,7 +346,7 @@ def test_gpu_varlen_against_float64(d, causal, mods, monkeypatch):
               alibi_slopes=torch.rand(len(lq), 4, device="cuda") if mods.get("alibi") else None)
     p = varlen_params(q, k, cu_q, cu_k, max(lq), max(lk), causal=causal, softcap=kw["softcap"],
                       alibi=kw["alibi_slopes"])
-    assert hopper.usable(q, k, v, p, cfg(d, override=FEATURES_ON))
+    assert hopper.usable(q, k, v, p, cfg(d, override=override))
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lq), max(lk), causal=causal,
@@ -328,15 +360,17 @@ def test_gpu_varlen_against_float64(d, causal, mods, monkeypatch):
 @pytest.mark.parametrize("window", [(100, 0), (256, -1), (1, 0), (5000, 0)], ids=str)
 @pytest.mark.parametrize("shape", [(2, 1000, 1000, 4, 2, 128), (1, 77, 4097, 4, 4, 64), (1, 300, 77, 2, 2, 128)],
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
-def test_gpu_window_and_empty_rows_against_float64(shape, window, monkeypatch):
+@pytest.mark.parametrize("fwd", list(FWD_KERNELS))
+def test_gpu_window_and_empty_rows_against_float64(shape, window, fwd, monkeypatch):
     """Left windows (with causal or an unbounded right side), and causal with more queries than
     keys (rows that see no key: out 0, lse +inf) through the forward's feature path."""
     import pyflashattn as pfa
-    monkeypatch.setenv("PYFLASHATTN_CONFIG", FEATURES_ON)
+    override = overrides(FEATURES_ON, FWD_KERNELS[fwd])
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     b, sq, sk, h, hk, d = shape
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, torch.bfloat16, "cuda"))
     causal = window[1] == 0
-    assert hopper.usable(q, k, v, params(q, k, causal=causal, window=window), cfg(d, override=FEATURES_ON))
+    assert hopper.usable(q, k, v, params(q, k, causal=causal, window=window), cfg(d, override=override))
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, window_size=window, return_attn_probs=True)
@@ -347,14 +381,16 @@ def test_gpu_window_and_empty_rows_against_float64(shape, window, monkeypatch):
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("d", [64, 128])
-def test_gpu_softcap_alibi_window_against_float64(d, causal, monkeypatch):
+@pytest.mark.parametrize("fwd", list(FWD_KERNELS))
+def test_gpu_softcap_alibi_window_against_float64(d, causal, fwd, monkeypatch):
     """Softcap, ALiBi (per head) and a left window together on the forward's feature path."""
     import pyflashattn as pfa
-    monkeypatch.setenv("PYFLASHATTN_CONFIG", FEATURES_ON)
+    override = overrides(FEATURES_ON, FWD_KERNELS[fwd])
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     q, k, v = (t.requires_grad_() for t in qkv(2, 777, 1000, 4, 2, d, torch.bfloat16, "cuda"))
     kw = dict(softcap=8.0, alibi_slopes=torch.rand(4, device="cuda"), window_size=(300, 0 if causal else -1))
     assert hopper.usable(q, k, v, params(q, k, causal=causal, window=kw["window_size"], softcap=8.0,
-                                         alibi=kw["alibi_slopes"]), cfg(d, override=FEATURES_ON))
+                                         alibi=kw["alibi_slopes"]), cfg(d, override=override))
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True, **kw)

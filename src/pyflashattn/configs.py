@@ -42,21 +42,25 @@ class KernelConfig:
     # and ran 8-14 % faster than 128 x 128 at two (docs/performance.md, v5)
     num_stages_sparse: int = 3
     block_n_sparse: int = 64
-    # the Gluon kernels on Hopper (kernels/hopper.py) for the dense cases they cover; 0: off.
-    # One warpgroup per program, so two programs share an SM and overlap each other as well
-    # (docs/performance.md, v6 sweeps). Forward: 64 query rows per program
+    # the Gluon kernels on Hopper (kernels/hopper.py) for the cases they cover; 0: off.
+    # Forward, one warpgroup per program (two programs share an SM; v6 sweeps)
     hopper_block_m: int = 0
     hopper_block_n: int = 64
     hopper_warps: int = 4
     hopper_stages: int = 3
-    # the forward's varlen, softcap, ALiBi, left-window and empty-row cases (the same kernel,
-    # constexpr flags): off until they have run on a GPU (written after the sixth session's
-    # device time ran out; tests/test_hopper.py runs them on the H200)
-    hopper_features: int = 0
-    # dK/dV: 64 keys per program, 64 queries per step. Off everywhere for now: the kernel ran
-    # right and 2-12 % faster than the Triton one at d=128 in its experiment (slower at d=64),
-    # but its launch from the library has not run on a GPU yet (docs/performance.md, v6); turn
-    # it on with PYFLASHATTN_CONFIG='{"hopper_dkdv_block_n": 64}'
+    # Forward, warp-specialized (two consumer warpgroups of 64 rows and a producer warp), from
+    # this many keys on; 0: never. +5 to +18 % over the one-warpgroup kernel at d=128 from 4k
+    # keys, slower at 1k and at d=64 (docs/performance.md, v7)
+    hopper_ws_min_seqlen_k: int = 0
+    hopper_ws_block_n: int = 128
+    hopper_ws_stages: int = 2
+    # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
+    # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
+    # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward
+    hopper_features: int = 1
+    hopper_alibi: int = 0
+    # dK/dV: 64 keys per program, 64 queries per step; on at d=128 (+6 to +13 % forward+backward
+    # over the Triton dK/dV, v7), off at d=64 (7 % slower in its experiment, v6)
     hopper_dkdv_block_n: int = 0
     hopper_dkdv_block_m: int = 64
     hopper_dkdv_stages: int = 2
@@ -69,7 +73,8 @@ _TABLE_16BIT: dict[int, dict] = {
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
-              hopper_block_m=64, hopper_block_n=64, hopper_stages=3,
+              hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=2048,
+              hopper_dkdv_block_n=64,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage

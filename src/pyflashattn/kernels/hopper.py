@@ -1,5 +1,5 @@
-"""The Gluon kernels on Hopper (``hopper_fwd_kernel``, ``hopper_bwd_kernel``): when they apply,
-and their launchers.
+"""The Gluon kernels on Hopper (``hopper_fwd_kernel``, ``hopper_fwd_ws_kernel``,
+``hopper_bwd_kernel``): when they apply, and their launchers.
 
 ``usable`` is pure Python on shapes, strides and options (tested on the CPU); the kernel modules
 are imported on first use, and a Triton without their Gluon API (or any import failure) leaves
@@ -20,13 +20,14 @@ _INT32_ROWS = 2 ** 31  # TMA coordinates are int32: batch * seqlen rows must fit
 
 @functools.cache
 def _kernel_modules():
-    """The Gluon kernel modules ``(forward, dK/dV)``, or None where this Triton cannot build them."""
+    """The Gluon kernel modules ``(forward, dK/dV, warp-specialized forward)``, or None where
+    this Triton cannot build them."""
     try:
-        from . import hopper_bwd_kernel, hopper_fwd_kernel
+        from . import hopper_bwd_kernel, hopper_fwd_kernel, hopper_fwd_ws_kernel
         from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: F401
     except Exception:  # noqa: BLE001 - any Triton without this Gluon API falls back
         return None
-    return hopper_fwd_kernel, hopper_bwd_kernel
+    return hopper_fwd_kernel, hopper_bwd_kernel, hopper_fwd_ws_kernel
 
 
 @functools.cache
@@ -64,6 +65,8 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     features = dout is None and config.hopper_features
     if (p.is_varlen or p.has_softcap or p.has_alibi) and not features:
         return False
+    if p.has_alibi and not config.hopper_alibi:
+        return False
     d = q.shape[-1]
     sq, sk = p.max_seqlen_q, p.max_seqlen_k
     # rows of the 2-D views; TMA coordinates are int32
@@ -98,26 +101,40 @@ def _descriptor(t: torch.Tensor, rows: int):
     return TensorDescriptor(t, [n, h * d], [t.stride(-3), 1], [rows, d], _smem_layout(rows, d, t.dtype))
 
 
+def warp_specialized(p, config: KernelConfig) -> bool:
+    """Whether the forward runs the warp-specialized kernel (long key sequences) rather than the
+    one-warpgroup one."""
+    return bool(config.hopper_ws_min_seqlen_k) and p.max_seqlen_k >= config.hopper_ws_min_seqlen_k
+
+
 def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelConfig):
     """q ``(b, sq, h, d)``, k/v ``(b, sk, hk, d)`` -> out ``(b, sq, h, d)``, lse ``(b, h, sq)``; varlen:
     q ``(total_q, h, d)``, k/v ``(total_k, hk, d)`` -> out ``(total_q, h, d)``, lse ``(h, total_q)``
     (``usable`` holds)."""
-    kernel = _kernel_modules()[0].attn_fwd_hopper_kernel
+    fwd_mod, _, ws_mod = _kernel_modules()
     h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
     sq, sk = p.max_seqlen_q, p.max_seqlen_k
-    bm, bn = config.hopper_block_m, config.hopper_block_n
+    if warp_specialized(p, config):
+        # 128 query rows per program, read as one 64-row Q tile per consumer warpgroup
+        kernel, bm, q_rows, bn, stages = ws_mod.attn_fwd_ws_kernel, 128, 64, config.hopper_ws_block_n, \
+            config.hopper_ws_stages
+        options = dict(num_warps=4, maxnreg=ws_mod.MAXNREG)
+    else:
+        kernel, bm, bn, stages = fwd_mod.attn_fwd_hopper_kernel, config.hopper_block_m, config.hopper_block_n, \
+            config.hopper_stages
+        q_rows, options = bm, dict(num_warps=config.hopper_warps)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = p.new_lse(q)
     causal = p.window_right < sq
     window = p.window_left < sk
     may_be_empty = p.is_varlen or window or (causal and sq > sk)
     grid = ((sq + bm - 1) // bm * p.batch * h,)
-    kernel[grid](_descriptor(q, bm), _descriptor(k, bn), _descriptor(v, bn), out, lse, p.cu_q(lse), p.cu_k(lse),
+    kernel[grid](_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), out, lse, p.cu_q(lse), p.cu_k(lse),
                  p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale, p.alibi_log2,
                  out.stride(-3), lse.stride(-2), *p.slope_strides(),
                  CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
                  HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
-                 NUM_STAGES=config.hopper_stages, num_warps=config.hopper_warps)
+                 NUM_STAGES=stages, **options)
     return out, lse
 
 
@@ -139,23 +156,29 @@ def attn_dkdv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
                  dump: bool = False, varlen: bool = False, window: bool = False, softcap: bool = False,
                  alibi: bool = False) -> dict:
-    """Build the forward (``kind="fwd"``, optionally its feature variants) or dK/dV
-    (``"dkdv"``) kernel for sm_90 here, no GPU needed (Triton's bundled ptxas): its shared memory,
-    registers and spills (``kernels.aot.resource_usage``); with ``dump``, its TTGIR and PTX too."""
+    """Build the forward (``kind="fwd"``; ``"fwd_ws"`` the warp-specialized one; optionally their
+    feature variants) or dK/dV (``"dkdv"``) kernel for sm_90 here, no GPU needed (Triton's
+    bundled ptxas): its shared memory, registers and spills (``kernels.aot.resource_usage``); with ``dump``, its TTGIR and PTX too."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
     from .aot import resource_usage
-    fwd_mod, bwd_mod = _kernel_modules()
+    fwd_mod, bwd_mod, ws_mod = _kernel_modules()
     t = torch.empty(2, 256, 4, head_dim, dtype=dtype)
     ptr = "*bf16" if dtype == torch.bfloat16 else "*fp16"
-    if kind == "fwd":
+    options = {}
+    if kind == "fwd_ws":
+        kernel, bm, q_rows, bn, warps = ws_mod.attn_fwd_ws_kernel, 128, 64, config.hopper_ws_block_n, 4
+        stages, options = config.hopper_ws_stages, dict(maxnreg=ws_mod.MAXNREG)
+    elif kind == "fwd":
         kernel, bm, bn, warps = fwd_mod.attn_fwd_hopper_kernel, config.hopper_block_m, config.hopper_block_n, \
             config.hopper_warps
-        descs = dict(q_desc=_descriptor(t, bm), k_desc=_descriptor(t, bn), v_desc=_descriptor(t, bn))
-        stages, floats = config.hopper_stages, {"qk_scale", "softcap_scale", "alibi_log2"}
+        q_rows, stages = bm, config.hopper_stages
+    if kind in ("fwd", "fwd_ws"):
+        descs = dict(q_desc=_descriptor(t, q_rows), k_desc=_descriptor(t, bn), v_desc=_descriptor(t, bn))
+        floats = {"qk_scale", "softcap_scale", "alibi_log2"}
         ptrs = {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32", "SLOPES": "*fp32"}
         flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window, HAS_SOFTCAP=softcap,
                      HAS_ALIBI=alibi)
@@ -172,7 +195,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
     sig = {n: (mangle_type(descs[n]) if n in descs else "constexpr" if n in consts else ptrs[n] if n in ptrs
                else "fp32" if n in floats else "i32") for n in names}
     src = GluonASTSource(kernel, sig, constexprs={(names.index(n),): v for n, v in consts.items()})
-    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, **options))
     res = dict(shared=ck.metadata.shared, **resource_usage(ck.asm["cubin"]))
     if dump:
         res.update(ttgir=ck.asm["ttgir"], ptx=ck.asm["ptx"])

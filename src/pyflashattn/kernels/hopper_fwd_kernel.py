@@ -1,4 +1,6 @@
-"""The Hopper forward kernel, in Gluon (Triton's explicit dialect: wgmma, TMA and mbarriers by hand).
+"""The Hopper forward kernel, in Gluon (Triton's explicit dialect: wgmma, TMA and mbarriers by hand):
+one warpgroup per program. Its warp-specialized sibling (``hopper_fwd_ws_kernel``) takes the
+long sequences at head dim 128 and shares ``_softmax_step``.
 
 Imported only by ``hopper`` on an sm_90 GPU whose Triton has this Gluon API (3.6); the
 plain-Triton forward (``fwd.py``) covers everything else. Why it exists and what it measured:

@@ -1,0 +1,245 @@
+"""The Hopper forward kernel with warp specialization, in Gluon: the one for long sequences at
+head dim 128 (``hopper.attn_fwd`` picks it from ``hopper_ws_min_seqlen_k``; the one-warpgroup
+kernel in ``hopper_fwd_kernel`` runs the rest). Same arguments, flags and results as that
+kernel, whose softmax step it shares; measured in docs/performance.md, "v7".
+
+What the Triton forward cannot do (its PTX: ``wgmma.wait_group 0`` after each dot) is run the
+softmax while a matmul is on the tensor cores. This kernel does, as FlashAttention-3 does, in two
+ways at once:
+
+- warp specialization: a producer warp issues every TMA load (Q once, then K and V into rings of
+  ``NUM_STAGES`` shared-memory slots), and two consumer warpgroups of 64 query rows each compute.
+  Each consumer releases a slot on its own (an "empty" mbarrier with one arrival per consumer),
+  so the two drift apart and one's softmax runs while the other's matmuls do. ``setmaxnreg``
+  moves registers from the producer (24) to the consumers (240), which is what lets 128-key
+  tiles (wgmma 64 x 128 x 16: half the shared-memory traffic per FLOP of 64-key ones) fit.
+- intra-warpgroup overlap: consumer step t issues S(t) = Q K(t)^T and then P(t-1) V(t-1), both
+  asynchronous, waits for S(t) only, and computes the softmax of S(t) while P(t-1) V(t-1) runs.
+  Live registers per step: one score tile, one probability tile, the output.
+
+    partition    warps  registers  does
+    consumer 0   4      240        query rows [m0, m0 + 64)
+    consumer 1   4      240        query rows [m0 + 64, m0 + 128)
+    producer     1      24         Q of both, then K(t), V(t)
+
+The one-warpgroup kernel wins below ~2k keys (a program's prologue, one CTA per SM where
+that kernel fits two) and at head dim 64 (v7 table).
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                              warpgroup_mma_wait)
+
+from .hopper_fwd_kernel import LN2, _softmax_step
+
+ROWS: gl.constexpr = gl.constexpr(64)   # query rows per consumer warpgroup
+# registers per thread at launch: 12 warps (two consumer warpgroups, the producer warp rounded
+# up to a warpgroup) x 168 fits the 64K register file; setmaxnreg then gives 240 to each consumer
+MAXNREG = 168
+
+
+@gluon.jit
+def _producer(args, WG: gl.constexpr):
+    """One warp: Q of both consumers, then K(t) and V(t) into their rings. A slot is refilled
+    once both consumers have arrived on its "empty" barrier (each releases it on its own)."""
+    (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
+     row0_q, row_k, m0, q_col, kv_col, n_steps, j_lo, n_full0, n_full1, full_lo0, full_lo1,
+     seqlen_q, seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, slope2,
+     O, LSE, lse_base, stride_os) = args
+    NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
+    BLOCK_N: gl.constexpr = k_smem.type.shape[1]
+    for wg in gl.static_range(2):
+        mbarrier.expect(q_bar.index(wg), q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [row0_q + m0 + wg * ROWS, q_col], q_bar.index(wg), q_smem.index(wg))
+    for t in range(n_steps):
+        slot = t % NUM_STAGES
+        phase = (t // NUM_STAGES) & 1
+        # a fresh barrier counts as if its phase 1 had completed: the first round does not wait
+        mbarrier.wait(k_empty.index(slot), phase ^ 1)
+        mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [row_k + t * BLOCK_N, kv_col], k_ready.index(slot), k_smem.index(slot))
+        mbarrier.wait(v_empty.index(slot), phase ^ 1)
+        mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(v_desc, [row_k + t * BLOCK_N, kv_col], v_ready.index(slot), v_smem.index(slot))
+
+
+@gluon.jit
+def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr,
+              HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+    """One warpgroup, 64 query rows: S(t) = Q K(t)^T and P(t-1) V(t-1) issued together, the
+    softmax of S(t) while P(t-1) V(t-1) runs; then the epilogue (out, lse) of its rows."""
+    (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
+     row0_q, row_k, m0, q_col, kv_col, n_steps, j_lo, n_full0, n_full1, full_lo0, full_lo1,
+     seqlen_q, seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, slope2,
+     O, LSE, lse_base, stride_os) = args
+    dtype: gl.constexpr = q_desc.dtype
+    NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
+    BLOCK_N: gl.constexpr = k_smem.type.shape[1]
+    HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    q_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
+    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    if WG == 0:
+        n_full = n_full0
+        full_lo = full_lo0
+    else:
+        n_full = n_full1
+        full_lo = full_lo1
+    start = m0 + WG * ROWS
+
+    mbarrier.wait(q_bar.index(WG), 0)
+    q = q_smem.index(WG).load(q_op)               # Q stays in registers: S = Q K^T reads only K from shared
+    offs_m = start + gl.arange(0, ROWS, layout=rows_s)
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=rows_s)
+    l_i = gl.zeros([ROWS], gl.float32, layout=rows_s)
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+    s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
+
+    # step 0 on its own: its P starts the pipeline
+    mbarrier.wait(k_ready.index(0), 0)
+    s = warpgroup_mma(q, k_smem.index(0).permute((1, 0)), s, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s,))
+    mbarrier.arrive(k_empty.index(0), count=1)
+    p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift,
+                                       window_left, qk_scale, softcap_scale, slope2, CAUSAL, HAS_WINDOW,
+                                       MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
+    p_prev = gl.convert_layout(p.to(dtype), p_op)
+    for t in range(1, n_steps):
+        k_slot = t % NUM_STAGES
+        mbarrier.wait(k_ready.index(k_slot), (t // NUM_STAGES) & 1)
+        s = warpgroup_mma(q, k_smem.index(k_slot).permute((1, 0)), s, use_acc=False, is_async=True)
+        v_slot = (t - 1) % NUM_STAGES
+        mbarrier.wait(v_ready.index(v_slot), ((t - 1) // NUM_STAGES) & 1)
+        acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
+        s = warpgroup_mma_wait(1, deps=(s,))      # groups retire in order: S(t) is done, P V may run on
+        mbarrier.arrive(k_empty.index(k_slot), count=1)       # this warpgroup is done with K(t)
+        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
+                                           causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
+                                           HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
+        acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
+        mbarrier.arrive(v_empty.index(v_slot), count=1)       # and with V(t-1)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
+        p_prev = gl.convert_layout(p.to(dtype), p_op)
+    last = n_steps - 1
+    v_slot = last % NUM_STAGES
+    mbarrier.wait(v_ready.index(v_slot), (last // NUM_STAGES) & 1)
+    acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
+    acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
+
+    if MAY_BE_EMPTY:  # a row that saw no key: out = 0, lse = +inf (flash-attn's convention)
+        empty = l_i == 0.0
+        l_i = gl.where(empty, 1.0, l_i)
+    o = acc / gl.expand_dims(gl.convert_layout(l_i, rows_o), 1)
+    rows = start + gl.arange(0, ROWS, layout=rows_o)
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    p_o = O + gl.expand_dims((row0_q + rows).to(gl.int64) * stride_os, 1) + q_col + gl.expand_dims(cols, 0)
+    gl.store(p_o, o.to(dtype), mask=gl.expand_dims(rows < seqlen_q, 1))
+    lse = (m_i + gl.log2(l_i)) * LN2
+    if MAY_BE_EMPTY:
+        lse = gl.where(empty, float("inf"), lse)
+    gl.store(LSE + lse_base + offs_m, lse, mask=offs_m < seqlen_q)
+
+
+@gluon.jit
+def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads, group,
+                           window_left, qk_scale, softcap_scale, alibi_log2, stride_os, stride_lh, stride_sb, stride_sh,
+                           CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
+                           MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                           BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                           HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+    """One program per (128 query rows, batch x head): two consumer warpgroups of 64 rows and a
+    producer warp (launch with ``maxnreg=MAXNREG``). Dense: q ``(b, s, h, d)`` seen as the 2-D
+    ``(b * s, h * d)``; ``IS_VARLEN``: packed ``(total, h, d)`` seen as ``(total, h * d)``, each
+    sequence's rows from ``CU_Q``/``CU_K`` (``seqlen_q``/``seqlen_k`` are then the maxima).
+    ``HAS_WINDOW``: keys below ``i + shift - window_left`` are masked and their blocks skipped.
+    ``HAS_SOFTCAP``, ``HAS_ALIBI``: as the Triton forward (ALiBi slopes per head or per
+    (batch, head) through ``stride_sb``/``stride_sh``)."""
+    gl.static_assert(BLOCK_M == 2 * ROWS)     # two consumer warpgroups
+    gl.static_assert(num_warps == 4)          # the default partition is consumer 0
+    gl.static_assert(NUM_STAGES >= 2)
+    dtype: gl.constexpr = q_desc.dtype
+    # one grid axis (the second is capped at 65535): every head's last query block first, the
+    # longest rows under causal
+    num_m = gl.cdiv(seqlen_q, BLOCK_M)
+    n_bh = gl.num_programs(0) // num_m
+    start_m = num_m - 1 - gl.program_id(0) // n_bh
+    bh = gl.program_id(0) % n_bh
+    b = bh // nheads
+    h = bh % nheads
+    if IS_VARLEN:
+        row0_q = gl.load(CU_Q + b)
+        seqlen_q = gl.load(CU_Q + b + 1) - row0_q
+        row0_k = gl.load(CU_K + b)
+        seqlen_k = gl.load(CU_K + b + 1) - row0_k
+        lse_base = h.to(gl.int64) * stride_lh + row0_q   # lse (h, total_q)
+    else:
+        row0_q = b * seqlen_q                        # (b, s, h, d) seen as (b * s, h * d)
+        row0_k = b * seqlen_k
+        lse_base = bh.to(gl.int64) * seqlen_q         # lse (b, h, s)
+    m0 = start_m * BLOCK_M
+    if IS_VARLEN:
+        if m0 >= seqlen_q:  # a shorter sequence than the longest: nothing here
+            return
+    causal_shift = seqlen_k - seqlen_q           # bottom-right aligned: row i sees keys <= i + shift
+    if HAS_ALIBI:
+        slope2 = gl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
+    else:
+        slope2 = 0.0
+
+    # key blocks [j_lo, n_blocks) for the program; each consumer masks its own rows' blocks from
+    # n_full on (the sequence end; its diagonal under causal) and, with a window, below full_lo
+    if CAUSAL:
+        hi = gl.minimum(m0 + BLOCK_M + causal_shift, seqlen_k)
+        n_full0 = gl.minimum(m0 + causal_shift + 1, seqlen_k) // BLOCK_N
+        n_full1 = gl.minimum(m0 + ROWS + causal_shift + 1, seqlen_k) // BLOCK_N
+    else:
+        hi = seqlen_k
+        n_full0 = seqlen_k // BLOCK_N
+        n_full1 = n_full0
+    n_blocks = gl.cdiv(hi, BLOCK_N)
+    if HAS_WINDOW:
+        j_lo = gl.maximum(m0 + causal_shift - window_left, 0) // BLOCK_N
+        full_lo0 = gl.cdiv(gl.maximum(m0 + ROWS - 1 + causal_shift - window_left, 0), BLOCK_N)
+        full_lo1 = gl.cdiv(gl.maximum(m0 + BLOCK_M - 1 + causal_shift - window_left, 0), BLOCK_N)
+    else:
+        j_lo = 0
+        full_lo0 = 0
+        full_lo1 = 0
+    if MAY_BE_EMPTY:
+        # no visible key at all (an empty sequence, or rows above a causal diagonal that starts
+        # past the keys): run one fully masked block, so that l stays 0 and the epilogue writes
+        # out = 0 and lse = +inf, and no barrier is waited on that nothing will arrive at
+        n_blocks = gl.maximum(n_blocks, j_lo + 1)
+    n_steps = n_blocks - j_lo                    # the rings count steps from 0: step t holds block j_lo + t
+
+    q_smem = gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], q_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(q_bar.index(i), count=1)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)   # one arrival per consumer warpgroup
+        mbarrier.init(v_empty.index(i), count=2)
+    fence_async_shared()
+
+    args = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
+            row0_q, row0_k + j_lo * BLOCK_N, m0, h * HEAD_DIM, (h // group) * HEAD_DIM, n_steps, j_lo,
+            n_full0, n_full1, full_lo0, full_lo1, seqlen_q, seqlen_k, causal_shift, window_left, qk_scale,
+            softcap_scale, slope2, O, LSE, lse_base, stride_os)
+    # registers: 240 for each consumer, 24 for the producer (setmaxnreg moves them at run time)
+    gl.warp_specialize([(_consumer, (args, 0, CAUSAL, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI)),
+                        (_consumer, (args, 1, CAUSAL, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI)),
+                        (_producer, (args, 0))], [4, 1], [240, 24])
