@@ -22,8 +22,7 @@ hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 # the Gluon dK/dV kernel ships on at d=128 and off at d=64 (configs.py); the tests choose
 DKDV_ON = json.dumps({"hopper_dkdv_block_n": 64})
 DKDV_OFF = json.dumps({"hopper_dkdv_block_n": 0})
-# which forward kernel: the one-warpgroup one, or the warp-specialized one (shipped from 2048
-# keys on at d=128) at every length
+# which forward kernel: the one-warpgroup one, or the warp-specialized one (the shipped one)
 FWD_KERNELS = {"fwd1wg": {"hopper_ws_min_seqlen_k": 0}, "fwdws": {"hopper_ws_min_seqlen_k": 1}}
 
 

@@ -49,8 +49,10 @@ class KernelConfig:
     hopper_warps: int = 4
     hopper_stages: int = 3
     # Forward, warp-specialized (two consumer warpgroups of 64 rows and a producer warp), from
-    # this many keys on; 0: never. +5 to +18 % over the one-warpgroup kernel at d=128 from 4k
-    # keys, slower at 1k and at d=64 (docs/performance.md, v7)
+    # this many keys on; 0: never. Shipped for every length at d 64 and 128: 5-39 % faster than
+    # the one-warpgroup kernel on the same H200 at 4k and 16k, and ahead at 1k too, where the
+    # cross-run numbers are noisy (docs/performance.md, v7); the one-warpgroup kernel stays
+    # selectable (hopper_ws_min_seqlen_k = 0) and tested
     hopper_ws_min_seqlen_k: int = 0
     hopper_ws_block_n: int = 128
     hopper_ws_stages: int = 2
@@ -71,9 +73,9 @@ _TABLE_16BIT: dict[int, dict] = {
     16: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
     32: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
-             hopper_block_m=64, hopper_block_n=128, hopper_stages=2),
+             hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
-              hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=2048,
+              hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=1,
               hopper_dkdv_block_n=64,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),

@@ -1,6 +1,7 @@
 """The Hopper forward kernel, in Gluon (Triton's explicit dialect: wgmma, TMA and mbarriers by hand):
-one warpgroup per program. Its warp-specialized sibling (``hopper_fwd_ws_kernel``) takes the
-long sequences at head dim 128 and shares ``_softmax_step``.
+one warpgroup per program. Its warp-specialized sibling (``hopper_fwd_ws_kernel``), faster on
+the H200 and the one the table ships, shares ``_softmax_step``; this one stays selectable
+(``hopper_ws_min_seqlen_k = 0``).
 
 Imported only by ``hopper`` on an sm_90 GPU whose Triton has this Gluon API (3.6); the
 plain-Triton forward (``fwd.py``) covers everything else. Why it exists and what it measured:
