@@ -13,6 +13,11 @@ partial gradients (``pyflashattn::bwd`` with the global lse) are exact and simpl
 k/v go around the ring once more, each rank adds its queries' contribution to dk/dv of the
 block it holds, and the dk/dv accumulators (fp32) travel with the blocks until they are home.
 
+``low_memory=True`` (a group of two) trades that for memory: transfers in chunks, the peer's
+k/v received into the dk/dv output buffers, gradients accumulated into the outputs by the op
+(``ops.attn_bwd_into``), so a rank holds about what one device holds for the whole sequence
+(see "The low-memory schedule" below).
+
 Which (query, key) pairs a block computes is decided from global token positions only
 (``plan_blocks``): a key block wholly in the future of the queries is skipped, a wholly visible
 one runs unmasked (window ``(-1, -1)``), and only blocks the mask boundary crosses get a window,
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import torch
@@ -251,9 +256,17 @@ class RingComm:
         """Start sending ``tensors``; return the receive buffers and the requests to ``wait``.
         Tags (used by gloo, ignored by NCCL, which matches by order) tell k/v from dk/dv."""
         recv = [torch.empty_like(t) for t in tensors]
-        p2p = [dist.P2POp(dist.isend, t, self.next, self.group, tag=tag + i) for i, t in enumerate(tensors)]
+        return recv, self.post(tensors, recv, tag)
+
+    def post(self, send: Sequence[Tensor] = (), recv: Sequence[Tensor] = (), tag: int = 0) -> list:
+        """Start sending ``send`` (to the next rank) and receiving into ``recv`` (contiguous
+        buffers, from the previous rank); either may be empty. Returns the requests to ``wait``.
+        The i-th tensor of each side has tag ``tag + i``. With NCCL the transfers are ordered
+        after the work already queued on the current stream, so a buffer that queued kernels
+        still read may be posted as a receive."""
+        p2p = [dist.P2POp(dist.isend, t, self.next, self.group, tag=tag + i) for i, t in enumerate(send)]
         p2p += [dist.P2POp(dist.irecv, t, self.prev, self.group, tag=tag + i) for i, t in enumerate(recv)]
-        return recv, dist.batch_isend_irecv(p2p)
+        return dist.batch_isend_irecv(p2p) if p2p else []
 
     @staticmethod
     def wait(requests) -> None:
@@ -268,6 +281,9 @@ class LoopbackComm(RingComm):
 
     def exchange(self, tensors, tag=0):
         return list(tensors), []
+
+    def post(self, send=(), recv=(), tag=0):
+        return []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,25 +306,44 @@ def _merge(out_acc: Tensor, lse_acc: Tensor, out: Tensor, lse: Tensor) -> None:
     out_acc.mul_(w_acc).addcmul_(out, w_new)  # no fp32 copy of out
 
 
+def _accumulators(q: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """The forward's fp32 output and lse accumulators, empty (lse = -inf)."""
+    batch, seqlen, nheads, _ = q.shape
+    out_acc = torch.zeros((batch, seqlen, nheads, v.shape[-1]), dtype=torch.float32, device=q.device)
+    lse_acc = torch.full((batch, nheads, seqlen), -math.inf, dtype=torch.float32, device=q.device)
+    return out_acc, lse_acc
+
+
+def _attend(blocks: Sequence[Block], q: Tensor, k: Tensor, v: Tensor, scale: float,
+            out_acc: Tensor, lse_acc: Tensor) -> None:
+    """Run ``blocks`` (rows of q, of k/v) and merge each result into the accumulators."""
+    for blk in blocks:
+        out, lse = ops.attn_fwd(q[:, blk.q_lo:blk.q_hi], k[:, blk.k_lo:blk.k_hi], v[:, blk.k_lo:blk.k_hi],
+                                scale, blk.window_left, blk.window_right)
+        _merge(out_acc[:, blk.q_lo:blk.q_hi], lse_acc[:, :, blk.q_lo:blk.q_hi], out, lse)
+
+
+def _finish(q: Tensor, out_acc: Tensor, lse_acc: Tensor) -> tuple[Tensor, Tensor]:
+    """out in q's dtype; lse with rows that saw no key at +inf, as the op gives them."""
+    return out_acc.to(q.dtype), lse_acc.masked_fill(lse_acc == -math.inf, math.inf)
+
+
 def _ring_fwd(q: Tensor, k: Tensor, v: Tensor, scale: float, window: tuple[int, int], layout: str,
               comm: RingComm) -> tuple[Tensor, Tensor]:
     rank, world = comm.rank, comm.world_size
-    batch, seqlen, nheads, _ = q.shape
+    seqlen = q.shape[1]
     q_segs = layout_segments(seqlen, rank, world, layout)
-    out_acc = torch.zeros((batch, seqlen, nheads, v.shape[-1]), dtype=torch.float32, device=q.device)
-    lse_acc = torch.full((batch, nheads, seqlen), -math.inf, dtype=torch.float32, device=q.device)
+    out_acc, lse_acc = _accumulators(q, v)
     for step in range(world):
         if step < world - 1:
             (k_next, v_next), reqs = comm.exchange((k, v))
         src = (rank - step) % world
-        for blk in plan_blocks(q_segs, layout_segments(seqlen, src, world, layout), *window):
-            out, lse = ops.attn_fwd(q[:, blk.q_lo:blk.q_hi], k[:, blk.k_lo:blk.k_hi], v[:, blk.k_lo:blk.k_hi],
-                                    scale, blk.window_left, blk.window_right)
-            _merge(out_acc[:, blk.q_lo:blk.q_hi], lse_acc[:, :, blk.q_lo:blk.q_hi], out, lse)
+        _attend(plan_blocks(q_segs, layout_segments(seqlen, src, world, layout), *window), q, k, v, scale,
+                out_acc, lse_acc)
         if step < world - 1:
             comm.wait(reqs)
             k, v = k_next, v_next
-    return out_acc.to(q.dtype), lse_acc.masked_fill(lse_acc == -math.inf, math.inf)
+    return _finish(q, out_acc, lse_acc)
 
 
 def _ring_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dlse: Optional[Tensor],
@@ -355,15 +390,228 @@ def _ring_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: T
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
+# ----------------------------------------------------------------------------------------------
+# The low-memory schedule (``low_memory=True``, a group of two)
+#
+# Beyond its inputs and outputs (q, k, v, out, dout, dq, dk, dv: what one device holds for the
+# whole sequence) each rank keeps only chunk-sized buffers. Forward: the peer's k/v arrive in
+# chunks along its shard, two at most in flight, each attended and merged as it lands. Backward:
+# the peer's k/v are received *into this rank's dk/dv output buffers*; once dq is done, the
+# partial dk/dv that this rank's queries give to the peer's keys are computed chunk by chunk
+# and sent home, and the peer's partial for chunk j lands in dk/dv rows j, which held the
+# peer's k/v chunk j until that chunk's partial was computed. Last, the own block adds its
+# share to dk/dv in place. Both ranks derive every transfer from (rank, layout, window), so a
+# chunk that one side has nothing for is neither sent nor received (the region is zeroed).
+
+# Two chunks of partial dk/dv held at once cost 2 * 8 KB / _CHUNKS per token (b=1, 16 kv heads,
+# d=128, bf16): 1 KB with 16 chunks, on top of one device's 32 KB per token
+_CHUNKS, _MIN_CHUNK_ROWS = 16, 4096
+
+
+def _chunk_rows(seqlen: int, chunks: Optional[int]) -> list[tuple[int, int]]:
+    """Local rows ``[lo, hi)`` of the chunks: ``chunks`` pieces (default: up to 16, of at least
+    4096 rows), rounded to multiples of 128 rows above that size (whole kernel tiles)."""
+    if chunks is None:
+        chunks = max(1, min(_CHUNKS, seqlen // _MIN_CHUNK_ROWS))
+    size = max(1, -(-seqlen // chunks))
+    if size > 128:
+        size = -(-size // 128) * 128
+    return [(lo, min(lo + size, seqlen)) for lo in range(0, seqlen, size)]
+
+
+def _rows_segments(segments: Sequence[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The global positions of local rows ``[lo, hi)`` of a shard laid out as ``segments``, as
+    runs (a chunk that crosses the zigzag's two runs gives two)."""
+    runs, offset = [], 0
+    for start, length in segments:
+        a, b = max(lo, offset), min(hi, offset + length)
+        if a < b:
+            runs.append((start + a - offset, b - a))
+        offset += length
+    return runs
+
+
+def _plan_pieces(q_segments: Sequence[tuple[int, int]], pieces: Sequence[tuple[int, int]],
+                 k_segments: Sequence[tuple[int, int]], window: tuple[int, int]) -> list[Block]:
+    """``plan_blocks`` with the queries cut into the local row ranges ``pieces``: no call has
+    more rows than a piece (so no forward output is larger than a piece)."""
+    blocks = []
+    for lo, hi in pieces:
+        blocks += [replace(blk, q_lo=blk.q_lo + lo, q_hi=blk.q_hi + lo)
+                   for blk in plan_blocks(_rows_segments(q_segments, lo, hi), k_segments, *window)]
+    return blocks
+
+
+class _PairPlan:
+    """Every block and transfer of the low-memory schedule for one rank of two, from global
+    positions only (the peer computes the mirror image of the same plan)."""
+
+    def __init__(self, seqlen: int, rank: int, layout: str, window: tuple[int, int], chunks: Optional[int]):
+        mine, peer = layout_segments(seqlen, rank, 2, layout), layout_segments(seqlen, 1 - rank, 2, layout)
+        self.own = plan_blocks(mine, mine, *window)
+        self.remote = plan_blocks(mine, peer, *window)            # my queries, the peer's keys
+        self.chunks = _chunk_rows(seqlen, chunks)
+        peer_chunks = [_rows_segments(peer, lo, hi) for lo, hi in self.chunks]
+        # per chunk j of the peer's keys (key rows relative to the chunk): my queries' blocks,
+        # whole (backward: one dK/dV pass per chunk) or cut into chunk-sized row pieces
+        # (forward: each output chunk-sized, and alike on both ranks)
+        self.on_peer = [plan_blocks(mine, keys, *window) for keys in peer_chunks]
+        self.on_peer_pieces = [_plan_pieces(mine, self.chunks, keys, window) for keys in peer_chunks]
+        # whether the peer's queries see anything of my chunk j
+        self.peer_on_mine = [bool(plan_blocks(peer, _rows_segments(mine, lo, hi), *window)) for lo, hi in self.chunks]
+        self.max_rows = max((hi - lo for lo, hi in self.chunks), default=0)
+
+
+class _ChunkBuffers:
+    """``count`` pairs of chunk-sized buffers like ``k`` and ``v``, allocated at once (before any
+    message: running out of memory later could leave the peer waiting in a receive)."""
+
+    def __init__(self, k: Tensor, v: Tensor, rows: int, count: int):
+        self.shapes = [(t.shape[0], t.shape[2], t.shape[3]) for t in (k, v)]
+        self.flat = [tuple(t.new_empty(b * rows * h * d) for t, (b, h, d) in zip((k, v), self.shapes))
+                     for _ in range(count)]
+
+    def get(self, i: int, rows: int) -> tuple[Tensor, Tensor]:
+        """Pair ``i % count``, viewed as ``rows`` contiguous rows."""
+        return tuple(f[:b * rows * h * d].view(b, rows, h, d)
+                     for f, (b, h, d) in zip(self.flat[i % len(self.flat)], self.shapes))
+
+
+def _pair_fwd(q: Tensor, k: Tensor, v: Tensor, scale: float, window: tuple[int, int], layout: str,
+              comm: RingComm, chunks: Optional[int]) -> tuple[Tensor, Tensor]:
+    plan = _PairPlan(q.shape[1], comm.rank, layout, window, chunks)
+    out_acc, lse_acc = _accumulators(q, v)
+    needed = sum(bool(blocks) for blocks in plan.on_peer)
+    landing = _ChunkBuffers(k, v, plan.max_rows, min(needed, 2)) if needed else None
+
+    def post(j: int):
+        lo, hi = plan.chunks[j]
+        # rows of k/v: a view with batch 1, else a chunk-sized copy
+        send = [k[:, lo:hi].contiguous(), v[:, lo:hi].contiguous()] if plan.peer_on_mine[j] else []
+        recv = list(landing.get(j, hi - lo)) if plan.on_peer[j] else []
+        return comm.post(send, recv, tag=2 + 2 * j), send, recv   # the sends stay alive until waited
+
+    pending = post(0) if plan.chunks else None
+    _attend(plan.own, q, k, v, scale, out_acc, lse_acc)
+    for j in range(len(plan.chunks)):
+        following = post(j + 1) if j + 1 < len(plan.chunks) else None   # in flight during chunk j
+        reqs, _, recv = pending
+        comm.wait(reqs)
+        if recv:
+            _attend(plan.on_peer_pieces[j], q, *recv, scale, out_acc, lse_acc)
+        pending = following
+    return _finish(q, out_acc, lse_acc)
+
+
+def _gaps(covered: Sequence[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of ``[lo, hi)`` outside every interval of ``covered``."""
+    gaps, at = [], lo
+    for a, b in sorted(covered):
+        if a >= hi:
+            break
+        if a > at:
+            gaps.append((at, a))
+        at = max(at, b)
+    if at < hi:
+        gaps.append((at, hi))
+    return gaps
+
+
+def _bwd_blocks(blocks: Sequence[Block], dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor,
+                lse: Tensor, dlse: Optional[Tensor], scale: float, dq: Optional[Tensor] = None,
+                dk: Optional[Tensor] = None, dv: Optional[Tensor] = None, accumulate: bool = False) -> None:
+    """dq alone, or dk and dv, of ``blocks`` into the buffers (rows of q, or of k/v). With
+    ``accumulate`` every block adds to the buffers; without, they are overwritten: the first
+    block that reaches a row writes it, later ones add, rows that no block reaches are zeroed."""
+    buffers = [t for t in (dq, dk, dv) if t is not None]
+    written: list[tuple[int, int]] = []
+    for blk in blocks:
+        rows, cols = slice(blk.q_lo, blk.q_hi), slice(blk.k_lo, blk.k_hi)
+        lo, hi = (blk.q_lo, blk.q_hi) if dq is not None else (blk.k_lo, blk.k_hi)
+        add = accumulate
+        if not accumulate:
+            gaps = _gaps(written, lo, hi)
+            if gaps != [(lo, hi)]:  # partly written already: zero the rest, then add
+                for a, b in gaps:
+                    for t in buffers:
+                        t[:, a:b].zero_()
+                add = True
+            written.append((lo, hi))
+        ops.attn_bwd_into(dout[:, rows], q[:, rows], k[:, cols], v[:, cols], out[:, rows], lse[:, :, rows],
+                          scale, blk.window_left, blk.window_right,
+                          dlse=None if dlse is None else dlse[:, :, rows], dq=None if dq is None else dq[:, rows],
+                          dk=None if dk is None else dk[:, cols], dv=None if dv is None else dv[:, cols],
+                          accumulate=add)
+    if not accumulate:
+        for a, b in _gaps(written, 0, buffers[0].shape[1]):
+            for t in buffers:
+                t[:, a:b].zero_()
+
+
+def _pair_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dlse: Optional[Tensor],
+              scale: float, window: tuple[int, int], layout: str, comm: RingComm,
+              chunks: Optional[int]) -> tuple[Tensor, Tensor, Tensor]:
+    plan = _PairPlan(q.shape[1], comm.rank, layout, window, chunks)
+    rest = (out, lse, dlse, scale)
+    # everything that can run out of memory, before the first message
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+    computed = sum(bool(blocks) for blocks in plan.on_peer)
+    partials = _ChunkBuffers(k, v, plan.max_rows, min(computed, 2)) if computed else None
+    # dk[:, rows] is a strided view when batch > 1: the peer's partials land in buffers first
+    staging = _ChunkBuffers(k, v, plan.max_rows, 2) if k.shape[0] > 1 and any(plan.peer_on_mine) else None
+
+    reqs = comm.post([k, v] if any(plan.peer_on_mine) else [], [dk, dv] if plan.remote else [], tag=0)
+    _bwd_blocks(plan.own, dout, q, k, v, *rest, dq=dq)    # while the peer's k/v arrive in dk/dv
+    comm.wait(reqs)
+    _bwd_blocks(plan.remote, dout, q, dk, dv, *rest, dq=dq, accumulate=True)
+
+    def land(entry) -> None:
+        reqs, _, staged = entry
+        comm.wait(reqs)
+        for dst, src in staged:
+            dst.copy_(src)
+
+    pending = []  # (requests, sends kept alive, (destination, staging buffer) pairs)
+    for j, (lo, hi) in enumerate(plan.chunks):
+        if len(pending) == 2:  # chunk j - 2's buffers are about to be reused
+            land(pending.pop(0))
+        send, recv, staged = [], [], []
+        if plan.on_peer[j]:  # my queries' share of dk/dv for the peer's chunk j
+            send = list(partials.get(j, hi - lo))
+            _bwd_blocks(plan.on_peer[j], dout, q, dk[:, lo:hi], dv[:, lo:hi], *rest, dk=send[0], dv=send[1])
+        home = (dk[:, lo:hi], dv[:, lo:hi])  # the peer's k/v chunk j, no longer read from here on
+        if not plan.peer_on_mine[j]:
+            for t in home:
+                t.zero_()
+        elif staging is None:
+            recv = list(home)
+        else:
+            recv = list(staging.get(j, hi - lo))
+            staged = list(zip(home, recv))
+        pending.append((comm.post(send, recv, tag=2 + 2 * j), send, staged))
+    for entry in pending:
+        land(entry)
+    _bwd_blocks(plan.own, dout, q, k, v, *rest, dk=dk, dv=dv, accumulate=True)
+    return dq, dk, dv
+
+
 class RingFlashAttnFunc(torch.autograd.Function):
-    """``apply(q, k, v, scale, window_left, window_right, layout, comm) -> (out, lse)``."""
+    """``apply(q, k, v, scale, window_left, window_right, layout, comm, low_memory=False,
+    chunks=None) -> (out, lse)``; ``low_memory`` takes a group of two (see ``_pair_fwd``)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, scale, window_left, window_right, layout, comm):
+    def forward(ctx, q, k, v, scale, window_left, window_right, layout, comm, low_memory=False, chunks=None):
         k, v = k.contiguous(), v.contiguous()  # they are sent as they are
-        out, lse = _ring_fwd(q, k, v, scale, (window_left, window_right), layout, comm)
+        window = (window_left, window_right)
+        if low_memory:
+            out, lse = _pair_fwd(q, k, v, scale, window, layout, comm, chunks)
+        else:
+            out, lse = _ring_fwd(q, k, v, scale, window, layout, comm)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.args = (scale, (window_left, window_right), layout, comm)
+        ctx.args = (scale, window, layout, comm)
+        ctx.low_memory, ctx.chunks = low_memory, chunks
         ctx.set_materialize_grads(False)
         return out, lse
 
@@ -372,8 +620,11 @@ class RingFlashAttnFunc(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         if dout is None:
             dout = torch.zeros_like(out)
-        dq, dk, dv = _ring_bwd(dout, q, k, v, out, lse, dlse, *ctx.args)
-        return dq, dk, dv, None, None, None, None, None
+        if ctx.low_memory:
+            dq, dk, dv = _pair_bwd(dout, q, k, v, out, lse, dlse, *ctx.args, ctx.chunks)
+        else:
+            dq, dk, dv = _ring_bwd(dout, q, k, v, out, lse, dlse, *ctx.args)
+        return dq, dk, dv, None, None, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,20 +640,27 @@ def _check_initialized(what: str) -> None:
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _FIELDS = ("q shape", "k shape", "v shape", "dtype", "layout", "window (causal folded in)",
-           "softmax_scale", "requires_grad")
-_WIDTHS = (4, 4, 4, 1, 1, 2, 1, 1)
+           "softmax_scale", "requires_grad", "low_memory", "chunks")
+_WIDTHS = (4, 4, 4, 1, 1, 2, 1, 1, 1, 1)
 
 
-def _descriptor(q, k, v, layout, window, scale, grad) -> list[int]:
+def _descriptor(q, k, v, layout, window, scale, grad, low_memory, chunks) -> list[int]:
     shapes = []
     for t in (q, k, v):
         shapes += list(t.shape) if isinstance(t, Tensor) and t.dim() == 4 else [-1] * 4
     dtype = _DTYPES.index(q.dtype) if isinstance(q, Tensor) and q.dtype in _DTYPES else -1
     scale_bits = struct.unpack("<q", struct.pack("<d", scale))[0]
-    return shapes + [dtype, LAYOUTS.index(layout), *window, scale_bits, int(grad)]
+    chunks = chunks if isinstance(chunks, int) else -1
+    return shapes + [dtype, LAYOUTS.index(layout), *window, scale_bits, int(grad), int(bool(low_memory)), chunks]
 
 
-def _check_local(q, k, v, layout: str, world_size: int) -> None:
+def _check_local(q, k, v, layout: str, world_size: int, low_memory: bool = False, chunks=None) -> None:
+    if low_memory and world_size != 2:
+        raise ValueError(f"low_memory=True needs a group of exactly 2 ranks, got a group of {world_size}; "
+                         "use low_memory=False (the ring) for other group sizes")
+    if chunks is not None and (isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1):
+        raise ValueError(f"chunks must be a positive int or None (the default: up to 16 chunks of at least "
+                         f"{_MIN_CHUNK_ROWS} tokens), got {chunks!r}")
     validate.check_qkv(q, k, v)
     if q.shape[1] != k.shape[1]:
         raise ValueError(f"ring attention shards one sequence: q and k must have the same local seqlen, "
@@ -413,18 +671,19 @@ def _check_local(q, k, v, layout: str, world_size: int) -> None:
                          "sequence, or use layout='contiguous'")
 
 
-def _check_group(q, k, v, group, layout: str, window: tuple[int, int], scale: float) -> None:
+def _check_group(q, k, v, group, layout: str, window: tuple[int, int], scale: float,
+                 low_memory: bool = False, chunks=None) -> None:
     """Validate locally, then compare a small descriptor across ranks (one all-gather)."""
     world_size = dist.get_world_size(group)
     local_error = None
     try:
         _check_layout(layout)
-        _check_local(q, k, v, layout, world_size)
+        _check_local(q, k, v, layout, world_size, low_memory, chunks)
     except (TypeError, ValueError) as e:
         local_error = e
     grad = torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (q, k, v))
     desc = [int(local_error is not None)] + _descriptor(q, k, v, layout if layout in LAYOUTS else LAYOUTS[0],
-                                                         window, scale, grad)
+                                                         window, scale, grad, low_memory, chunks)
     device = q.device if isinstance(q, Tensor) else torch.device("cpu")
     mine = torch.tensor(desc, dtype=torch.int64, device=device)
     every = [torch.empty_like(mine) for _ in range(world_size)]
@@ -453,8 +712,10 @@ def _show(name: str, value: tuple):
         return LAYOUTS[value[0]]
     if name == "softmax_scale":
         return struct.unpack("<d", struct.pack("<q", value[0]))[0]
-    if name == "requires_grad":
+    if name in ("requires_grad", "low_memory"):
         return bool(value[0])
+    if name == "chunks":
+        return None if value[0] < 0 else value[0]
     return value
 
 
@@ -464,7 +725,8 @@ def _show(name: str, value: tuple):
 
 def ring_flash_attn_func(q: Tensor, k: Tensor, v: Tensor, group=None, causal: bool = False,
                          softmax_scale: Optional[float] = None, window_size: tuple[int, int] = (-1, -1),
-                         layout: str = "zigzag", return_attn_probs: bool = False, check_shards: bool = True):
+                         layout: str = "zigzag", return_attn_probs: bool = False, check_shards: bool = True,
+                         low_memory: bool = False, chunks: Optional[int] = None):
     """Exact attention over a sequence sharded across the ranks of ``group`` (default: world).
 
     Args:
@@ -479,6 +741,16 @@ def ring_flash_attn_func(q: Tensor, k: Tensor, v: Tensor, group=None, causal: bo
             log) and ``None``, as flash-attn does; gradients flow through it too.
         check_shards: compare shapes, dtypes and options across ranks first (one small all-gather,
             which waits for the device). Pass False once the shapes are known to agree.
+        low_memory: a group of exactly 2 ranks only. A schedule that holds little beyond its
+            inputs and outputs (what one device holds for the whole sequence): the peer's k/v
+            arrive in chunks, and the backward receives them into this rank's dk/dv buffers,
+            then sends the peer's share of dk/dv home chunk by chunk. So two GPUs train about
+            twice one GPU's longest sequence, where the ring's fp32 buffers in flight hold more
+            than twice one GPU's memory per token. dq and dk/dv are each rounded twice to the
+            inputs' dtype (as the ring's are in effect).
+        chunks: with ``low_memory``, into how many pieces each shard's transfers are cut
+            (default: up to 16 of at least 4096 tokens). Two chunks of k/v or of partial dk/dv
+            are held at a time.
 
     Returns:
         this rank's shard of the output ``(batch, seqlen_local, nheads, headdim_v)``, or
@@ -492,9 +764,10 @@ def ring_flash_attn_func(q: Tensor, k: Tensor, v: Tensor, group=None, causal: bo
     head_dim = q.shape[-1] if isinstance(q, Tensor) and q.dim() else 1
     scale = float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
     if check_shards:
-        _check_group(q, k, v, group, layout, window, scale)
+        _check_group(q, k, v, group, layout, window, scale, low_memory, chunks)
     else:
         _check_layout(layout)
-        _check_local(q, k, v, layout, dist.get_world_size(group))
-    out, lse = RingFlashAttnFunc.apply(q, k, v, scale, window[0], window[1], layout, RingComm(group))
+        _check_local(q, k, v, layout, dist.get_world_size(group), low_memory, chunks)
+    out, lse = RingFlashAttnFunc.apply(q, k, v, scale, window[0], window[1], layout, RingComm(group),
+                                       bool(low_memory), chunks)
     return (out, lse, None) if return_attn_probs else out
