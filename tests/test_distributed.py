@@ -383,20 +383,19 @@ def _assert_close(errors: dict, factor=FACTOR, floor=FLOOR, abs_tol=ABS):
         assert between <= abs_tol, f"{name}: ring differs from single-process by {between:.2e}"
 
 
-@pytest.mark.parametrize("case_id", list(CASES))
-def test_ring_matches_single_process(ring_results, case_id):
-    world, results = ring_results
-    for rank in range(world):  # every rank gathered the same full result
-        assert results[rank][case_id] == results[0][case_id]
-    _assert_close(results[0][case_id])
-
-
-@pytest.mark.parametrize("case_id", list(LOW_MEMORY_CASES))
-def test_ring_low_memory_matches_single_process(ring_results, case_id):
+def _two_ranks(ring_results) -> list:
     world, results = ring_results
     if world != 2:
         pytest.skip("low_memory runs in the 2-process spawn")
-    for rank in range(world):
+    return results
+
+
+@pytest.mark.parametrize("case_id", list(CASES) + list(LOW_MEMORY_CASES))
+def test_ring_matches_single_process(ring_results, case_id):
+    world, results = ring_results
+    if case_id in LOW_MEMORY_CASES:
+        results = _two_ranks(ring_results)
+    for rank in range(world):  # every rank gathered the same full result
         assert results[rank][case_id] == results[0][case_id]
     _assert_close(results[0][case_id])
 
@@ -406,11 +405,8 @@ def test_ring_low_memory_peak(ring_results):
     most 2 x 8 / 1.9 = 8.42 units per local token where one device holds 8 (q, k, v, out, dout,
     dq, dk, dv): low_memory holds 8, two chunks of partial dk/dv (16 chunks: 0.25) and lse
     (0.03 here). The ring: 22-23."""
-    world, results = ring_results
-    if world != 2:
-        pytest.skip("low_memory runs in the 2-process spawn")
-    for rank in range(world):
-        ring, low = results[rank]["memory"][False], results[rank]["memory"][True]
+    for rank, result in enumerate(_two_ranks(ring_results)):
+        ring, low = result["memory"][False], result["memory"][True]
         assert low <= 8.4, f"rank {rank}: low_memory peaks at {low:.2f} units per local token (ring: {ring:.2f})"
         assert ring > 2 * low
 
