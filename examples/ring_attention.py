@@ -392,24 +392,35 @@ def bench(args, device):
 SEARCH_STEP = 4096  # lengths tried are multiples of this (zigzag over 2 ranks needs 4)
 
 
+def _oom(fn) -> tuple:
+    """``(fn(), False)``, or ``(None, True)`` when it runs out of memory (the device synchronized)."""
+    try:
+        result = fn()
+        torch.cuda.synchronize()
+        return result, False
+    except torch.cuda.OutOfMemoryError:
+        return None, True
+
+
 def _fits(trial, n: int, device) -> tuple[bool, int]:
-    """Run ``trial(n)`` (allocate, forward + backward) on every rank; every rank agrees on the
-    verdict (one all-reduce) before anything else runs. Returns (fits on every rank, the largest
-    peak bytes over the ranks)."""
+    """Whether ``trial(n)`` (allocate the inputs, run the forward, return ``(out, dout)``) and
+    then the backward fit on every rank, and the largest peak bytes over the ranks. The ranks
+    agree after the forward and after the backward, so that none starts the backward's
+    transfers while another has given up."""
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    failed = 0.0
-    try:
-        trial(n)
-        torch.cuda.synchronize(device)
-    except torch.cuda.OutOfMemoryError:
-        failed = 1.0
-    gc.collect()  # the traceback's frames held the trial's tensors
+    graph, failed = _oom(lambda: trial(n))
+    ok = _agree(not failed, device)
+    if ok:
+        _, failed = _oom(lambda: graph[0].backward(graph[1]))
+        ok = _agree(not failed, device)
+    graph = None
+    gc.collect()  # an error's traceback held the trial's tensors
     torch.cuda.empty_cache()
-    t = torch.tensor([failed, float(torch.cuda.max_memory_allocated(device))], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t[0].item() == 0.0, int(t[1].item())
+    peak = torch.tensor([float(torch.cuda.max_memory_allocated(device))], device=device)
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    return ok, int(peak.item())
 
 
 def _longest(name: str, trial, tokens_per_rank, device, args) -> dict:
@@ -464,15 +475,15 @@ def max_seqlen(args, device) -> bool:
         v = torch.randn(b, n, hk, d, device=device, dtype=dtype, requires_grad=True)
         return q, k, v, torch.randn_like(q)
 
-    def single(n):
+    def single(n):  # every trial: the inputs and the forward; (out, dout) for the backward
         q, k, v, dout = inputs(n)
-        flash_attn_func(q, k, v, causal=True).backward(dout)
+        return flash_attn_func(q, k, v, causal=True), dout
 
     def ring(low_memory):
         def trial(n):
             q, k, v, dout = inputs(n // world)
-            ring_flash_attn_func(q, k, v, causal=True, layout=args.layout, check_shards=False,
-                                 low_memory=low_memory, chunks=args.chunks).backward(dout)
+            return ring_flash_attn_func(q, k, v, causal=True, layout=args.layout, check_shards=False,
+                                        low_memory=low_memory, chunks=args.chunks), dout
         return trial
 
     searches = [("one GPU (flash_attn_func)", single, lambda n: n)]
@@ -531,14 +542,14 @@ def main():
     p.add_argument("--mem-cap-gib", type=float, default=6.0, help="--max-seqlen: memory cap per GPU")
     p.add_argument("--search-start", type=int, default=16384, help="--max-seqlen: first length tried (then doubled)")
     p.add_argument("--timeout", type=float, default=None,
-                   help="process group timeout in seconds (default: torch's; --max-seqlen: 120)")
+                   help="process group timeout in seconds (default: torch's; --max-seqlen: 60)")
     args = p.parse_args()
     args.heads_k = args.heads_k or args.heads
     if args.seqlen is None:
         args.seqlen = ([32768, 131072, 524288] if args.bench else [65536]) if cuda else ([2048] if args.bench else [96])
     if args.max_seqlen and args.search_start % SEARCH_STEP:
         p.error(f"--search-start must be a multiple of {SEARCH_STEP}")
-    device = setup(args.timeout if args.timeout is not None or not args.max_seqlen else 120.0)
+    device = setup(args.timeout if args.timeout is not None or not args.max_seqlen else 60.0)
     try:
         if args.max_seqlen:
             ok = max_seqlen(args, device)

@@ -16,17 +16,17 @@ export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 TORCHRUN="python3 -m torch.distributed.run --nproc-per-node 2"   # torchrun
 EX=examples/ring_attention.py
 
-timeout -k 10 90 python3 -m pytest -q -s -rs -p no:cacheprovider tests/test_distributed.py \
+timeout -k 10 120 python3 -m pytest -q -s -rs -p no:cacheprovider tests/test_distributed.py \
     > "$OUT/pytest-distributed.log" 2>&1
 echo "1. pytest rc=$?"; tail -2 "$OUT/pytest-distributed.log"
 grep -E "FAILED|^(ring|low_memory)" "$OUT/pytest-distributed.log" | head -20
 
-timeout -k 10 45 $TORCHRUN $EX --seqlen 65536 > "$OUT/check.log" 2>&1
+timeout -k 10 40 $TORCHRUN $EX --seqlen 65536 > "$OUT/check.log" 2>&1
 echo "2. check rc=$?"; grep -E "^  (out|dq|dk|dv) |PASS|FAIL" "$OUT/check.log"
-timeout -k 10 45 $TORCHRUN $EX --seqlen 65536 --low-memory > "$OUT/check-low-memory.log" 2>&1
+timeout -k 10 40 $TORCHRUN $EX --seqlen 65536 --low-memory > "$OUT/check-low-memory.log" 2>&1
 echo "2. check --low-memory rc=$?"; grep -E "^  (out|dq|dk|dv) |PASS|FAIL" "$OUT/check-low-memory.log"
 
-timeout -k 10 170 $TORCHRUN $EX --max-seqlen --mem-cap-gib 6 --json "$OUT/max-seqlen.json" \
+timeout -k 10 150 $TORCHRUN $EX --max-seqlen --mem-cap-gib 6 --json "$OUT/max-seqlen.json" \
     > "$OUT/max-seqlen.log" 2>&1
 echo "3. max-seqlen rc=$?"; grep -E "^#" "$OUT/max-seqlen.log" | tail -5
 
