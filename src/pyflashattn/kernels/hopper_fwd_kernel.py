@@ -82,22 +82,12 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
 
 
 @gluon.jit
-def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads, group,
-                           window_left, qk_scale, softcap_scale, alibi_log2, stride_os, stride_lh, stride_sb, stride_sh,
-                           CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
-                           MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                           BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                           HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
-    """One program per (query block, batch x head). Dense: q ``(b, s, h, d)`` seen as the 2-D
-    ``(b * s, h * d)``; ``IS_VARLEN``: packed ``(total, h, d)`` seen as ``(total, h * d)``, each
-    sequence's rows from ``CU_Q``/``CU_K`` (``seqlen_q``/``seqlen_k`` are then the maxima).
-    ``HAS_WINDOW``: keys below ``i + shift - window_left`` are masked and their blocks skipped.
-    ``HAS_SOFTCAP``, ``HAS_ALIBI``: as the Triton forward (ALiBi slopes per head or per
-    (batch, head) through ``stride_sb``/``stride_sh``)."""
-    gl.static_assert(NUM_STAGES >= 2)  # a refill must have a full step of lead
-    dtype: gl.constexpr = q_desc.dtype
-    # one grid axis (the second is capped at 65535): every head's last query block first, the
-    # longest rows under causal
+def _program(CU_Q, CU_K, seqlen_q, seqlen_k, nheads, stride_lh, IS_VARLEN: gl.constexpr, BLOCK_M: gl.constexpr):
+    """This program's query block, batch and head, and where its rows start: one grid axis (the
+    second is capped at 65535), every head's last query block first (the longest rows under
+    causal). Dense: q ``(b, s, h, d)`` seen as the 2-D ``(b * s, h * d)``; varlen: packed
+    ``(total, h, d)`` seen as ``(total, h * d)``, this sequence's rows and lengths from
+    ``CU_Q``/``CU_K``. Returns ``start_m, b, h, bh, row0_q, row0_k, seqlen_q, seqlen_k, lse_base``."""
     num_m = gl.cdiv(seqlen_q, BLOCK_M)
     n_bh = gl.num_programs(0) // num_m
     start_m = num_m - 1 - gl.program_id(0) // n_bh
@@ -114,16 +104,86 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
         row0_q = b * seqlen_q                        # (b, s, h, d) seen as (b * s, h * d)
         row0_k = b * seqlen_k
         lse_base = bh.to(gl.int64) * seqlen_q         # lse (b, h, s)
+    return start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base
+
+
+@gluon.jit
+def _alibi_slope2(SLOPES, b, h, alibi_log2, stride_sb, stride_sh, HAS_ALIBI: gl.constexpr):
+    """This (batch, head)'s ALiBi slope in base 2 (0 without ALiBi)."""
+    if HAS_ALIBI:
+        slope2 = gl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
+    else:
+        slope2 = 0.0
+    return slope2
+
+
+@gluon.jit
+def _key_blocks(r0, r1, seqlen_k, causal_shift, window_left, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr,
+                BLOCK_N: gl.constexpr):
+    """The key blocks query rows ``[r0, r1)`` visit, ``[j_lo, n_blocks)``, masked from ``n_full``
+    on (the sequence end; the diagonal under causal) and, with a window, below ``full_lo``."""
+    if CAUSAL:
+        hi = gl.minimum(r1 + causal_shift, seqlen_k)
+        n_full = gl.minimum(r0 + causal_shift + 1, seqlen_k) // BLOCK_N
+    else:
+        hi = seqlen_k
+        n_full = seqlen_k // BLOCK_N
+    n_blocks = gl.cdiv(hi, BLOCK_N)
+    if HAS_WINDOW:
+        j_lo = gl.maximum(r0 + causal_shift - window_left, 0) // BLOCK_N
+        full_lo = gl.cdiv(gl.maximum(r1 - 1 + causal_shift - window_left, 0), BLOCK_N)
+    else:
+        j_lo = 0
+        full_lo = 0
+    return j_lo, n_blocks, n_full, full_lo
+
+
+@gluon.jit
+def _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q,
+                   MAY_BE_EMPTY: gl.constexpr, o_layout: gl.constexpr):
+    """The epilogue of query rows ``[start, start + acc.shape[0])``: out = acc / l, lse in natural
+    log; a row that saw no key gets out = 0, lse = +inf (flash-attn's convention)."""
+    ROWS: gl.constexpr = acc.shape[0]
+    HEAD_DIM: gl.constexpr = acc.shape[1]
+    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    if MAY_BE_EMPTY:
+        empty = l_i == 0.0
+        l_i = gl.where(empty, 1.0, l_i)
+    o = acc / gl.expand_dims(gl.convert_layout(l_i, rows_o), 1)
+    rows = start + gl.arange(0, ROWS, layout=rows_o)
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    p_o = O + gl.expand_dims((row0_q + rows).to(gl.int64) * stride_os, 1) + q_col + gl.expand_dims(cols, 0)
+    gl.store(p_o, o.to(O.dtype.element_ty), mask=gl.expand_dims(rows < seqlen_q, 1))
+    lse = (m_i + gl.log2(l_i)) * LN2
+    if MAY_BE_EMPTY:
+        lse = gl.where(empty, float("inf"), lse)
+    gl.store(LSE + lse_base + offs_m, lse, mask=offs_m < seqlen_q)
+
+
+@gluon.jit
+def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads, group,
+                           window_left, qk_scale, softcap_scale, alibi_log2, stride_os, stride_lh, stride_sb, stride_sh,
+                           CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
+                           MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                           BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                           HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+    """One program per (query block, batch x head). Dense: q ``(b, s, h, d)`` seen as the 2-D
+    ``(b * s, h * d)``; ``IS_VARLEN``: packed ``(total, h, d)`` seen as ``(total, h * d)``, each
+    sequence's rows from ``CU_Q``/``CU_K`` (``seqlen_q``/``seqlen_k`` are then the maxima).
+    ``HAS_WINDOW``: keys below ``i + shift - window_left`` are masked and their blocks skipped.
+    ``HAS_SOFTCAP``, ``HAS_ALIBI``: as the Triton forward (ALiBi slopes per head or per
+    (batch, head) through ``stride_sb``/``stride_sh``)."""
+    gl.static_assert(NUM_STAGES >= 2)  # a refill must have a full step of lead
+    dtype: gl.constexpr = q_desc.dtype
+    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(CU_Q, CU_K, seqlen_q, seqlen_k, nheads,
+                                                                          stride_lh, IS_VARLEN, BLOCK_M)
     if IS_VARLEN:
         if start_m * BLOCK_M >= seqlen_q:  # a shorter sequence than the longest: nothing here
             return
     q_col = h * HEAD_DIM
     kv_col = (h // group) * HEAD_DIM
     causal_shift = seqlen_k - seqlen_q           # bottom-right aligned: row i sees keys <= i + shift
-    if HAS_ALIBI:
-        slope2 = gl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
-    else:
-        slope2 = 0.0
+    slope2 = _alibi_slope2(SLOPES, b, h, alibi_log2, stride_sb, stride_sh, HAS_ALIBI)
 
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -146,21 +206,9 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
         mbarrier.init(v_bar.index(i), count=1)
     fence_async_shared()
 
-    # key blocks [j_lo, n_blocks); masked from n_full on (and below full_lo with a window)
     m0 = start_m * BLOCK_M
-    if CAUSAL:
-        hi = gl.minimum(m0 + BLOCK_M + causal_shift, seqlen_k)
-        n_full = gl.minimum(m0 + causal_shift + 1, seqlen_k) // BLOCK_N
-    else:
-        hi = seqlen_k
-        n_full = seqlen_k // BLOCK_N
-    n_blocks = gl.cdiv(hi, BLOCK_N)
-    if HAS_WINDOW:
-        j_lo = gl.maximum(m0 + causal_shift - window_left, 0) // BLOCK_N
-        full_lo = gl.cdiv(gl.maximum(m0 + BLOCK_M - 1 + causal_shift - window_left, 0), BLOCK_N)
-    else:
-        j_lo = 0
-        full_lo = 0
+    j_lo, n_blocks, n_full, full_lo = _key_blocks(m0, m0 + BLOCK_M, seqlen_k, causal_shift, window_left, CAUSAL,
+                                                  HAS_WINDOW, BLOCK_N)
     if MAY_BE_EMPTY:
         # no visible key at all (an empty sequence, or rows above a causal diagonal that starts
         # past the keys): run one fully masked block, so that l stays 0 and the epilogue writes
@@ -225,15 +273,5 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
         mbarrier.invalidate(k_bar.index(i))
         mbarrier.invalidate(v_bar.index(i))
 
-    if MAY_BE_EMPTY:  # a row that saw no key: out = 0, lse = +inf (flash-attn's convention)
-        empty = l_i == 0.0
-        l_i = gl.where(empty, 1.0, l_i)
-    o = acc / gl.expand_dims(gl.convert_layout(l_i, rows_o), 1)
-    rows = m0 + gl.arange(0, BLOCK_M, layout=rows_o)
-    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    p_o = O + gl.expand_dims((row0_q + rows).to(gl.int64) * stride_os, 1) + q_col + gl.expand_dims(cols, 0)
-    gl.store(p_o, o.to(dtype), mask=gl.expand_dims(rows < seqlen_q, 1))
-    lse = (m_i + gl.log2(l_i)) * LN2
-    if MAY_BE_EMPTY:
-        lse = gl.where(empty, float("inf"), lse)
-    gl.store(LSE + lse_base + offs_m, lse, mask=offs_m < seqlen_q)
+    _store_out_lse(acc, m_i, l_i, offs_m, m0, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, MAY_BE_EMPTY,
+                   o_layout)

@@ -30,7 +30,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
-from .hopper_fwd_kernel import LN2, _softmax_step
+from .hopper_fwd_kernel import _alibi_slope2, _key_blocks, _program, _softmax_step, _store_out_lse
 
 ROWS: gl.constexpr = gl.constexpr(64)   # query rows per consumer warpgroup
 # registers per thread at launch: 12 warps (two consumer warpgroups, the producer warp rounded
@@ -132,18 +132,8 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_WINDOW: gl.const
     acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
     acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
 
-    if MAY_BE_EMPTY:  # a row that saw no key: out = 0, lse = +inf (flash-attn's convention)
-        empty = l_i == 0.0
-        l_i = gl.where(empty, 1.0, l_i)
-    o = acc / gl.expand_dims(gl.convert_layout(l_i, rows_o), 1)
-    rows = start + gl.arange(0, ROWS, layout=rows_o)
-    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    p_o = O + gl.expand_dims((row0_q + rows).to(gl.int64) * stride_os, 1) + q_col + gl.expand_dims(cols, 0)
-    gl.store(p_o, o.to(dtype), mask=gl.expand_dims(rows < seqlen_q, 1))
-    lse = (m_i + gl.log2(l_i)) * LN2
-    if MAY_BE_EMPTY:
-        lse = gl.where(empty, float("inf"), lse)
-    gl.store(LSE + lse_base + offs_m, lse, mask=offs_m < seqlen_q)
+    _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, MAY_BE_EMPTY,
+                   o_layout)
 
 
 @gluon.jit
@@ -164,53 +154,21 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqle
     gl.static_assert(num_warps == 4)          # the default partition is consumer 0
     gl.static_assert(NUM_STAGES >= 2)
     dtype: gl.constexpr = q_desc.dtype
-    # one grid axis (the second is capped at 65535): every head's last query block first, the
-    # longest rows under causal
-    num_m = gl.cdiv(seqlen_q, BLOCK_M)
-    n_bh = gl.num_programs(0) // num_m
-    start_m = num_m - 1 - gl.program_id(0) // n_bh
-    bh = gl.program_id(0) % n_bh
-    b = bh // nheads
-    h = bh % nheads
-    if IS_VARLEN:
-        row0_q = gl.load(CU_Q + b)
-        seqlen_q = gl.load(CU_Q + b + 1) - row0_q
-        row0_k = gl.load(CU_K + b)
-        seqlen_k = gl.load(CU_K + b + 1) - row0_k
-        lse_base = h.to(gl.int64) * stride_lh + row0_q   # lse (h, total_q)
-    else:
-        row0_q = b * seqlen_q                        # (b, s, h, d) seen as (b * s, h * d)
-        row0_k = b * seqlen_k
-        lse_base = bh.to(gl.int64) * seqlen_q         # lse (b, h, s)
+    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(CU_Q, CU_K, seqlen_q, seqlen_k, nheads,
+                                                                          stride_lh, IS_VARLEN, BLOCK_M)
     m0 = start_m * BLOCK_M
     if IS_VARLEN:
         if m0 >= seqlen_q:  # a shorter sequence than the longest: nothing here
             return
     causal_shift = seqlen_k - seqlen_q           # bottom-right aligned: row i sees keys <= i + shift
-    if HAS_ALIBI:
-        slope2 = gl.load(SLOPES + b * stride_sb + h * stride_sh) * alibi_log2
-    else:
-        slope2 = 0.0
+    slope2 = _alibi_slope2(SLOPES, b, h, alibi_log2, stride_sb, stride_sh, HAS_ALIBI)
 
     # key blocks [j_lo, n_blocks) for the program; each consumer masks its own rows' blocks from
     # n_full on (the sequence end; its diagonal under causal) and, with a window, below full_lo
-    if CAUSAL:
-        hi = gl.minimum(m0 + BLOCK_M + causal_shift, seqlen_k)
-        n_full0 = gl.minimum(m0 + causal_shift + 1, seqlen_k) // BLOCK_N
-        n_full1 = gl.minimum(m0 + ROWS + causal_shift + 1, seqlen_k) // BLOCK_N
-    else:
-        hi = seqlen_k
-        n_full0 = seqlen_k // BLOCK_N
-        n_full1 = n_full0
-    n_blocks = gl.cdiv(hi, BLOCK_N)
-    if HAS_WINDOW:
-        j_lo = gl.maximum(m0 + causal_shift - window_left, 0) // BLOCK_N
-        full_lo0 = gl.cdiv(gl.maximum(m0 + ROWS - 1 + causal_shift - window_left, 0), BLOCK_N)
-        full_lo1 = gl.cdiv(gl.maximum(m0 + BLOCK_M - 1 + causal_shift - window_left, 0), BLOCK_N)
-    else:
-        j_lo = 0
-        full_lo0 = 0
-        full_lo1 = 0
+    j_lo, _, n_full0, full_lo0 = _key_blocks(m0, m0 + ROWS, seqlen_k, causal_shift, window_left, CAUSAL, HAS_WINDOW,
+                                             BLOCK_N)
+    _, n_blocks, n_full1, full_lo1 = _key_blocks(m0 + ROWS, m0 + BLOCK_M, seqlen_k, causal_shift, window_left,
+                                                 CAUSAL, HAS_WINDOW, BLOCK_N)
     if MAY_BE_EMPTY:
         # no visible key at all (an empty sequence, or rows above a causal diagonal that starts
         # past the keys): run one fully masked block, so that l stays 0 and the epilogue writes
