@@ -54,8 +54,8 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     {64, 128} with a table entry for the pass; TMA-readable layouts; an sm_90 GPU. The dK/dV
     kernel and, without ``hopper_features``, the forward also need dense inputs, no softcap or
     ALiBi, and full or causal attention with ``seqlen_q <= seqlen_k``; with ``hopper_features``
-    the forward takes varlen, softcap, ALiBi, a left window (right side 0 or unbounded) and rows
-    that see no key.
+    the forward takes varlen, softcap, a left window (right side 0 or unbounded) and rows that
+    see no key, and ALiBi too with ``hopper_alibi``.
     ``device_ok`` overrides the device check (tests on the CPU)."""
     block = config.hopper_block_m if dout is None else config.hopper_dkdv_block_n
     if not block or q.dtype not in (torch.float16, torch.bfloat16):
