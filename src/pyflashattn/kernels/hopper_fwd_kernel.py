@@ -15,9 +15,10 @@ Live registers per step: one score tile, one probability tile, the output (not t
 K and V arrive by TMA in two rings of ``NUM_STAGES`` shared-memory slots tracked by mbarriers;
 K's slot is refilled at the end of the step that read it, V's one step later.
 
-Scope (``hopper.usable`` checks it): dense, causal (bottom-right, ``seqlen_q <= seqlen_k``) or
-not, GQA, 16-bit, head dim 64 or 128, tensors whose (batch, seq) axes merge into one
-(``(b * s, h * d)`` 2-D descriptors: contiguous or qkv-packed).
+Scope (``hopper.usable`` checks it): causal (bottom-right) or not, GQA, 16-bit, head dim 64 or
+128, tensors whose (batch, seq) axes merge into one (``(b * s, h * d)`` 2-D descriptors:
+contiguous or qkv-packed); varlen, softcap, ALiBi, left windows and rows that see no key behind
+constexpr flags (``hopper_features``, ``hopper_alibi`` in the config table).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
