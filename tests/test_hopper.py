@@ -19,9 +19,14 @@ from conftest import HAS_CUDA
 hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 
 
-# the Gluon dK/dV kernel ships on at d=128 and off at d=64 (configs.py); the tests choose
-DKDV_ON = json.dumps({"hopper_dkdv_block_n": 64})
-DKDV_OFF = json.dumps({"hopper_dkdv_block_n": 0})
+# the Gluon dK/dV kernel ships on at d=128 and off at d=64 (configs.py), the warp-specialized
+# one from 8192 keys without causal; the tests choose
+DKDV_KERNELS = {"triton": {"hopper_dkdv_block_n": 0},
+                "gluon": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 0},
+                "ws": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 1,
+                       "hopper_dkdv_ws_min_seqlen_k_causal": 1}}
+DKDV_ON = json.dumps(DKDV_KERNELS["gluon"])
+DKDV_OFF = json.dumps(DKDV_KERNELS["triton"])
 # which forward kernel: the one-warpgroup one, or the warp-specialized one (the shipped one)
 FWD_KERNELS = {"fwd1wg": {"hopper_ws_min_seqlen_k": 0}, "fwdws": {"hopper_ws_min_seqlen_k": 1}}
 
@@ -222,6 +227,39 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch):
     assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
     assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dks"]) == (p.qk_scale, p.softmax_scale, dk.stride(1))
     assert seen["CAUSAL"] is False and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, 64, 128)
+    assert seen["NUM_STAGES"] == c.hopper_dkdv_stages and seen["num_warps"] == 4 and "maxnreg" not in seen
+
+
+def test_dkdv_ws_launch_binds_every_argument_by_name(monkeypatch):
+    """The warp-specialized dK/dV: 128 keys per program, K/V read as 64-key tiles (one per
+    consumer warpgroup), its own stages, and the register cap that lets the consumers take 240."""
+    seen = _record(monkeypatch, 3, "dkdv_hopper_ws_kernel")
+    c = cfg(override=json.dumps(DKDV_KERNELS["ws"]))
+    q, k, v = qkv(b=2, sq=300, sk=500, h=4, hk=2)
+    dout, lse, delta = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300)
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    p = params(q, k, causal=True)
+    assert hopper.dkdv_warp_specialized(p, c)
+    hopper.attn_dkdv(q, k, v, dout, lse, delta, dk, dv, p, c)
+    assert seen["grid"] == ((500 + 127) // 128 * 2 * 2,)
+    for name, t, rows in (("q_desc", q, 64), ("k_desc", k, 64), ("v_desc", v, 64), ("do_desc", dout, 64)):
+        _check_descriptor(seen[name], t, rows)
+    assert seen["LSE"] is lse and seen["DELTA"] is delta and seen["DK"] is dk and seen["DV"] is dv
+    assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
+    assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dks"]) == (p.qk_scale, p.softmax_scale, dk.stride(1))
+    assert seen["CAUSAL"] is True and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, 128, 128)
+    assert seen["NUM_STAGES"] == c.hopper_dkdv_ws_stages and seen["num_warps"] == 4
+    assert seen["maxnreg"] == hopper._kernel_modules()[3].MAXNREG
+
+
+def test_dkdv_ws_chosen_by_the_table():
+    """Shipped: at d=128 from 8192 keys without causal; never with causal, never at d=64."""
+    c128, c64 = cfg(), cfg(64)
+    for sk, causal, want in ((8192, False, True), (16384, False, True), (8191, False, False), (16384, True, False)):
+        q, k, _ = qkv(b=1, sq=16, sk=sk, h=1, hk=1)
+        assert hopper.dkdv_warp_specialized(params(q, k, causal=causal), c128) == want, (sk, causal)
+    q, k, _ = qkv(b=1, sq=16, sk=16384, h=1, hk=1, d=64)
+    assert not hopper.dkdv_warp_specialized(params(q, k), c64)
 
 
 AOT = """
@@ -230,7 +268,7 @@ from pyflashattn.configs import _config
 from pyflashattn.kernels import hopper
 cfg = {d: _config(d, d, torch.bfloat16, False, '{"hopper_dkdv_block_n": 64}') for d in (64, 128)}
 res = [dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, kind))
-       for d in (64, 128) for causal in (False, True) for kind in ("fwd", "fwd_ws", "dkdv")
+       for d in (64, 128) for causal in (False, True) for kind in ("fwd", "fwd_ws", "dkdv", "dkdv_ws")
        if kind == "fwd" or d == 128]
 res += [dict(kind=kind, d=128, causal=True, features=True,
              **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, True, kind, **f)) for kind in ("fwd", "fwd_ws")
@@ -249,14 +287,15 @@ def test_compiles_for_sm90_without_spills():
     run = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(results) == 14, results  # both forwards (d 64 and 128 / 128), dK/dV at 128, causal or not; features
+    assert len(results) == 16, results  # both forwards (d 64 and 128 / 128), both dK/dV at 128, causal or not; features
     for res in results:
         # a little stack, no spills: the dK/dV kernel holds two 64 x 128 fp32 accumulators, two
         # score tiles and the operands of the dots in flight (8-48 B at d=128, and it beat the
         # Triton kernel's 152 B by 6-13 %); the warp-specialized forward 0-56 B under the
         # consumers' 240 registers (48 B when it measured +23 % at causal 16k), its feature
         # variants up to 176 B (a window); more would be a regression (docs/performance.md, v7)
-        limit = 192 if res.get("features") and res["kind"] == "fwd_ws" else 64 if res["kind"] != "fwd" else 0
+        # the warp-specialized dK/dV: 56 B without causal, 96 B with it (not shipped), under 240 registers
+        limit = {"fwd": 0, "fwd_ws": 192 if res.get("features") else 64, "dkdv": 64, "dkdv_ws": 128}[res["kind"]]
         assert res["local"] == 0 and res["stack"] <= limit, res
         assert res["shared"] <= 227 * 1024, res
         assert res["reg"] <= 255, res
@@ -268,20 +307,21 @@ def test_compiles_for_sm90_without_spills():
                                    (1, 1023, 4097, 8, 2, 128), (1, 77, 300, 4, 1, 128), (3, 640, 640, 2, 2, 128)],
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("kernels", ["fwd1wg-dkdvtriton", "fwd1wg-dkdvgluon", "fwdws-dkdvgluon"])
+@pytest.mark.parametrize("kernels", ["fwd1wg-dkdvtriton", "fwd1wg-dkdvgluon", "fwdws-dkdvgluon", "fwdws-dkdvws"])
 def test_gpu_against_float64(shape, causal, dtype, kernels, monkeypatch):
     import pyflashattn as pfa
     b, sq, sk, h, hk, d = shape
     fwd, dkdv = kernels.split("-")
     dkdv = dkdv.removeprefix("dkdv")
-    override = overrides(json.loads(DKDV_ON if dkdv == "gluon" else DKDV_OFF), FWD_KERNELS[fwd])
+    override = overrides(DKDV_KERNELS[dkdv], FWD_KERNELS[fwd])
     monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
-    assert hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype, override))
-    assert hopper.warp_specialized(params(q, k, causal=causal), cfg(d, dtype, override)) == (fwd == "fwdws")
+    p, c = params(q, k, causal=causal), cfg(d, dtype, override)
+    assert hopper.usable(q, k, v, p, c)
+    assert hopper.warp_specialized(p, c) == (fwd == "fwdws")
     # which dK/dV kernel the gradients below come from
-    assert hopper.usable(q, k, v, params(q, k, causal=causal), cfg(d, dtype, override),
-                         dout=torch.randn_like(q)) == (dkdv == "gluon")
+    assert hopper.usable(q, k, v, p, c, dout=torch.randn_like(q)) == (dkdv != "triton")
+    assert hopper.dkdv_warp_specialized(p, c) == (dkdv == "ws")
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)

@@ -66,6 +66,14 @@ class KernelConfig:
     hopper_dkdv_block_n: int = 0
     hopper_dkdv_block_m: int = 64
     hopper_dkdv_stages: int = 2
+    # the warp-specialized dK/dV (two consumer warpgroups of 64 keys and a producer warp) from
+    # this many keys on, without causal / with it; 0: never. At d=128 (8th session, kernel time
+    # against the one-warpgroup kernel in one process): +10 % at 16k, +1 % at 4k, -1 % at 1k;
+    # causal 0 % at 16k but -19 to -24 % at 1k-4k (128-key programs: half as many, and one wasted
+    # step each), so causal keeps the one-warpgroup kernel; at d=64 it lost to Triton's everywhere
+    hopper_dkdv_ws_min_seqlen_k: int = 0
+    hopper_dkdv_ws_min_seqlen_k_causal: int = 0
+    hopper_dkdv_ws_stages: int = 3
 
 
 # (padded head dim) -> fields, for 16-bit inputs on sm_90. fp32 and small GPUs shrink below.
@@ -76,7 +84,7 @@ _TABLE_16BIT: dict[int, dict] = {
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
               hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=1,
-              hopper_dkdv_block_n=64,
+              hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=8192,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage

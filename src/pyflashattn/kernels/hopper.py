@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from ..configs import KernelConfig
+from .launch import Launcher, LightDescriptor
 
 _TMA_ALIGN = 16        # bytes: TMA needs 16-byte aligned bases and row strides
 _INT32_ROWS = 2 ** 31  # TMA coordinates are int32: batch * seqlen rows must fit
@@ -20,14 +21,14 @@ _INT32_ROWS = 2 ** 31  # TMA coordinates are int32: batch * seqlen rows must fit
 
 @functools.cache
 def _kernel_modules():
-    """The Gluon kernel modules ``(forward, dK/dV, warp-specialized forward)``, or None where
-    this Triton cannot build them."""
+    """The Gluon kernel modules ``(forward, dK/dV, warp-specialized forward, warp-specialized
+    dK/dV)``, or None where this Triton cannot build them."""
     try:
-        from . import hopper_bwd_kernel, hopper_fwd_kernel, hopper_fwd_ws_kernel
+        from . import hopper_bwd_kernel, hopper_bwd_ws_kernel, hopper_fwd_kernel, hopper_fwd_ws_kernel
         from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: F401
     except Exception:  # noqa: BLE001 - any Triton without this Gluon API falls back
         return None
-    return hopper_fwd_kernel, hopper_bwd_kernel, hopper_fwd_ws_kernel
+    return hopper_fwd_kernel, hopper_bwd_kernel, hopper_fwd_ws_kernel, hopper_bwd_ws_kernel
 
 
 @functools.cache
@@ -92,13 +93,28 @@ def _smem_layout(rows: int, head_dim: int, dtype: torch.dtype):
     return gl.NVMMASharedLayout.get_default_for([rows, head_dim], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
-def _descriptor(t: torch.Tensor, rows: int):
+def _descriptor(t: torch.Tensor, rows: int) -> LightDescriptor:
     """A TMA descriptor over ``t`` ``(b, s, h, d)`` or ``(total, h, d)`` seen as ``(rows, h * d)``,
-    ``rows`` x ``d`` blocks."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-    h, d = t.shape[-2], t.shape[-1]
-    n = t.numel() // (h * d)
-    return TensorDescriptor(t, [n, h * d], [t.stride(-3), 1], [rows, d], _smem_layout(rows, d, t.dtype))
+    ``rows`` x ``d`` blocks: the light kind (``launch.LightDescriptor``), unchecked because
+    ``usable`` already refused what TMA cannot read (``merges_rows``: 16-byte aligned base and row
+    stride, unit last stride) and ops.py never launches on empty inputs; the launcher turns it
+    into Gluon's checked ``TensorDescriptor`` whenever Triton itself launches (each new key)."""
+    shape = t.shape
+    h, d = shape[-2], shape[-1]
+    return LightDescriptor(t, [t.numel() // (h * d), h * d], [t.stride()[-3], 1], [rows, d],
+                           _smem_layout(rows, d, t.dtype))
+
+
+_LAUNCHERS: dict = {}
+
+
+def _launcher(kernel) -> Launcher:
+    """The cached launcher (``launch.Launcher``) of a Gluon kernel, made on its first launch (the
+    kernel modules import lazily); by identity, so a kernel swapped in (tests) gets its own."""
+    entry = _LAUNCHERS.get(id(kernel))
+    if entry is None or entry[0] is not kernel:
+        entry = _LAUNCHERS[id(kernel)] = (kernel, Launcher(kernel))
+    return entry[1]
 
 
 def warp_specialized(p, config: KernelConfig) -> bool:
@@ -111,7 +127,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     """q ``(b, sq, h, d)``, k/v ``(b, sk, hk, d)`` -> out ``(b, sq, h, d)``, lse ``(b, h, sq)``; varlen:
     q ``(total_q, h, d)``, k/v ``(total_k, hk, d)`` -> out ``(total_q, h, d)``, lse ``(h, total_q)``
     (``usable`` holds)."""
-    fwd_mod, _, ws_mod = _kernel_modules()
+    fwd_mod, _, ws_mod, _ = _kernel_modules()
     h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
     sq, sk = p.max_seqlen_q, p.max_seqlen_k
     if warp_specialized(p, config):
@@ -129,28 +145,46 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     window = p.window_left < sk
     may_be_empty = p.is_varlen or window or (causal and sq > sk)
     grid = ((sq + bm - 1) // bm * p.batch * h,)
-    kernel[grid](_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), out, lse, p.cu_q(lse), p.cu_k(lse),
-                 p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale, p.alibi_log2,
-                 out.stride(-3), lse.stride(-2), *p.slope_strides(),
-                 CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
-                 HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
-                 NUM_STAGES=stages, **options)
+    _launcher(kernel)(
+        grid, (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), out, lse, p.cu_q(lse), p.cu_k(lse),
+               p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale, p.alibi_log2,
+               out.stride(-3), lse.stride(-2), *p.slope_strides()),
+        dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
+             HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages),
+        **options)
     return out, lse
+
+
+def dkdv_warp_specialized(p, config: KernelConfig) -> bool:
+    """Whether the dK/dV pass runs the warp-specialized kernel (long key sequences; the table
+    has a threshold with causal and one without) rather than the one-warpgroup one."""
+    causal = p.window_right < p.max_seqlen_q
+    least = config.hopper_dkdv_ws_min_seqlen_k_causal if causal else config.hopper_dkdv_ws_min_seqlen_k
+    return bool(least) and p.max_seqlen_k >= least
 
 
 def attn_dkdv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
               delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, p, config: KernelConfig) -> None:
     """dK, dV into contiguous ``dk``/``dv`` ``(b, sk, hk, d)`` from lse and delta ``(b, h, sq)``
     (``usable(..., dout=dout)`` holds)."""
-    kernel = _kernel_modules()[1].dkdv_hopper_kernel
+    _, one_mod, _, ws_mod = _kernel_modules()
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
-    bm, bn = config.hopper_dkdv_block_m, config.hopper_dkdv_block_n
+    bm = config.hopper_dkdv_block_m
+    if dkdv_warp_specialized(p, config):
+        # 128 keys per program, read as one 64-key K/V tile per consumer warpgroup
+        kernel, bn, kv_rows, stages = ws_mod.dkdv_hopper_ws_kernel, 128, 64, config.hopper_dkdv_ws_stages
+        options = dict(maxnreg=ws_mod.MAXNREG)
+    else:
+        kernel, bn, stages, options = one_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_n, \
+            config.hopper_dkdv_stages, {}
+        kv_rows = bn
     grid = ((sk + bn - 1) // bn * b * hk,)
-    kernel[grid](_descriptor(q, bm), _descriptor(k, bn), _descriptor(v, bn), _descriptor(dout, bm),
-                 lse, delta, dk, dv, sq, sk, h, h // hk, p.qk_scale, p.softmax_scale, dk.stride(1),
-                 CAUSAL=p.window_right < sq, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
-                 NUM_STAGES=config.hopper_dkdv_stages, num_warps=4)
+    _launcher(kernel)(
+        grid, (_descriptor(q, bm), _descriptor(k, kv_rows), _descriptor(v, kv_rows), _descriptor(dout, bm),
+               lse, delta, dk, dv, sq, sk, h, h // hk, p.qk_scale, p.softmax_scale, dk.stride(1)),
+        dict(CAUSAL=p.window_right < sq, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages),
+        num_warps=4, **options)
 
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
@@ -165,7 +199,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
     from triton.runtime.jit import mangle_type
 
     from .aot import resource_usage
-    fwd_mod, bwd_mod, ws_mod = _kernel_modules()
+    fwd_mod, bwd_mod, ws_mod, bwd_ws_mod = _kernel_modules()
     t = torch.empty(2, 256, 4, head_dim, dtype=dtype)
     ptr = "*bf16" if dtype == torch.bfloat16 else "*fp16"
     options = {}
@@ -183,16 +217,22 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window, HAS_SOFTCAP=softcap,
                      HAS_ALIBI=alibi)
     else:
-        kernel, bm, bn, warps = bwd_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_m, config.hopper_dkdv_block_n, 4
-        descs = dict(q_desc=_descriptor(t, bm), k_desc=_descriptor(t, bn), v_desc=_descriptor(t, bn),
+        bm, warps = config.hopper_dkdv_block_m, 4
+        if kind == "dkdv_ws":
+            kernel, bn, kv_rows, stages = bwd_ws_mod.dkdv_hopper_ws_kernel, 128, 64, config.hopper_dkdv_ws_stages
+            options = dict(maxnreg=bwd_ws_mod.MAXNREG)
+        else:
+            kernel, bn, stages = bwd_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_n, config.hopper_dkdv_stages
+            kv_rows = bn
+        descs = dict(q_desc=_descriptor(t, bm), k_desc=_descriptor(t, kv_rows), v_desc=_descriptor(t, kv_rows),
                      do_desc=_descriptor(t, bm))
-        stages, floats = config.hopper_dkdv_stages, {"qk_scale", "softmax_scale"}
+        floats = {"qk_scale", "softmax_scale"}
         ptrs = {"DK": ptr, "DV": ptr, "LSE": "*fp32", "DELTA": "*fp32"}
         flags = {}
     consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,
                   **flags)
     names = list(kernel.arg_names)
-    sig = {n: (mangle_type(descs[n]) if n in descs else "constexpr" if n in consts else ptrs[n] if n in ptrs
+    sig = {n: (mangle_type(descs[n].real()) if n in descs else "constexpr" if n in consts else ptrs[n] if n in ptrs
                else "fp32" if n in floats else "i32") for n in names}
     src = GluonASTSource(kernel, sig, constexprs={(names.index(n),): v for n, v in consts.items()})
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, **options))

@@ -47,11 +47,13 @@ def _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, t, n_steps, n_q, m_first,
 
 @gluon.jit
 def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars,
-                LSE, DELTA, offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
-                qk_scale, MASKED: gl.constexpr, st_layout: gl.constexpr, p_op: gl.constexpr,
-                BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
+                empty, LSE, DELTA, offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q,
+                causal_shift, qk_scale, MASKED: gl.constexpr, WS: gl.constexpr, st_layout: gl.constexpr,
+                p_op: gl.constexpr, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
     """Flat steps ``[t_begin, t_end)`` (see the module docstring); ``MASKED``: apply the causal
-    mask (the diagonal's blocks only, a loop of its own so the rest carries no branch)."""
+    mask (the diagonal's blocks only, a loop of its own so the rest carries no branch). ``WS``:
+    a consumer warpgroup of the warp-specialized kernel (``hopper_bwd_ws_kernel``), which
+    releases a finished slot on ``empty`` for the producer warp instead of refilling it itself."""
     dtype: gl.constexpr = q_desc.dtype
     BLOCK_N: gl.constexpr = k_smem.shape[0]
     # the score and dP accumulators of the last step are the (ignored, use_acc=False) inputs of
@@ -71,8 +73,11 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
         dk, dv, pt_op, ds_op = warpgroup_mma_wait(1, deps=(dk, dv, pt_op, ds_op))
         dpt = warpgroup_mma(v_smem, do_smem.index(slot).permute((1, 0)), dpt, use_acc=False, is_async=True)
         if t >= 1:
-            _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, t - 1 + NUM_STAGES, n_steps, n_q, m_first,
-                       row0_q, h0, NUM_STAGES, BLOCK_M, HEAD_DIM)
+            if WS:
+                mbarrier.arrive(empty.index((t - 1) % NUM_STAGES), count=1)
+            else:
+                _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, t - 1 + NUM_STAGES, n_steps, n_q, m_first,
+                           row0_q, h0, NUM_STAGES, BLOCK_M, HEAD_DIM)
         st = warpgroup_mma_wait(1, deps=(st,))
         s2 = st * qk_scale
         if MASKED:
@@ -90,31 +95,91 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
 
 
 @gluon.jit
+def _dkdv_program(seqlen_q, seqlen_k, nheads, group, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr,
+                  BLOCK_N: gl.constexpr):
+    """This program's key block, batch and kv-head, and its walk: the query blocks that see any
+    of keys ``[n0, n0 + BLOCK_N)`` from ``m_first`` on, ``n_q`` per query head of the group, as
+    ``n_steps`` flat steps. The 2-D descriptors are ``(b * s, h * d)``: batch b's rows start at
+    ``row0_q`` / ``row0_k``. Each head's key blocks run in turn (every head's first key block
+    first, longest-first under causal, measured 5-25 % slower: the 8th session's
+    ``scripts/experiments/gluon_bwd_ws.py``)."""
+    num_n = gl.cdiv(seqlen_k, BLOCK_N)
+    nheads_k = nheads // group
+    pid = gl.program_id(0)
+    bhk = pid // num_n
+    n0 = (pid % num_n) * BLOCK_N
+    b = bhk // nheads_k
+    hk = bhk % nheads_k
+    causal_shift = seqlen_k - seqlen_q        # query i sees keys j <= i + shift
+    if CAUSAL:
+        m_first = gl.maximum(n0 - causal_shift, 0) // BLOCK_M
+    else:
+        m_first = 0
+    n_q = gl.cdiv(seqlen_q, BLOCK_M) - m_first
+    return b, hk, n0, b * seqlen_q, b * seqlen_k, causal_shift, m_first, n_q, n_q * group, hk * group
+
+
+@gluon.jit
+def _masked_steps(n0, rows, causal_shift, m_first, n_q, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr):
+    """How many of a head's steps (from ``m_first``) need the causal mask for keys
+    ``[n0, n0 + rows)``: the query blocks before the first one that sees all of them."""
+    if CAUSAL:
+        m_full = gl.cdiv(gl.maximum(n0 + rows - 1 - causal_shift, 0), BLOCK_M)
+    else:
+        m_full = m_first
+    return gl.minimum(m_full - m_first, n_q)
+
+
+@gluon.jit
+def _dkdv_walk(dk, dv, pt_op, ds_op, q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, LSE, DELTA,
+               offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale,
+               n_masked, group, CAUSAL: gl.constexpr, WS: gl.constexpr, st_layout: gl.constexpr, p_op: gl.constexpr,
+               BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """Every step of the program: per query head of the group, the ``n_masked`` diagonal steps
+    with the causal mask, then the rest without; returns dK, dV with every dot retired."""
+    for g in range(group):
+        t0 = g * n_q
+        if CAUSAL:
+            dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, t0 + n_masked, q_desc, do_desc, q_smem,
+                                               do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, offs_n, offs_m, b,
+                                               nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
+                                               qk_scale, True, WS, st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
+            t0 += n_masked
+        dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, (g + 1) * n_q, q_desc, do_desc, q_smem,
+                                           do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, offs_n, offs_m, b,
+                                           nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
+                                           qk_scale, False, WS, st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
+    dk, dv, pt_op, ds_op = warpgroup_mma_wait(0, deps=(dk, dv, pt_op, ds_op))
+    return dk, dv
+
+
+@gluon.jit
+def _store_dkdv(dk, dv, n0, row0_k, kv_col, seqlen_k, softmax_scale, DK, DV, stride_dks, acc_layout: gl.constexpr):
+    """dK (scaled) and dV of keys ``[n0, n0 + dk.shape[0])``; keys past ``seqlen_k`` are not stored."""
+    keys = n0 + gl.arange(0, dk.shape[0], layout=gl.SliceLayout(1, acc_layout))
+    cols = gl.arange(0, dk.shape[1], layout=gl.SliceLayout(0, acc_layout))
+    off = gl.expand_dims((row0_k + keys).to(gl.int64) * stride_dks, 1) + kv_col + gl.expand_dims(cols, 0)
+    m = gl.expand_dims(keys < seqlen_k, 1)
+    gl.store(DK + off, (dk * softmax_scale).to(DK.dtype.element_ty), mask=m)
+    gl.store(DV + off, dv.to(DV.dtype.element_ty), mask=m)
+
+
+@gluon.jit
 def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seqlen_q, seqlen_k, nheads, group,
                        qk_scale, softmax_scale, stride_dks,
                        CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                        NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     gl.static_assert(NUM_STAGES >= 2)
     dtype: gl.constexpr = q_desc.dtype
-    num_n = gl.cdiv(seqlen_k, BLOCK_N)
-    nheads_k = nheads // group
-    pid = gl.program_id(0)
-    start_n = pid % num_n
-    bhk = pid // num_n
-    b = bhk // nheads_k
-    hk = bhk % nheads_k
-    row0_q = b * seqlen_q
-    row0_k = b * seqlen_k
-    n0 = start_n * BLOCK_N
-    causal_shift = seqlen_k - seqlen_q        # query i sees keys j <= i + shift
+    b, hk, n0, row0_q, row0_k, causal_shift, m_first, n_q, n_steps, h0 = _dkdv_program(
+        seqlen_q, seqlen_k, nheads, group, CAUSAL, BLOCK_M, BLOCK_N)
+    kv_col = hk * HEAD_DIM
 
     st_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                         instr_shape=[16, BLOCK_M, 16])
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                          instr_shape=[16, HEAD_DIM, 16])
     p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
-    keys_st: gl.constexpr = gl.SliceLayout(1, st_layout)
-    cols_st: gl.constexpr = gl.SliceLayout(0, st_layout)
 
     k_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], v_desc.layout)
@@ -127,18 +192,6 @@ def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seql
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
-    # the query blocks that see this key block, and the first one that sees all of it
-    if CAUSAL:
-        m_first = gl.maximum(n0 - causal_shift, 0) // BLOCK_M
-        m_full = gl.cdiv(gl.maximum(n0 + BLOCK_N - 1 - causal_shift, 0), BLOCK_M)
-    else:
-        m_first = 0
-        m_full = 0
-    n_q = gl.cdiv(seqlen_q, BLOCK_M) - m_first
-    n_steps = n_q * group
-    h0 = hk * group
-    # the 2-D descriptors are (b * s, h * d): Q/dO rows of batch b start at row0_q
-    kv_col = hk * HEAD_DIM
     mbarrier.expect(kv_bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(k_desc, [row0_k + n0, kv_col], kv_bar, k_smem)
     tma.async_copy_global_to_shared(v_desc, [row0_k + n0, kv_col], kv_bar, v_smem)
@@ -147,36 +200,20 @@ def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seql
                    NUM_STAGES, BLOCK_M, HEAD_DIM)
     mbarrier.wait(kv_bar, 0)
 
-    offs_n = n0 + gl.arange(0, BLOCK_N, layout=keys_st)
-    offs_m = gl.arange(0, BLOCK_M, layout=cols_st)
+    offs_n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, st_layout))
+    offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, st_layout))
     dk = warpgroup_mma_init(gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=acc_layout))
     dv = warpgroup_mma_init(gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=acc_layout))
     # the register operands of the dots in flight stay live until their wait (the deps in
     # _dkdv_steps): the wgmma reads them while it runs
     pt_op = gl.zeros([BLOCK_N, BLOCK_M], dtype, layout=p_op)
     ds_op = gl.zeros([BLOCK_N, BLOCK_M], dtype, layout=p_op)
-    n_masked = gl.minimum(m_full - m_first, n_q)   # the diagonal's query blocks, then the rest
-    for g in range(group):
-        t0 = g * n_q
-        if CAUSAL:
-            dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, t0 + n_masked, q_desc, do_desc, q_smem,
-                                               do_smem, k_smem, v_smem, bars, LSE, DELTA, offs_n, offs_m, b, nheads,
-                                               h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale,
-                                               True, st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
-            t0 += n_masked
-        dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, (g + 1) * n_q, q_desc, do_desc, q_smem,
-                                           do_smem, k_smem, v_smem, bars, LSE, DELTA, offs_n, offs_m, b, nheads,
-                                           h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale,
-                                           False, st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
-    dk, dv, pt_op, ds_op = warpgroup_mma_wait(0, deps=(dk, dv, pt_op, ds_op))
+    n_masked = _masked_steps(n0, BLOCK_N, causal_shift, m_first, n_q, CAUSAL, BLOCK_M)
+    dk, dv = _dkdv_walk(dk, dv, pt_op, ds_op, q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, bars, LSE,
+                        DELTA, offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
+                        qk_scale, n_masked, group, CAUSAL, False, st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
 
     mbarrier.invalidate(kv_bar)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.invalidate(bars.index(i))
-
-    keys = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, acc_layout))
-    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
-    off = gl.expand_dims((row0_k + keys).to(gl.int64) * stride_dks, 1) + kv_col + gl.expand_dims(cols, 0)
-    m = gl.expand_dims(keys < seqlen_k, 1)
-    gl.store(DK + off, (dk * softmax_scale).to(dtype), mask=m)
-    gl.store(DV + off, dv.to(dtype), mask=m)
+    _store_dkdv(dk, dv, n0, row0_k, kv_col, seqlen_k, softmax_scale, DK, DV, stride_dks, acc_layout)
