@@ -212,44 +212,30 @@ def test_forward_launch_binds_every_argument_by_name(monkeypatch, kernel):
     _check_descriptor(seen["q_desc"], qp, q_rows)
 
 
-def test_dkdv_launch_binds_every_argument_by_name(monkeypatch):
-    seen = _record(monkeypatch, 1, "dkdv_hopper_kernel")
-    c = cfg(override=DKDV_ON)
+@pytest.mark.parametrize("kernel", ["gluon", "ws"])
+def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
+    """Both dK/dV launches; the warp-specialized one: 128 keys per program, K/V read as 64-key
+    tiles (one per consumer warpgroup), its own stages, and the register cap that lets the
+    consumers take 240."""
+    ws = kernel == "ws"
+    seen = _record(monkeypatch, 3, "dkdv_hopper_ws_kernel") if ws else _record(monkeypatch, 1, "dkdv_hopper_kernel")
+    c = cfg(override=json.dumps(DKDV_KERNELS[kernel]))
     q, k, v = qkv(b=2, sq=300, sk=500, h=4, hk=2)
     dout, lse, delta = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300)
     dk, dv = torch.empty_like(k), torch.empty_like(v)
-    p = params(q, k)
+    p = params(q, k, causal=ws)
+    assert hopper.dkdv_warp_specialized(p, c) == ws
     hopper.attn_dkdv(q, k, v, dout, lse, delta, dk, dv, p, c)
-    assert seen["grid"] == ((500 + 63) // 64 * 2 * 2,)
+    bn = 128 if ws else 64
+    assert seen["grid"] == ((500 + bn - 1) // bn * 2 * 2,)
     for name, t, rows in (("q_desc", q, 64), ("k_desc", k, 64), ("v_desc", v, 64), ("do_desc", dout, 64)):
         _check_descriptor(seen[name], t, rows)
     assert seen["LSE"] is lse and seen["DELTA"] is delta and seen["DK"] is dk and seen["DV"] is dv
     assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
     assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dks"]) == (p.qk_scale, p.softmax_scale, dk.stride(1))
-    assert seen["CAUSAL"] is False and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, 64, 128)
-    assert seen["NUM_STAGES"] == c.hopper_dkdv_stages and seen["num_warps"] == 4 and "maxnreg" not in seen
-
-
-def test_dkdv_ws_launch_binds_every_argument_by_name(monkeypatch):
-    """The warp-specialized dK/dV: 128 keys per program, K/V read as 64-key tiles (one per
-    consumer warpgroup), its own stages, and the register cap that lets the consumers take 240."""
-    seen = _record(monkeypatch, 3, "dkdv_hopper_ws_kernel")
-    c = cfg(override=json.dumps(DKDV_KERNELS["ws"]))
-    q, k, v = qkv(b=2, sq=300, sk=500, h=4, hk=2)
-    dout, lse, delta = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300)
-    dk, dv = torch.empty_like(k), torch.empty_like(v)
-    p = params(q, k, causal=True)
-    assert hopper.dkdv_warp_specialized(p, c)
-    hopper.attn_dkdv(q, k, v, dout, lse, delta, dk, dv, p, c)
-    assert seen["grid"] == ((500 + 127) // 128 * 2 * 2,)
-    for name, t, rows in (("q_desc", q, 64), ("k_desc", k, 64), ("v_desc", v, 64), ("do_desc", dout, 64)):
-        _check_descriptor(seen[name], t, rows)
-    assert seen["LSE"] is lse and seen["DELTA"] is delta and seen["DK"] is dk and seen["DV"] is dv
-    assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
-    assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dks"]) == (p.qk_scale, p.softmax_scale, dk.stride(1))
-    assert seen["CAUSAL"] is True and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, 128, 128)
-    assert seen["NUM_STAGES"] == c.hopper_dkdv_ws_stages and seen["num_warps"] == 4
-    assert seen["maxnreg"] == hopper._kernel_modules()[3].MAXNREG
+    assert seen["CAUSAL"] is ws and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, bn, 128)
+    assert seen["NUM_STAGES"] == (c.hopper_dkdv_ws_stages if ws else c.hopper_dkdv_stages) and seen["num_warps"] == 4
+    assert seen.get("maxnreg") == (hopper._kernel_modules()[3].MAXNREG if ws else None)
 
 
 def test_dkdv_ws_chosen_by_the_table():

@@ -27,6 +27,7 @@ from pyflashattn.configs import _config  # noqa: E402
 from pyflashattn.kernels import hopper, launch  # noqa: E402
 from pyflashattn.kernels.launch import ArgKey, Launcher, LightDescriptor, descriptor_key  # noqa: E402
 from pyflashattn.ops import _params  # noqa: E402
+from test_launch import _FakeDriver, _FakeKernel  # noqa: E402  (the fakes both launcher suites share)
 
 TensorDescriptor = hopper_api.TensorDescriptor
 NVMMA = gl.NVMMASharedLayout
@@ -163,23 +164,6 @@ class _BindingGluonJIT(GluonJITFunction):
         self.slow_calls.append(dict(grid=grid, bound=list(bound.values()), spec=specialization, options=options,
                                     kwargs=kwargs))
         return _FakeKernel(self.kernel_runs)
-
-
-class _FakeKernel:
-    function = 1234
-    packed_metadata = (4, 1, 0)
-
-    def __init__(self, runs):
-        self.run = lambda *a: runs.append(a)
-
-    def launch_metadata(self, grid, stream, *args):
-        return ("metadata", grid, stream, args)
-
-
-class _FakeDriver:
-    class active:
-        get_current_device = staticmethod(lambda: 0)
-        get_current_stream = staticmethod(lambda device: 777)
 
 
 def binding(fn) -> _BindingGluonJIT:

@@ -88,3 +88,14 @@ def listed_block(pos, end, p_list, p_tile_ids, p_tiles, LIST_BLOCK: tl.constexpr
     if LOAD_TILE:
         p_tile = p_tiles + tl.load(p_tile_ids + j, mask=valid, other=0).to(tl.int64) * TILE_ELEMS - start * TILE_STEP
     return start + (pos - j * LIST_BLOCK), p_tile
+
+
+@triton.jit
+def listed_step(pos, end, start_next, p_tile_next, p_list, p_tile_ids, p_tiles, LIST_BLOCK: tl.constexpr,
+                TILE_ELEMS: tl.constexpr, TILE_STEP: tl.constexpr, LOAD_TILE: tl.constexpr, STEP: tl.constexpr):
+    """One step of a ``listed_block`` walk: the position and tile looked up last step become this
+    step's, and the ones ``STEP`` positions on are looked up (carried to the next step, for
+    the pipeliner's sake). Returns ``(start, p_tile, start_next, p_tile_next)``."""
+    start_after, p_tile_after = listed_block(pos + STEP, end, p_list, p_tile_ids, p_tiles, LIST_BLOCK, TILE_ELEMS,
+                                             TILE_STEP, LOAD_TILE)
+    return start_next, p_tile_next, start_after, p_tile_after

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .block_info import kv_block_range, listed_block, q_block_range, stage_range
+from .block_info import kv_block_range, listed_block, listed_step, q_block_range, stage_range
 from .common import LOG2E, cdiv, feature_constexprs, mma
 from .fwd import seq_bounds
 from . import hopper
@@ -71,9 +71,9 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
                                            TILE_W, HAS_TILES and MASK_FN is None)
     for pos in tl.range(m_begin, m_end, BLOCK_M):
         if GATHER:
-            m_start, p_tile_blk = m_next, p_tile_next
-            m_next, p_tile_next = listed_block(pos + BLOCK_M, m_end, p_list, p_tile_ids, p_tile, LIST_BLOCK,
-                                               TILE_ELEMS, TILE_W, HAS_TILES and MASK_FN is None)
+            m_start, p_tile_blk, m_next, p_tile_next = listed_step(pos, m_end, m_next, p_tile_next, p_list, p_tile_ids,
+                                                                   p_tile, LIST_BLOCK, TILE_ELEMS, TILE_W,
+                                                                   HAS_TILES and MASK_FN is None, BLOCK_M)
             p_qt_cur = p_q + (m_start + o_m)[None, :].to(tl.int64) * stride_qs + o_d[:, None]
             p_dob_cur = p_do + (m_start + o_m)[:, None].to(tl.int64) * stride_dos + o_dv[None, :]
         else:
@@ -249,9 +249,9 @@ def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                                            HAS_TILES and MASK_FN is None)
     for pos in tl.range(n_begin, n_end, BLOCK_N):
         if GATHER:
-            n_start, p_tile_blk = n_next, p_tile_next
-            n_next, p_tile_next = listed_block(pos + BLOCK_N, n_end, p_list, p_tile_ids, p_tile, TILE_W,
-                                               TILE_ELEMS, 1, HAS_TILES and MASK_FN is None)
+            n_start, p_tile_blk, n_next, p_tile_next = listed_step(pos, n_end, n_next, p_tile_next, p_list, p_tile_ids,
+                                                                   p_tile, TILE_W, TILE_ELEMS, 1,
+                                                                   HAS_TILES and MASK_FN is None, BLOCK_N)
             p_kt_cur = p_k + (n_start + o_n)[None, :].to(tl.int64) * stride_ks + o_d[:, None]
             p_vt_cur = p_v + (n_start + o_n)[None, :].to(tl.int64) * stride_vs + o_dv[:, None]
         else:

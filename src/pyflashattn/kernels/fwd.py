@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from . import hopper
-from .block_info import kv_block_range, listed_block, stage_range
+from .block_info import kv_block_range, listed_block, listed_step, stage_range
 from .common import LN2, cdiv, feature_constexprs, mma
 from .launch import Launcher
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
@@ -57,9 +57,9 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
                                            HAS_TILES and MASK_FN is None)
     for pos in tl.range(n_begin, n_end, BLOCK_N):
         if GATHER:
-            n_start, p_tile_blk = n_next, p_tile_next
-            n_next, p_tile_next = listed_block(pos + BLOCK_N, n_end, p_list, p_tile_ids, p_tile, TILE_W,
-                                               TILE_ELEMS, 1, HAS_TILES and MASK_FN is None)
+            n_start, p_tile_blk, n_next, p_tile_next = listed_step(pos, n_end, n_next, p_tile_next, p_list, p_tile_ids,
+                                                                   p_tile, TILE_W, TILE_ELEMS, 1,
+                                                                   HAS_TILES and MASK_FN is None, BLOCK_N)
             p_kt_cur = p_k + (n_start + o_n)[None, :].to(tl.int64) * stride_kn + o_d[:, None]
             p_vb_cur = p_v + (n_start + o_n)[:, None].to(tl.int64) * stride_vn + o_dv[None, :]
         else:

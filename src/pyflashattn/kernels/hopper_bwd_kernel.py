@@ -120,23 +120,31 @@ def _dkdv_program(seqlen_q, seqlen_k, nheads, group, CAUSAL: gl.constexpr, BLOCK
 
 
 @gluon.jit
-def _masked_steps(n0, rows, causal_shift, m_first, n_q, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr):
-    """How many of a head's steps (from ``m_first``) need the causal mask for keys
-    ``[n0, n0 + rows)``: the query blocks before the first one that sees all of them."""
+def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, n0, b, nheads, h0, n_q,
+               n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale, group, CAUSAL: gl.constexpr,
+               WS: gl.constexpr, st_layout: gl.constexpr, acc_layout: gl.constexpr, BLOCK_M: gl.constexpr,
+               NUM_STAGES: gl.constexpr):
+    """dK, dV of keys ``[n0, n0 + k_smem.shape[0])`` over every step of the program: per query
+    head of the group, the diagonal steps with the causal mask, then the rest without; returned
+    with every dot retired."""
+    dtype: gl.constexpr = q_desc.dtype
+    BLOCK_N: gl.constexpr = k_smem.shape[0]
+    HEAD_DIM: gl.constexpr = k_smem.shape[1]
+    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+    offs_n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, st_layout))
+    offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, st_layout))
+    dk = warpgroup_mma_init(gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=acc_layout))
+    dv = warpgroup_mma_init(gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=acc_layout))
+    # the register operands of the dots in flight stay live until their wait (the deps in
+    # _dkdv_steps): the wgmma reads them while it runs
+    pt_op = gl.zeros([BLOCK_N, BLOCK_M], dtype, layout=p_op)
+    ds_op = gl.zeros([BLOCK_N, BLOCK_M], dtype, layout=p_op)
+    # how many of a head's steps need the causal mask: those before the first query block that
+    # sees all of these keys
     if CAUSAL:
-        m_full = gl.cdiv(gl.maximum(n0 + rows - 1 - causal_shift, 0), BLOCK_M)
+        n_masked = gl.minimum(gl.cdiv(gl.maximum(n0 + BLOCK_N - 1 - causal_shift, 0), BLOCK_M) - m_first, n_q)
     else:
-        m_full = m_first
-    return gl.minimum(m_full - m_first, n_q)
-
-
-@gluon.jit
-def _dkdv_walk(dk, dv, pt_op, ds_op, q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, LSE, DELTA,
-               offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale,
-               n_masked, group, CAUSAL: gl.constexpr, WS: gl.constexpr, st_layout: gl.constexpr, p_op: gl.constexpr,
-               BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """Every step of the program: per query head of the group, the ``n_masked`` diagonal steps
-    with the causal mask, then the rest without; returns dK, dV with every dot retired."""
+        n_masked = 0
     for g in range(group):
         t0 = g * n_q
         if CAUSAL:
@@ -179,7 +187,6 @@ def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seql
                                                         instr_shape=[16, BLOCK_M, 16])
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                          instr_shape=[16, HEAD_DIM, 16])
-    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
 
     k_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [BLOCK_N, HEAD_DIM], v_desc.layout)
@@ -199,19 +206,9 @@ def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seql
         _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, i, n_steps, n_q, m_first, row0_q, h0,
                    NUM_STAGES, BLOCK_M, HEAD_DIM)
     mbarrier.wait(kv_bar, 0)
-
-    offs_n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, st_layout))
-    offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, st_layout))
-    dk = warpgroup_mma_init(gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=acc_layout))
-    dv = warpgroup_mma_init(gl.zeros([BLOCK_N, HEAD_DIM], gl.float32, layout=acc_layout))
-    # the register operands of the dots in flight stay live until their wait (the deps in
-    # _dkdv_steps): the wgmma reads them while it runs
-    pt_op = gl.zeros([BLOCK_N, BLOCK_M], dtype, layout=p_op)
-    ds_op = gl.zeros([BLOCK_N, BLOCK_M], dtype, layout=p_op)
-    n_masked = _masked_steps(n0, BLOCK_N, causal_shift, m_first, n_q, CAUSAL, BLOCK_M)
-    dk, dv = _dkdv_walk(dk, dv, pt_op, ds_op, q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, bars, LSE,
-                        DELTA, offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
-                        qk_scale, n_masked, group, CAUSAL, False, st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
+    dk, dv = _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, bars, LSE, DELTA, n0, b, nheads, h0,
+                        n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale, group, CAUSAL, False,
+                        st_layout, acc_layout, BLOCK_M, NUM_STAGES)
 
     mbarrier.invalidate(kv_bar)
     for i in gl.static_range(NUM_STAGES):

@@ -20,9 +20,9 @@ wasted work at most).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma_init
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
-from .hopper_bwd_kernel import _dkdv_program, _dkdv_walk, _load_q_do, _masked_steps, _store_dkdv
+from .hopper_bwd_kernel import _dkdv_program, _dkdv_walk, _load_q_do, _store_dkdv
 
 KEYS: gl.constexpr = gl.constexpr(64)   # keys per consumer warpgroup
 MAXNREG = 168                           # as the warp-specialized forward: 12 warps x 168 fill the file
@@ -53,7 +53,6 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, group, seqlen_k, sof
     """One warpgroup, keys ``[n0 + WG * 64, +64)``: every step of the program, then its dK, dV."""
     (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA,
      b, nheads, h0, n_q, n_steps, m_first, row0_q, row0_k, n0, kv_col, seqlen_q, causal_shift, qk_scale) = args
-    dtype: gl.constexpr = q_desc.dtype
     NUM_STAGES: gl.constexpr = q_smem.type.shape[0]
     BLOCK_M: gl.constexpr = q_smem.type.shape[1]
     HEAD_DIM: gl.constexpr = q_smem.type.shape[2]
@@ -61,20 +60,11 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, group, seqlen_k, sof
                                                         instr_shape=[16, BLOCK_M, 16])
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, HEAD_DIM, 16])
-    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
     n_own = n0 + WG * KEYS
-    offs_n = n_own + gl.arange(0, KEYS, layout=gl.SliceLayout(1, st_layout))
-    offs_m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, st_layout))
-    dk = warpgroup_mma_init(gl.zeros([KEYS, HEAD_DIM], gl.float32, layout=acc_layout))
-    dv = warpgroup_mma_init(gl.zeros([KEYS, HEAD_DIM], gl.float32, layout=acc_layout))
-    pt_op = gl.zeros([KEYS, BLOCK_M], dtype, layout=p_op)
-    ds_op = gl.zeros([KEYS, BLOCK_M], dtype, layout=p_op)
-    n_masked = _masked_steps(n_own, KEYS, causal_shift, m_first, n_q, CAUSAL, BLOCK_M)
     mbarrier.wait(kv_bar, 0)
-    dk, dv = _dkdv_walk(dk, dv, pt_op, ds_op, q_desc, do_desc, q_smem, do_smem, k_smem.index(WG), v_smem.index(WG),
-                        ready, empty, LSE, DELTA, offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q,
-                        seqlen_q, causal_shift, qk_scale, n_masked, group, CAUSAL, True, st_layout, p_op, BLOCK_M,
-                        HEAD_DIM, NUM_STAGES)
+    dk, dv = _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem.index(WG), v_smem.index(WG), ready, empty, LSE,
+                        DELTA, n_own, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale,
+                        group, CAUSAL, True, st_layout, acc_layout, BLOCK_M, NUM_STAGES)
     _store_dkdv(dk, dv, n_own, row0_k, kv_col, seqlen_k, softmax_scale, DK, DV, stride_dks, acc_layout)
 
 
