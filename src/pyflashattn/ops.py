@@ -338,6 +338,7 @@ class _Attention(torch.autograd.Function):
         out, lse = fwd_op(q, k, v, *options)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.bwd_op, ctx.options = bwd_op, options
+        ctx.plan = _plan_bwd(q, k, v, out, lse, options) if fwd_op is _fwd_impl else None
         # an unused output's gradient arrives as None instead of a zero tensor: most callers
         # never touch lse, and a materialized zero dlse costs an allocation, a fill kernel and
         # a read of it in the backward's preprocess, on every step
@@ -349,8 +350,52 @@ class _Attention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         if dout is None:  # only lse was used
             dout = torch.zeros_like(out)
-        dq, dk, dv = ctx.bwd_op(dout, q, k, v, out, lse, dlse, *ctx.options)
+        grads = None
+        if ctx.plan is not None and dlse is None:
+            grads = ctx.plan.run(dout, q, k, v, out, lse)   # None: not what the plan was made for
+        dq, dk, dv = grads if grads is not None else ctx.bwd_op(dout, q, k, v, out, lse, dlse, *ctx.options)
         return (dq, dk, dv, None, None) + (None,) * len(ctx.options)
+
+
+def _plan_bwd(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, options: tuple):
+    """``kernels.bwd.plan_bwd`` for a dense forward's gradients (``BackwardPlan``: the backward's
+    launch preparation done here, on the forward's thread), or None where it does not apply.
+    ``options`` are ``_fwd_impl``'s after q, k, v. A plan holds no tensor, only layouts, so
+    plans are kept by what they depend on (layouts, options, config, device): the layers of a
+    model look theirs up instead of building one per call (~100 us of Python)."""
+    # _fwd_impl's defaults for the options a caller left out
+    softmax_scale, window_left, window_right, softcap, alibi_slopes, cu_seqlens_q, _, _, _, dropout_p, _ = (
+        *options, *(0.0, None, None, None, -1, -1, 0.0, None)[len(options) - 3:])
+    if (not q.is_cuda or alibi_slopes is not None or cu_seqlens_q is not None or dropout_p > 0.0
+            or q.numel() == 0 or k.numel() == 0 or backend_for(q) != "triton"):
+        return None
+    return _cached_plan(q, k, v, out, lse, softmax_scale, window_left, window_right, softcap)
+
+
+def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, softmax_scale: float, window_left: int,
+                 window_right: int, softcap: float):
+    from .kernels import bwd, launch
+    if not launch.FAST_LAUNCH:
+        return None
+    config = get_config(q.shape[-1], v.shape[-1], q.dtype)
+    key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), out.shape, out.stride(), lse.shape,
+           lse.stride(), q.dtype, q.device.index, softmax_scale, window_left, window_right, softcap, id(config))
+    plan = _PLANS.get(key)
+    if plan is None:
+        p = _params(q, k, softmax_scale, window_left, window_right, softcap, None, None, None, -1, -1, None)
+        plan = bwd.plan_bwd(q, k, v, out, lse, p, config)
+        if plan is None:
+            return None  # not yet (no kernel launched with this specialization), or not at all
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    # what the plan checks again in the backward, checked here too: these very tensors go
+    # through it (aliases, unaligned or strided-last-axis inputs get none)
+    return plan if plan.fits(q, k, v, out, lse) else None
+
+
+# BackwardPlans by (layouts, options, config, device): see _plan_bwd
+_PLANS: dict = {}
 
 
 def _use_function(q: Tensor, k: Tensor, v: Tensor) -> bool:

@@ -20,7 +20,8 @@ from .block_info import kv_block_range, listed_block, listed_step, q_block_range
 from .common import LOG2E, cdiv, feature_constexprs, mma
 from .fwd import seq_bounds
 from . import hopper
-from .launch import Launcher
+from . import launch
+from .launch import Launcher, LightDescriptor
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
 
@@ -398,10 +399,23 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     add to what the buffers hold, in fp32, rounding once (the Triton dK/dV kernel then, never
     the Gluon one)."""
     if dq is None and dk is None:
-        dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-        dk = torch.empty_like(k, memory_format=torch.contiguous_format)
-        dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+        dq, dk, dv = _new_grads(q, k, v)
     delta = torch.empty_like(lse)
+    for launcher, grid, args, constexprs, num_warps, num_stages, options in _launches(
+            dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate):
+        launcher(grid, args, constexprs, num_warps, num_stages, **options)
+    return dq, dk, dv
+
+
+def _new_grads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
+
+
+def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate: bool) -> list:
+    """The backward's launches, not yet made: (launcher, grid, args, constexprs, num_warps,
+    num_stages, options) for the preprocess, then dK/dV (Triton's or ``hopper``'s) where dk is
+    given, then dQ where dq is."""
+    launches = []
     q4, k4, v4, o4, do4, dq4, dk4, dv4 = p.as_4d(q, k, v, out, dout, dq, dk, dv)  # (buffers: dense only)
     nheads, nheads_k, head_dim, head_dim_v = q4.shape[2], k4.shape[2], q4.shape[3], v4.shape[3]
 
@@ -409,12 +423,12 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     varlen = p.is_varlen
     rows = q4.shape[0] * q4.shape[1] if varlen else q4.shape[1]
     pre_batch = 1 if varlen else q4.shape[0]
-    _launch_preprocess(
-        (cdiv(rows, config.block_m_pre), pre_batch * nheads),
+    launches.append((
+        _launch_preprocess, (cdiv(rows, config.block_m_pre), pre_batch * nheads),
         (o4, do4, dlse if dlse is not None else lse, delta, *o4.stride()[:3], *do4.stride()[:3], nheads, rows),
         dict(HEAD_DIM_V=head_dim_v, BLOCK_M=config.block_m_pre, BLOCK_DV=config.block_dv, HAS_DLSE=dlse is not None),
-        num_warps=4, num_stages=3,  # Triton's defaults, which this launch always used
-    )
+        4, 3, {},  # Triton's defaults (warps, stages), which this launch always used
+    ))
 
     # the arguments both kernels share, computed once: (cu_seqlens q, k, alibi slopes) and
     # dropout's (seed, threshold, scale) around the block-sparse lists (forward order for dQ,
@@ -430,28 +444,118 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     num_n = cdiv(p.max_seqlen_k, config.block_n_kv)
     num_m = cdiv(p.max_seqlen_q, config.block_m_q)
     if dk is not None and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate):  # dense 16-bit d=128, Hopper
-        hopper.attn_dkdv(q, k, v, dout, lse, delta, dk, dv, p, config)
+        launches.append(hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, config))
     elif dk is not None:
-        _launch_dkdv(
-            (num_n * p.batch * nheads_k,),
+        launches.append((
+            _launch_dkdv, (num_n * p.batch * nheads_k,),
             (q4, k4, v4, do4, lse, delta, dk4, dv4, *sequences, *p.sparse_args(lse, transposed=True),
              p.sparse_order(lse, nheads, nheads // nheads_k, num_n, config.block_n_kv, transposed=True), *dropout,
              *input_strides, *p.strides(dk4), *p.strides(dv4), *row_strides,
              nheads, nheads_k, nheads // nheads_k, *scalars),
             dict(BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv, **shapes, **features, ACCUMULATE=accumulate),
-            config.num_warps_kv, config.num_stages_kv,
-        )
+            config.num_warps_kv, config.num_stages_kv, {},
+        ))
     if dq is not None:
-        _launch_dq(
-            (num_m * p.batch * nheads,),
+        launches.append((
+            _launch_dq, (num_m * p.batch * nheads,),
             (q4, k4, v4, do4, lse, delta, dq4, *sequences, *p.sparse_args(lse),
              p.sparse_order(lse, nheads, 1, num_m, config.block_m_q), *dropout,
              *input_strides, *p.strides(dq4), *row_strides,
              nheads, nheads // nheads_k, *scalars),
             dict(BLOCK_M=config.block_m_q, BLOCK_N=config.block_n_q, **shapes, **features, ACCUMULATE=accumulate),
-            config.num_warps_q, config.num_stages_q,
-        )
-    return dq, dk, dv
+            config.num_warps_q, config.num_stages_q, {},
+        ))
+    return launches
+
+
+class BackwardPlan:
+    """The backward's launches bound to their compiled kernels during the forward
+    (``plan_bwd``), so that the backward itself does little Python: it allocates the gradients
+    and hands the C launchers arguments whose every tensor slot is filled in (the plan keeps no
+    tensor; each slot says which of dout, q, k, v, out, lse, delta, dq, dk, dv goes there).
+
+    Why: the autograd engine runs a CUDA node's backward on its device thread, a core other
+    than the forward's, where this Python ran 2-2.5x slower than on the calling thread (the
+    objects it touches live in the other core's caches; reproduced on a CPU, and on the H200's
+    host: forward + backward 802 us, 492 us with the backward on the calling thread; v8 in
+    docs/performance.md). Here most of that work happens in the forward, on the calling thread.
+
+    ``run`` returns None (the caller takes the general path) unless every tensor matches what
+    the plan was bound for: dtype, shape, strides and 16-byte alignment (the kernels'
+    specialization), and the same device."""
+
+    __slots__ = ("launches", "layouts", "device", "knobs")
+
+    def __init__(self, launches: list, layouts: tuple, device: int, knob_values: tuple):
+        self.launches, self.layouts, self.device, self.knobs = launches, layouts, device, knob_values
+
+    def fits(self, *tensors) -> bool:
+        """Whether ``tensors`` (dout, q, k, v, out, lse; or from q on) are what the plan was made
+        for: dtypes, shapes, strides, 16-byte aligned, no two the same object."""
+        layouts = self.layouts[len(self.layouts) - len(tensors):]
+        for t, (dtype, shape, stride) in zip(tensors, layouts):
+            if t.dtype != dtype or t.shape != shape or t.stride() != stride or t.data_ptr() % 16:
+                return False
+        return len(set(map(id, tensors))) == len(tensors)
+
+    def run(self, dout, q, k, v, out, lse) -> tuple | None:
+        given = (dout, q, k, v, out, lse)
+        if not self.fits(*given):
+            return None
+        if launch.driver.active.get_current_device() != self.device or _knob_values() != self.knobs:
+            return None
+        dq, dk, dv = _new_grads(q, k, v)
+        tensors = given + (torch.empty_like(lse), dq, dk, dv)
+        for bound, template, slots in self.launches:
+            args = list(template)
+            for i, which, desc in slots:
+                t = tensors[which]
+                args[i] = t if desc is None else LightDescriptor(t, desc.shape, desc.strides, desc.block_shape,
+                                                                 desc.layout)
+            bound.launch(tuple(args))
+        return dq, dk, dv
+
+
+def _knob_values() -> tuple:
+    return launch.knobs.runtime.debug, launch.knobs.compilation.instrumentation_mode
+
+
+def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
+    """A ``BackwardPlan`` for the gradients of this forward (dense, without ALiBi, dropout or a
+    block mask, 16-byte aligned inputs with a unit last stride; dout expected with out's
+    layout), or None where the backward will take the general path (the launchers' fast path
+    is off, or a kernel has not run with this specialization yet: the first backward of a
+    shape always goes the general way)."""
+    if p.is_varlen or p.is_sparse or p.has_dropout or p.has_alibi or not launch.FAST_LAUNCH:
+        return None
+    given = (q, k, v, out, lse)
+    if len(set(map(id, given))) < len(given) or any(t.stride(-1) != 1 or t.data_ptr() % 16 for t in given):
+        return None
+    # what the backward allocates, and the dout it expects, as meta tensors: shapes, strides,
+    # dtypes and a 16-byte aligned (0) address, no memory
+    dout = torch.empty_strided(out.shape, out.stride(), dtype=out.dtype, device="meta")
+    delta = torch.empty_like(lse, device="meta")
+    dq, dk, dv = (torch.empty_like(t, memory_format=torch.contiguous_format, device="meta") for t in (q, k, v))
+    ids = {id(t): which for which, t in enumerate((dout, q, k, v, out, lse, delta, dq, dk, dv))}
+    launches = []
+    for launcher, grid, args, constexprs, num_warps, num_stages, options in _launches(
+            dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False):
+        bound = launcher.bind(grid, args, constexprs, num_warps, num_stages, **options)
+        if bound is None:
+            return None
+        template, slots = list(args), []
+        for i, a in enumerate(args):
+            desc = a if type(a) is LightDescriptor else None
+            if desc is None and not isinstance(a, torch.Tensor):
+                continue
+            which = ids.get(id(a if desc is None else a.base))
+            if which is None:
+                return None  # a tensor the plan cannot fill in
+            slots.append((i, which, desc))
+            template[i] = None
+        launches.append((bound, tuple(template), tuple(slots)))
+    layouts = tuple((t.dtype, t.shape, t.stride()) for t in (dout, q, k, v, out, lse))
+    return BackwardPlan(launches, layouts, launches[0][0].device, _knob_values())
 
 
 def _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate: bool) -> bool:

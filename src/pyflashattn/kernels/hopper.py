@@ -167,6 +167,14 @@ def attn_dkdv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
               delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, p, config: KernelConfig) -> None:
     """dK, dV into contiguous ``dk``/``dv`` ``(b, sk, hk, d)`` from lse and delta ``(b, h, sq)``
     (``usable(..., dout=dout)`` holds)."""
+    launcher, grid, args, constexprs, num_warps, _, options = dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, config)
+    launcher(grid, args, constexprs, num_warps=num_warps, **options)   # Gluon: no num_stages
+
+
+def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
+                delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, p, config: KernelConfig) -> tuple:
+    """``attn_dkdv``'s launch, not yet made: (launcher, grid, args, constexprs, num_warps,
+    num_stages, options), for ``bwd.attn_bwd`` and its plans (``bwd.plan_bwd``)."""
     _, one_mod, _, ws_mod = _kernel_modules()
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
@@ -180,11 +188,10 @@ def attn_dkdv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
             config.hopper_dkdv_stages, {}
         kv_rows = bn
     grid = ((sk + bn - 1) // bn * b * hk,)
-    _launcher(kernel)(
-        grid, (_descriptor(q, bm), _descriptor(k, kv_rows), _descriptor(v, kv_rows), _descriptor(dout, bm),
-               lse, delta, dk, dv, sq, sk, h, h // hk, p.qk_scale, p.softmax_scale, dk.stride(1)),
-        dict(CAUSAL=p.window_right < sq, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages),
-        num_warps=4, **options)
+    return (_launcher(kernel), grid,
+            (_descriptor(q, bm), _descriptor(k, kv_rows), _descriptor(v, kv_rows), _descriptor(dout, bm),
+             lse, delta, dk, dv, sq, sk, h, h // hk, p.qk_scale, p.softmax_scale, dk.stride(1)),
+            dict(CAUSAL=p.window_right < sq, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4, None, options)
 
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",

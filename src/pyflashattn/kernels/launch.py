@@ -246,12 +246,9 @@ class Launcher:
         return self.fn[grid](*(_real_args(args) if self._gluon else args), **constexprs, num_warps=num_warps,
                              **options)
 
-    def __call__(self, grid: tuple, args: tuple, constexprs: dict, num_warps: int, num_stages: int | None = None,
-                 **options) -> None:
+    def _lookup(self, args: tuple, constexprs: dict, num_warps: int, num_stages: int | None, options: dict):
+        """(cache key or None, cache entry or None, every constexpr's value in parameter order)."""
         fn = self.fn
-        if not (FAST_LAUNCH and self.cached) or fn.pre_run_hooks:
-            self._launch_plainly(grid, args, constexprs, num_warps, num_stages, options)
-            return
         names = self._constexpr_names
         if len(constexprs) != len(names):
             constexprs = {**self._constexpr_defaults, **constexprs}
@@ -265,42 +262,77 @@ class Launcher:
         at = self._warps_at
         if at is not None:
             constexpr_values = constexpr_values[:at] + (num_warps,) + constexpr_values[at:]
-        active = driver.active
-        device = active.get_current_device()
         spec = self._arg_key(args)
+        if spec is None:
+            return None, None, constexpr_values
         # Triton's key also holds the launch options that reach it: num_warps, num_stages, the
         # other options given (maxnreg) and ``debug``/``instrumentation_mode`` (from knobs, per
         # call). The constexprs' types are here too because True == 1 == 1.0 in Python while
         # Triton's key tells them apart.
-        key = (device, num_warps, num_stages, fn.debug or knobs.runtime.debug,
+        key = (driver.active.get_current_device(), num_warps, num_stages, fn.debug or knobs.runtime.debug,
                knobs.compilation.instrumentation_mode, constexpr_values,
                tuple(map(type, constexpr_values)), spec, tuple(options.items()) if options else None)
-        entry = self._cache.get(key) if spec is not None else None
+        return key, self._cache.get(key), constexpr_values
+
+    def __call__(self, grid: tuple, args: tuple, constexprs: dict, num_warps: int, num_stages: int | None = None,
+                 **options) -> None:
+        if not (FAST_LAUNCH and self.cached) or self.fn.pre_run_hooks:
+            self._launch_plainly(grid, args, constexprs, num_warps, num_stages, options)
+            return
+        key, entry, constexpr_values = self._lookup(args, constexprs, num_warps, num_stages, options)
         if entry is None:
             kernel = self._launch_plainly(grid, args, constexprs, num_warps, num_stages, options)
             # None: a jit_cache_hook skipped the compile, nothing to remember
-            if spec is not None and kernel is not None:
+            if key is not None and kernel is not None:
                 self._cache[key] = (kernel.run, kernel.function, kernel.packed_metadata, kernel)
             return
-        # A hit: what JITFunction.run does after its cache lookup. Its check that the globals a
-        # kernel read at compile time still hold their values (``used_global_vals``) is skipped:
-        # the kernels here read module-level constexprs at most (LOG2E, LN2, ROWS: gl/tl.constexpr
-        # that nothing reassigns), and the first launch of every key still runs the check.
-        run, function, packed_metadata, kernel = entry
-        # the C launcher takes every parameter, constexprs included; a LightDescriptor as it is:
-        # the launcher reads .base (data_ptr), .shape, .strides and .padding of a descriptor
-        # (driver.py, make_tensordesc_arg), all of which it has
-        full_args = args + constexpr_values
-        stream = active.get_current_stream(device)
-        enter_hook, exit_hook = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
-        if _hook_active(enter_hook) or _hook_active(exit_hook):
-            metadata = kernel.launch_metadata(grid, stream, *full_args)
-        else:
-            enter_hook = exit_hook = metadata = None
-        dims = len(grid)
-        run(grid[0], grid[1] if dims > 1 else 1, grid[2] if dims > 2 else 1, stream, function, packed_metadata,
-            metadata, enter_hook, exit_hook, *full_args)
+        _run_entry(entry, grid, args + constexpr_values)
+
+    def bind(self, grid: tuple, args: tuple, constexprs: dict, num_warps: int, num_stages: int | None = None,
+             **options) -> "Bound | None":
+        """The compiled kernel this launch would run, bound to its grid and constexprs: ``Bound``,
+        whose ``launch(args)`` runs it with other runtime arguments of the same specialization
+        (the caller's promise: same types, tensor dtypes and 16-byte alignment, the same ints
+        modulo 16). None where this launch would not be a cached hit (the fast path is off, or
+        this key never launched)."""
+        if not (FAST_LAUNCH and self.cached) or self.fn.pre_run_hooks:
+            return None
+        key, entry, constexpr_values = self._lookup(args, constexprs, num_warps, num_stages, options)
+        return None if entry is None else Bound(entry, grid, constexpr_values, key[0])
 
     def cache_size(self) -> int:
         """How many specializations this launcher has seen (for tests and measurements)."""
         return len(self._cache)
+
+
+class Bound:
+    """A cached launch with its grid and constexprs fixed (``Launcher.bind``); ``device`` is the
+    CUDA device it was bound on."""
+    __slots__ = ("entry", "grid", "constexpr_values", "device")
+
+    def __init__(self, entry: tuple, grid: tuple, constexpr_values: tuple, device: int):
+        self.entry, self.grid, self.constexpr_values, self.device = entry, grid, constexpr_values, device
+
+    def launch(self, args: tuple) -> None:
+        _run_entry(self.entry, self.grid, args + self.constexpr_values)
+
+
+def _run_entry(entry: tuple, grid: tuple, full_args: tuple) -> None:
+    """A hit: what JITFunction.run does after its cache lookup. Its check that the globals a
+    kernel read at compile time still hold their values (``used_global_vals``) is skipped: the
+    kernels here read module-level constexprs at most (LOG2E, LN2, ROWS: gl/tl.constexpr that
+    nothing reassigns), and the first launch of every key still runs the check. ``full_args``:
+    every parameter, constexprs included (the C launcher takes them all); a LightDescriptor as
+    it is: the launcher reads .base (data_ptr), .shape, .strides and .padding of a descriptor
+    (driver.py, make_tensordesc_arg), all of which it has."""
+    run, function, packed_metadata, kernel = entry
+    active = driver.active
+    stream = active.get_current_stream(active.get_current_device())
+    enter_hook, exit_hook = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+    if _hook_active(enter_hook) or _hook_active(exit_hook):
+        metadata = kernel.launch_metadata(grid, stream, *full_args)
+    else:
+        enter_hook = exit_hook = metadata = None
+    dims = len(grid)
+    run(grid[0], grid[1] if dims > 1 else 1, grid[2] if dims > 2 else 1, stream, function, packed_metadata,
+        metadata, enter_hook, exit_hook, *full_args)

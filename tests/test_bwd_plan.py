@@ -1,0 +1,147 @@
+"""The backward plan (``kernels.bwd.BackwardPlan``, made in the forward by ``plan_bwd``): it makes
+the launches the general path makes, argument for argument, and declines what it was not made
+for. On the CPU the kernels are recording stand-ins (``test_launch``'s); on an H200 the plan's
+gradients are checked bitwise against the general path's."""
+import json
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+from pyflashattn.configs import _config  # noqa: E402
+from pyflashattn.kernels import bwd, hopper, launch  # noqa: E402
+from pyflashattn.kernels.launch import Launcher, LightDescriptor  # noqa: E402
+from pyflashattn.ops import _params  # noqa: E402
+from test_launch import _FakeDriver, _RecordingJIT  # noqa: E402
+
+from conftest import HAS_CUDA  # noqa: E402
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """Every launcher of the backward over a recording stand-in of its kernel; returns the log
+    of what the C launcher was handed, in launch order (one shared list)."""
+    monkeypatch.setattr(launch, "driver", _FakeDriver)
+    monkeypatch.setattr(launch, "FAST_LAUNCH", True)
+    log, gluon = [], {}
+
+    def recording(kernel):
+        fn = _RecordingJIT(getattr(kernel, "fn", kernel))
+        fn.slow_calls, fn.kernel_runs = [], log
+        return Launcher(fn)
+    for name in ("_launch_preprocess", "_launch_dkdv", "_launch_dq"):
+        monkeypatch.setattr(bwd, name, recording(getattr(bwd, name).fn))
+    monkeypatch.setattr(hopper, "_launcher", lambda kernel: gluon.setdefault(id(kernel), recording(kernel)))
+    return log
+
+
+def _inputs(d, sq=300, sk=500, h=4, hk=2):
+    q = torch.randn(2, sq, h, d, dtype=torch.bfloat16)
+    k, v = (torch.randn(2, sk, hk, d, dtype=torch.bfloat16) for _ in range(2))
+    out, dout = torch.randn_like(q), torch.randn_like(q)
+    lse = torch.randn(2, h, sq)
+    return q, k, v, out, lse, dout
+
+
+def _normal(log_entry, known: dict):
+    """One launch's arguments, tensors named by role (``known``: data_ptr -> name) or described."""
+    def norm(a):
+        if isinstance(a, LightDescriptor):
+            return ("desc", norm(a.base), tuple(a.shape), tuple(a.strides), tuple(a.block_shape), repr(a.layout))
+        if isinstance(a, torch.Tensor):
+            return (known.get(a.data_ptr(), "other"), a.dtype, tuple(a.shape), a.stride())
+        return a
+    grid = log_entry[:3]
+    return grid, tuple(map(norm, log_entry[9:]))
+
+
+@pytest.mark.parametrize("d,causal,kernel", [(64, True, "triton"), (96, False, "triton"), (128, True, "gluon"),
+                                             (128, False, "gluon"), (128, False, "ws")])
+def test_plan_launches_what_the_general_path_launches(runs, monkeypatch, d, causal, kernel):
+    if kernel != "triton":  # the Gluon dK/dV on this CPU: its launch only, recorded
+        usable = hopper.usable
+        monkeypatch.setattr(hopper, "usable", lambda *a, **kw: usable(*a, **{**kw, "device_ok": True}))
+    override = {"triton": {"hopper_dkdv_block_n": 0}, "gluon": {"hopper_dkdv_block_n": 64},
+                "ws": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 1}}[kernel]
+    cfg = _config(d, d, torch.bfloat16, False, json.dumps(override))
+    q, k, v, out, lse, dout = _inputs(d)
+    p = _params(q, k, d ** -0.5, -1, 0 if causal else -1, 0.0, None, None, None, None, None, None)
+    assert bwd.plan_bwd(q, k, v, out, lse, p, cfg) is None   # nothing launched yet: no kernel to bind
+    bwd.attn_bwd(dout, q, k, v, out, lse, None, p, cfg)       # the first launches (Triton's path)
+    runs.clear()
+    general = bwd.attn_bwd(dout, q, k, v, out, lse, None, p, cfg)
+    general_log = list(runs)
+    runs.clear()
+    plan = bwd.plan_bwd(q, k, v, out, lse, p, cfg)
+    assert plan is not None
+    planned = plan.run(dout, q, k, v, out, lse)
+    planned_log = list(runs)
+    assert len(general_log) == len(planned_log) == 3
+    names = dict(dout=dout, q=q, k=k, v=v, out=out, lse=lse)
+    for grads, log in ((general, general_log), (planned, planned_log)):
+        known = {t.data_ptr(): n for n, t in names.items()}
+        known.update({t.data_ptr(): n for n, t in zip(("dq", "dk", "dv"), grads)})
+        log[:] = [_normal(entry, known) for entry in log]
+    assert planned_log == general_log
+    if kernel != "triton":  # the Gluon launch's descriptors were filled in too
+        assert any(isinstance(a, tuple) and a[0] == "desc" and a[1][0] == "dout" for a in planned_log[1][1])
+    for g, t in zip(planned, (q, k, v)):
+        assert g.shape == t.shape and g.dtype == t.dtype and g.is_contiguous()
+
+
+def test_plan_declines_what_it_was_not_made_for(runs):
+    cfg = _config(64, 64, torch.bfloat16, False, "")
+    q, k, v, out, lse, dout = _inputs(64)
+    p = _params(q, k, 0.125, -1, 0, 0.0, None, None, None, None, None, None)
+    bwd.attn_bwd(dout, q, k, v, out, lse, None, p, cfg)
+    plan = bwd.plan_bwd(q, k, v, out, lse, p, cfg)
+    assert plan is not None and plan.run(dout, q, k, v, out, lse) is not None
+    # dout with another layout, dtype or alignment; an input that changed shape
+    assert plan.run(dout.transpose(1, 2).contiguous().transpose(1, 2), q, k, v, out, lse) is None
+    assert plan.run(dout.half(), q, k, v, out, lse) is None
+    assert plan.run(torch.randn(dout.numel() + 1, dtype=dout.dtype)[1:].view(dout.shape), q, k, v, out, lse) is None
+    assert plan.run(dout, q, k[:, :499], v, out, lse) is None
+    # options the plan does not cover, and inputs that alias
+    slopes = torch.rand(4)
+    for other in (_params(q, k, 0.125, -1, 0, 0.0, slopes, None, None, None, None, None),
+                  _params(q, k, 0.125, -1, 0, 0.0, None, None, None, None, None, None, 0.1, torch.zeros(1))):
+        assert bwd.plan_bwd(q, k, v, out, lse, other, cfg) is None
+    assert bwd.plan_bwd(q, q, q, out, lse, _params(q, q, 0.125, -1, 0, 0.0, None, None, None, None, None, None),
+                        cfg) is None
+
+
+def test_no_plan_with_the_fast_path_off(runs, monkeypatch):
+    cfg = _config(64, 64, torch.bfloat16, False, "")
+    q, k, v, out, lse, dout = _inputs(64)
+    p = _params(q, k, 0.125, -1, 0, 0.0, None, None, None, None, None, None)
+    bwd.attn_bwd(dout, q, k, v, out, lse, None, p, cfg)
+    monkeypatch.setattr(launch, "FAST_LAUNCH", False)
+    assert bwd.plan_bwd(q, k, v, out, lse, p, cfg) is None
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("d,causal", [(64, True), (128, False), (128, True)])
+def test_gpu_plan_gradients_equal_the_general_path(d, causal, monkeypatch):
+    """The second forward + backward of a shape runs the plan (counted); its gradients equal the
+    first's bitwise (the backward has no atomics); a dout of another layout takes the general
+    path and still matches."""
+    import pyflashattn as pfa
+    used = []
+    run = bwd.BackwardPlan.run
+    monkeypatch.setattr(bwd.BackwardPlan, "run", lambda self, *a: used.append(run(self, *a)) or used[-1])
+    q, k, v = (torch.randn(2, 1000, 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    g = torch.randn(2, 1000, 4, d, device="cuda", dtype=torch.bfloat16)
+
+    def grads(dout):
+        return torch.autograd.grad(pfa.flash_attn_func(q, k, v, causal=causal), (q, k, v), dout)
+    first = grads(g)
+    second = grads(g)
+    assert any(r is not None for r in used), "the plan did not run"
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    used.clear()
+    strided = g.transpose(1, 2).contiguous().transpose(1, 2)   # the same values, another layout
+    third = grads(strided)
+    assert used and all(r is None for r in used)
+    for a, b in zip(first, third):
+        assert torch.equal(a, b)
