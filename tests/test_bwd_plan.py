@@ -126,6 +126,8 @@ def test_gpu_plan_gradients_equal_the_general_path(d, causal, monkeypatch):
     first's bitwise (the backward has no atomics); a dout of another layout takes the general
     path and still matches."""
     import pyflashattn as pfa
+    from pyflashattn import ops
+    monkeypatch.setattr(ops, "PLAN_BACKWARD", True)
     used = []
     run = bwd.BackwardPlan.run
     monkeypatch.setattr(bwd.BackwardPlan, "run", lambda self, *a: used.append(run(self, *a)) or used[-1])
@@ -145,3 +147,4 @@ def test_gpu_plan_gradients_equal_the_general_path(d, causal, monkeypatch):
     assert used and all(r is None for r in used)
     for a, b in zip(first, third):
         assert torch.equal(a, b)
+
