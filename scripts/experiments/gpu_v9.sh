@@ -7,7 +7,7 @@
 #        for the first time: its own tests (bitwise against the general path), then the suite
 #        with it on
 # bench: host time with the plan off and on (host_engine.py, host_launch.py), then compare with
-#        it on (the 1k rows are host-bound: v8 in docs/performance.md)
+#        it on (the 1k rows are host-bound: v8 in docs/performance.md), the GPT-2 step at 4k off and on
 set -u
 OUT=${OUT:-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -30,5 +30,11 @@ bench)
     PYFLASHATTN_BWD_PLAN=1 timeout 200 python3 scripts/kernel_bench.py compare --json "$OUT/compare.json" \
         > "$OUT/compare.log" 2>&1
     grep -E "ours|sdpa" "$OUT/compare.log"
+    # the GPT-2 step at 4k (host-bound in v7/v8) with the plan off and on, SDPA's backends beside
+    for plan in 0 1; do
+        PYFLASHATTN_BWD_PLAN=$plan timeout 120 python3 examples/train_gpt.py --compare sdpa_flash,sdpa_cudnn,pyfa \
+            --seqlen 4096 --batch-size 2 --steps 30 >> "$OUT/train-plan$plan.log" 2>&1
+        echo "== plan $plan"; grep -E " step " "$OUT/train-plan$plan.log" | tail -3
+    done
     ;;
 esac
