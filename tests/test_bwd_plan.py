@@ -87,6 +87,11 @@ def test_plan_launches_what_the_general_path_launches(runs, monkeypatch, d, caus
         assert any(isinstance(a, tuple) and a[0] == "desc" and a[1][0] == "dout" for a in planned_log[1][1])
     for g, t in zip(planned, (q, k, v)):
         assert g.shape == t.shape and g.dtype == t.dtype and g.is_contiguous()
+    # plans are cached beyond the call (ops._PLANS): none may keep a tensor alive
+    held = [x for _, template, slots in plan.launches for x in (*template, *(s[2] for s in slots))]
+    assert not any(isinstance(x, (torch.Tensor, LightDescriptor)) for x in held)
+    assert all(s is None or not any(isinstance(f, torch.Tensor) for f in s) for _, _, slots in plan.launches
+               for _, _, s in slots)
 
 
 def test_plan_declines_what_it_was_not_made_for(runs):

@@ -508,10 +508,8 @@ class BackwardPlan:
         tensors = given + (torch.empty_like(lse), dq, dk, dv)
         for bound, template, slots in self.launches:
             args = list(template)
-            for i, which, desc in slots:
-                t = tensors[which]
-                args[i] = t if desc is None else LightDescriptor(t, desc.shape, desc.strides, desc.block_shape,
-                                                                 desc.layout)
+            for i, which, desc in slots:   # desc: a descriptor's (shape, strides, block shape, layout)
+                args[i] = tensors[which] if desc is None else LightDescriptor(tensors[which], *desc)
             bound.launch(tuple(args))
         return dq, dk, dv
 
@@ -545,13 +543,14 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
             return None
         template, slots = list(args), []
         for i, a in enumerate(args):
-            desc = a if type(a) is LightDescriptor else None
-            if desc is None and not isinstance(a, torch.Tensor):
+            is_desc = type(a) is LightDescriptor
+            if not is_desc and not isinstance(a, torch.Tensor):
                 continue
-            which = ids.get(id(a if desc is None else a.base))
+            which = ids.get(id(a.base if is_desc else a))
             if which is None:
                 return None  # a tensor the plan cannot fill in
-            slots.append((i, which, desc))
+            # no tensor kept: a plan is cached beyond this call (ops._PLANS)
+            slots.append((i, which, (a.shape, a.strides, a.block_shape, a.layout) if is_desc else None))
             template[i] = None
         launches.append((bound, tuple(template), tuple(slots)))
     layouts = tuple((t.dtype, t.shape, t.stride()) for t in (dout, q, k, v, out, lse))
