@@ -1,7 +1,8 @@
-"""The backward plan (``kernels.bwd.BackwardPlan``, made in the forward by ``plan_bwd``): it makes
-the launches the general path makes, argument for argument, and declines what it was not made
-for. On the CPU the kernels are recording stand-ins (``test_launch``'s); on an H200 the plan's
-gradients are checked bitwise against the general path's."""
+"""The backward plan (``kernels.bwd.BackwardPlan``, made by ``plan_bwd`` once per layout and kept
+by ``ops._cached_plan``): it makes the launches the general path makes, argument for argument,
+and declines what it was not made for. On the CPU the kernels are recording stand-ins
+(``test_launch``'s); on an H200 the plan's gradients are checked bitwise against the general
+path's."""
 import json
 
 import pytest
@@ -113,6 +114,25 @@ def test_plan_declines_what_it_was_not_made_for(runs):
         assert bwd.plan_bwd(q, k, v, out, lse, other, cfg) is None
     assert bwd.plan_bwd(q, q, q, out, lse, _params(q, q, 0.125, -1, 0, 0.0, None, None, None, None, None, None),
                         cfg) is None
+
+
+def test_plans_are_kept_by_layout(runs, monkeypatch):
+    """None until the general path has launched (and compiled) the kernels; then one plan per
+    layout and options, the same object on every later backward."""
+    from pyflashattn import ops
+    monkeypatch.setattr(ops, "_PLANS", {})
+    q, k, v, out, lse, dout = _inputs(64)
+    opts = (0.125, -1, 0, 0.0)
+    assert ops._cached_plan(q, k, v, out, lse, *opts) is None and not ops._PLANS
+    p = _params(q, k, 0.125, -1, 0, 0.0, None, None, None, None, None, None)
+    bwd.attn_bwd(dout, q, k, v, out, lse, None, p, ops._config(q, v, p))
+    plan = ops._cached_plan(q, k, v, out, lse, *opts)
+    assert plan is not None and ops._cached_plan(q, k, v, out, lse, *opts) is plan
+    # other tensors of the same layouts share it; another window or another layout does not
+    assert ops._cached_plan(*(t.clone() for t in (q, k, v, out, lse)), *opts) is plan
+    assert ops._cached_plan(q, k, v, out, lse, 0.125, 64, 0, 0.0) is not plan
+    assert ops._cached_plan(q, k[:, :400], v[:, :400], out, lse, *opts) is not plan
+    assert len(ops._PLANS) == 1
 
 
 def test_no_plan_with_the_fast_path_off(runs, monkeypatch):

@@ -32,6 +32,11 @@ from .configs import KernelConfig, get_config, interpreting
 from .params import KernelParams, kernel_window
 
 BACKENDS = ("triton", "torch")
+# The dense backward through a BackwardPlan (_cached_plan). Off until it has run on a GPU
+# (written in the eighth session, when no device time was left): PYFLASHATTN_BWD_PLAN=1 (read at
+# import) or ops.PLAN_BACKWARD = True turns it on; the CPU tests check its launches against the
+# general path's, tests/test_bwd_plan.py its gradients on a GPU
+PLAN_BACKWARD = os.environ.get("PYFLASHATTN_BWD_PLAN", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
 def backend_for(t: Tensor) -> str:
@@ -187,9 +192,18 @@ def _bwd_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: T
               dropout_p: float = 0.0, seed: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
     dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
     dlse = dlse.contiguous() if dlse is not None else None
+    lse = lse.contiguous()
+    if (PLAN_BACKWARD and dlse is None and alibi_slopes is None and cu_seqlens_q is None and dropout_p == 0.0
+            and q.is_cuda and q.numel() and k.numel() and backend_for(q) == "triton"):
+        # the launches bound once per layout (kernels.bwd.BackwardPlan): this runs on the
+        # autograd engine's device thread, where Python costs twice what it does on the caller's
+        plan = _cached_plan(q, k, v, out, lse, softmax_scale, window_left, window_right, softcap)
+        grads = plan.run(dout, q, k, v, out, lse) if plan is not None else None
+        if grads is not None:
+            return grads
     p = _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
                 cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None, dropout_p, seed)
-    return _run_bwd(dout, q, k, v, out, lse.contiguous(), dlse, p)
+    return _run_bwd(dout, q, k, v, out, lse, dlse, p)
 
 
 attn_bwd = torch.library.custom_op("pyflashattn::bwd", mutates_args=())(_bwd_impl)
@@ -338,7 +352,6 @@ class _Attention(torch.autograd.Function):
         out, lse = fwd_op(q, k, v, *options)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.bwd_op, ctx.options = bwd_op, options
-        ctx.plan = _plan_bwd(q, k, v, out, lse, options) if fwd_op is _fwd_impl else None
         # an unused output's gradient arrives as None instead of a zero tensor: most callers
         # never touch lse, and a materialized zero dlse costs an allocation, a fill kernel and
         # a read of it in the backward's preprocess, on every step
@@ -350,32 +363,16 @@ class _Attention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         if dout is None:  # only lse was used
             dout = torch.zeros_like(out)
-        grads = None
-        if ctx.plan is not None and dlse is None:
-            grads = ctx.plan.run(dout, q, k, v, out, lse)   # None: not what the plan was made for
-        dq, dk, dv = grads if grads is not None else ctx.bwd_op(dout, q, k, v, out, lse, dlse, *ctx.options)
+        dq, dk, dv = ctx.bwd_op(dout, q, k, v, out, lse, dlse, *ctx.options)
         return (dq, dk, dv, None, None) + (None,) * len(ctx.options)
-
-
-def _plan_bwd(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, options: tuple):
-    """``kernels.bwd.plan_bwd`` for a dense forward's gradients (``BackwardPlan``: the backward's
-    launch preparation done here, on the forward's thread), or None where it does not apply.
-    ``options`` are ``_fwd_impl``'s after q, k, v. A plan holds no tensor, only layouts, so
-    plans are kept by what they depend on (layouts, options, config, device): the layers of a
-    model look theirs up instead of building one per call (~100 us of Python)."""
-    if not PLAN_BACKWARD:
-        return None
-    # _fwd_impl's defaults for the options a caller left out
-    softmax_scale, window_left, window_right, softcap, alibi_slopes, cu_seqlens_q, _, _, _, dropout_p, _ = (
-        *options, *(0.0, None, None, None, -1, -1, 0.0, None)[len(options) - 3:])
-    if (not q.is_cuda or alibi_slopes is not None or cu_seqlens_q is not None or dropout_p > 0.0
-            or q.numel() == 0 or k.numel() == 0 or backend_for(q) != "triton"):
-        return None
-    return _cached_plan(q, k, v, out, lse, softmax_scale, window_left, window_right, softcap)
 
 
 def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, softmax_scale: float, window_left: int,
                  window_right: int, softcap: float):
+    """The ``kernels.bwd.BackwardPlan`` for these layouts and options, made on first need and
+    kept (``_PLANS``: a plan holds no tensor), or None where none can be made yet (the first
+    backward of a layout goes the general way, which compiles and caches the kernels a plan
+    binds) or at all."""
     from .kernels import bwd, launch
     if not launch.FAST_LAUNCH:
         return None
@@ -391,17 +388,11 @@ def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, soft
         if len(_PLANS) >= 256:
             _PLANS.clear()
         _PLANS[key] = plan
-    # what the plan checks again in the backward, checked here too: these very tensors go
-    # through it (aliases, unaligned or strided-last-axis inputs get none)
-    return plan if plan.fits(q, k, v, out, lse) else None
+    return plan
 
 
-# BackwardPlans by (layouts, options, config, device): see _plan_bwd
+# BackwardPlans by (layouts, options, config, device): see _cached_plan
 _PLANS: dict = {}
-# Off until it has run on a GPU (written in the eighth session, when no device time was left):
-# PYFLASHATTN_BWD_PLAN=1 (read at import) or ops.PLAN_BACKWARD = True turns it on; the CPU tests
-# check its launches against the general path's, tests/test_bwd_plan.py its gradients on a GPU
-PLAN_BACKWARD = os.environ.get("PYFLASHATTN_BWD_PLAN", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
 def _use_function(q: Tensor, k: Tensor, v: Tensor) -> bool:
