@@ -123,16 +123,24 @@ def test_plans_are_kept_by_layout(runs, monkeypatch):
     monkeypatch.setattr(ops, "_PLANS", {})
     q, k, v, out, lse, dout = _inputs(64)
     opts = (0.125, -1, 0, 0.0)
-    assert ops._cached_plan(q, k, v, out, lse, *opts) is None and not ops._PLANS
+    assert ops._cached_plan(q, k, v, out, lse, *opts) is None
+    # the failed attempt is not repeated until a kernel has been compiled since
+    tried = []
+    monkeypatch.setattr(bwd, "plan_bwd", lambda *a, real=bwd.plan_bwd: tried.append(1) or real(*a))
+    assert ops._cached_plan(q, k, v, out, lse, *opts) is None and not tried
     p = _params(q, k, 0.125, -1, 0, 0.0, None, None, None, None, None, None)
     bwd.attn_bwd(dout, q, k, v, out, lse, None, p, ops._config(q, v, p))
     plan = ops._cached_plan(q, k, v, out, lse, *opts)
+    assert tried
     assert plan is not None and ops._cached_plan(q, k, v, out, lse, *opts) is plan
     # other tensors of the same layouts share it; another window or another layout does not
     assert ops._cached_plan(*(t.clone() for t in (q, k, v, out, lse)), *opts) is plan
     assert ops._cached_plan(q, k, v, out, lse, 0.125, 64, 0, 0.0) is not plan
     assert ops._cached_plan(q, k[:, :400], v[:, :400], out, lse, *opts) is not plan
-    assert len(ops._PLANS) == 1
+    assert sum(type(x) is bwd.BackwardPlan for x in ops._PLANS.values()) == 1
+    # inputs no plan can serve are refused before any lookup: nothing kept for them
+    kept = len(ops._PLANS)
+    assert ops._cached_plan(q, q, v, out, lse, *opts) is None and len(ops._PLANS) == kept
 
 
 def test_no_plan_with_the_fast_path_off(runs, monkeypatch):

@@ -374,24 +374,25 @@ def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, soft
     backward of a layout goes the general way, which compiles and caches the kernels a plan
     binds) or at all."""
     from .kernels import bwd, launch
-    if not launch.FAST_LAUNCH:
+    if not bwd.plannable(q, k, v, out, lse):
         return None
     config = get_config(q.shape[-1], v.shape[-1], q.dtype)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), out.shape, out.stride(), lse.shape,
            lse.stride(), q.dtype, q.device.index, softmax_scale, window_left, window_right, softcap, id(config))
     plan = _PLANS.get(key)
-    if plan is None:
+    # a failed attempt is kept as the launchers' entry count it saw: binding again is worth it
+    # only once some kernel has been compiled since (~100 us of Python per attempt)
+    if plan is None or (type(plan) is int and plan != launch.ENTRIES):
         p = _params(q, k, softmax_scale, window_left, window_right, softcap, None, None, None, -1, -1, None)
         plan = bwd.plan_bwd(q, k, v, out, lse, p, config)
-        if plan is None:
-            return None  # not yet (no kernel launched with this specialization), or not at all
         if len(_PLANS) >= 256:
             _PLANS.clear()
-        _PLANS[key] = plan
-    return plan
+        _PLANS[key] = launch.ENTRIES if plan is None else plan
+    return None if type(plan) is int else plan
 
 
-# BackwardPlans by (layouts, options, config, device): see _cached_plan
+# BackwardPlans by (layouts, options, config, device), or for a failed attempt the launchers'
+# entry count at the time: see _cached_plan
 _PLANS: dict = {}
 
 

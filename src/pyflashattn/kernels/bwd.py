@@ -490,18 +490,12 @@ class BackwardPlan:
     def __init__(self, launches: list, layouts: tuple, device: int, knob_values: tuple):
         self.launches, self.layouts, self.device, self.knobs = launches, layouts, device, knob_values
 
-    def fits(self, *tensors) -> bool:
-        """Whether ``tensors`` (dout, q, k, v, out, lse; or from q on) are what the plan was made
-        for: dtypes, shapes, strides, 16-byte aligned, no two the same object."""
-        layouts = self.layouts[len(self.layouts) - len(tensors):]
-        for t, (dtype, shape, stride) in zip(tensors, layouts):
-            if t.dtype != dtype or t.shape != shape or t.stride() != stride or t.data_ptr() % 16:
-                return False
-        return len(set(map(id, tensors))) == len(tensors)
-
     def run(self, dout, q, k, v, out, lse) -> tuple | None:
         given = (dout, q, k, v, out, lse)
-        if not self.fits(*given):
+        for t, (dtype, shape, stride) in zip(given, self.layouts):
+            if t.dtype != dtype or t.shape != shape or t.stride() != stride or t.data_ptr() % 16:
+                return None
+        if len(set(map(id, given))) < len(given):
             return None
         if launch.driver.active.get_current_device() != self.device or _knob_values() != self.knobs:
             return None
@@ -519,16 +513,21 @@ def _knob_values() -> tuple:
     return launch.knobs.runtime.debug, launch.knobs.compilation.instrumentation_mode
 
 
+def plannable(*given: torch.Tensor) -> bool:
+    """Whether a plan may serve these inputs (q, k, v, out, lse) at all: the launchers' fast path
+    on, no two the same object, a unit last stride and 16-byte alignment each (what the plan's
+    stand-ins assume)."""
+    return (launch.FAST_LAUNCH and len(set(map(id, given))) == len(given)
+            and not any(t.stride(-1) != 1 or t.data_ptr() % 16 for t in given))
+
+
 def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     """A ``BackwardPlan`` for backwards with these inputs' layouts (dense, without ALiBi,
     dropout or a block mask, 16-byte aligned inputs with a unit last stride; dout expected with
     out's layout), or None where the backward takes the general path (the launchers' fast path
     is off, or a kernel has not run with this specialization yet: the first backward of a
     layout always goes the general way)."""
-    if p.is_varlen or p.is_sparse or p.has_dropout or p.has_alibi or not launch.FAST_LAUNCH:
-        return None
-    given = (q, k, v, out, lse)
-    if len(set(map(id, given))) < len(given) or any(t.stride(-1) != 1 or t.data_ptr() % 16 for t in given):
+    if p.is_varlen or p.is_sparse or p.has_dropout or p.has_alibi or not plannable(q, k, v, out, lse):
         return None
     # what the backward allocates, and the dout it expects, as meta tensors: shapes, strides,
     # dtypes and a 16-byte aligned (0) address, no memory

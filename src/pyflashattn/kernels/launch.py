@@ -43,6 +43,9 @@ except ImportError:
 
 FAST_LAUNCH = os.environ.get("PYFLASHATTN_FAST_LAUNCH", "1").strip().lower() not in ("0", "false", "off", "no")
 
+# compiled kernels remembered by every Launcher so far: what a bind that missed waits for
+ENTRIES = 0
+
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _UINT64_MAX = (1 << 64) - 1
@@ -274,9 +277,13 @@ class Launcher:
                tuple(map(type, constexpr_values)), spec, tuple(options.items()) if options else None)
         return key, self._cache.get(key), constexpr_values
 
+    def _fast(self) -> bool:
+        """Whether launches may skip Triton's own (a pre-run hook must see every call)."""
+        return FAST_LAUNCH and self.cached and not self.fn.pre_run_hooks
+
     def __call__(self, grid: tuple, args: tuple, constexprs: dict, num_warps: int, num_stages: int | None = None,
                  **options) -> None:
-        if not (FAST_LAUNCH and self.cached) or self.fn.pre_run_hooks:
+        if not self._fast():
             self._launch_plainly(grid, args, constexprs, num_warps, num_stages, options)
             return
         key, entry, constexpr_values = self._lookup(args, constexprs, num_warps, num_stages, options)
@@ -285,6 +292,8 @@ class Launcher:
             # None: a jit_cache_hook skipped the compile, nothing to remember
             if key is not None and kernel is not None:
                 self._cache[key] = (kernel.run, kernel.function, kernel.packed_metadata, kernel)
+                global ENTRIES
+                ENTRIES += 1
             return
         _run_entry(entry, grid, args + constexpr_values)
 
@@ -295,7 +304,7 @@ class Launcher:
         (the caller's promise: same types, tensor dtypes and 16-byte alignment, the same ints
         modulo 16). None where this launch would not be a cached hit (the fast path is off, or
         this key never launched)."""
-        if not (FAST_LAUNCH and self.cached) or self.fn.pre_run_hooks:
+        if not self._fast():
             return None
         key, entry, constexpr_values = self._lookup(args, constexprs, num_warps, num_stages, options)
         return None if entry is None else Bound(entry, grid, constexpr_values, key[0])
