@@ -178,6 +178,8 @@ def test_gpu_plan_gradients_equal_the_general_path(d, causal, monkeypatch):
     strided = g.transpose(1, 2).contiguous().transpose(1, 2)   # the same values, another layout
     third = grads(strided)
     assert used and all(r is None for r in used)
+    # another layout may take another kernel (a dout TMA cannot read runs the Triton dK/dV), so
+    # equal up to the order of the fp32 sums, not bitwise
     for a, b in zip(first, third):
-        assert torch.equal(a, b)
+        assert ((a.float() - b.float()).norm() / b.float().norm()).item() < 1e-2
 

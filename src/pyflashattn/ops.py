@@ -32,11 +32,10 @@ from .configs import KernelConfig, get_config, interpreting
 from .params import KernelParams, kernel_window
 
 BACKENDS = ("triton", "torch")
-# The dense backward through a BackwardPlan (_cached_plan). Off until it has run on a GPU
-# (written in the eighth session, when no device time was left): PYFLASHATTN_BWD_PLAN=1 (read at
-# import) or ops.PLAN_BACKWARD = True turns it on; the CPU tests check its launches against the
-# general path's, tests/test_bwd_plan.py its gradients on a GPU
-PLAN_BACKWARD = os.environ.get("PYFLASHATTN_BWD_PLAN", "0").strip().lower() in ("1", "true", "on", "yes")
+# The dense backward through a BackwardPlan (_cached_plan), on by default since the ninth session's
+# GPU run (tests/test_bwd_plan.py: gradients bitwise equal to the general path's; the suite passed
+# with it on). PYFLASHATTN_BWD_PLAN=0 (read at import) or ops.PLAN_BACKWARD = False turns it off
+PLAN_BACKWARD = os.environ.get("PYFLASHATTN_BWD_PLAN", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 def backend_for(t: Tensor) -> str:
