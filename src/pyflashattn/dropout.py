@@ -21,9 +21,11 @@ _MASK32 = 0xFFFFFFFF
 
 
 def new_seed(device) -> torch.Tensor:
-    """A fresh 62-bit seed from torch's default CPU generator, as an int64 tensor on ``device``
-    (a tensor, so torch.compile does not specialize on its value)."""
-    return torch.randint(0, 2 ** 62, (1,), dtype=torch.int64).to(device)
+    """A fresh 62-bit seed from ``device``'s default generator, as an int64 tensor there (a
+    tensor, so torch.compile does not specialize on its value). Drawn on the device, not copied
+    from the CPU: a CUDA graph then draws a new seed on every replay (torch advances captured
+    generators' offsets), where a copied one would be captured once and repeat its mask."""
+    return torch.randint(0, 2 ** 62, (1,), dtype=torch.int64, device=device)
 
 
 def keep_threshold(dropout_p: float) -> int:
