@@ -70,6 +70,7 @@ def test_flags_override_defaults():
     assert config.providers == ("pyflashattn", "standard") and not config.check
     assert config.shape(1024, 32, True) == Shape(3, 1024, 8, 2, 32, True)
     assert parse("--providers", "all").providers == tuple(prov.PROVIDERS)
+    assert parse("--cuda-graph", cuda=True).cuda_graph and not parse(cuda=True).cuda_graph
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -82,6 +83,7 @@ def test_flags_override_defaults():
     (["--head-dims", "512"], "at most 256"),
     (["--device", "cuda"], "no CUDA GPU is visible"),
     (["--causal", "maybe"], "invalid choice: 'maybe'"),
+    (["--cuda-graph"], "--cuda-graph: only in speed mode on a GPU"),
 ])
 def test_bad_flags_are_argparse_errors(capsys, argv, message):
     assert message in parse_error(capsys, *argv)
@@ -308,3 +310,13 @@ def test_busy_machine_warning():
     assert busy_by_others(None, (1.0, 2.0, 0.0)) is None
     assert busy_warning({"cpu_busy_by_others": 0.5, "cpu_count": 2})[0].startswith("warning: other processes used 50%")
     assert busy_warning({"cpu_busy_by_others": 0.01}) == [] and busy_warning({}) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_cells_are_timed_and_bwd_is_a_skip():
+    config = parse("--cuda-graph", "--seqlens", "256", "--head-dims", "64", "--causal", "yes", "--batch", "2",
+                   "--heads", "4", "--providers", "pyflashattn,sdpa-flash", cuda=True)
+    cells = run_sweep(config).cells
+    timed = [c for c in cells if c.pass_ != "bwd"]
+    assert timed and all(c.status == "ok" and c.time_ms > 0 and c.peak_mem_bytes > 0 for c in timed)
+    assert all(c.status == "skip" and "--cuda-graph" in c.note for c in cells if c.pass_ == "bwd")

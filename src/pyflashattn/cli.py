@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                             f"document)")
     bench.add_argument("--block-size", type=_positive, metavar="B",
                        help="sparse mode: BlockMask block (power of two >= 16); default 128 on a GPU, 32 on CPU")
+    bench.add_argument("--cuda-graph", action="store_true",
+                       help="speed mode on a GPU: capture each timed call once as a CUDA graph and time its "
+                            "replays (no host time, as under torch.compile(mode='reduce-overhead')); the bwd pass "
+                            "is not timed this way (use fwdbwd)")
     bench.add_argument("--no-check", action="store_true", help="skip the correctness column (float64 reference)")
     bench.add_argument("--json", metavar="PATH", help="write every number and the environment as JSON")
     bench.add_argument("--plot", metavar="DIR", help="write PNG figures (needs matplotlib)")
@@ -116,6 +120,10 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         changes["providers"] = tuple(PROVIDERS) if "all" in providers else providers
     if args.no_check:
         changes["check"] = False
+    if getattr(args, "cuda_graph", False):
+        if device != "cuda" or config.mode != "speed":
+            parser.error("--cuda-graph: only in speed mode on a GPU (--device cuda)")
+        changes["cuda_graph"] = True
     masks, block_size = _flat(args.masks), args.block_size
     if config.mode != "sparse" and (masks or block_size):
         parser.error(f"{'--masks' if masks else '--block-size'}: only with --mode sparse")

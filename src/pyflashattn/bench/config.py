@@ -70,6 +70,7 @@ class SweepConfig:
     plan: TimingPlan = field(default_factory=TimingPlan)
     masks: tuple[str, ...] = SPARSE_DEFAULT_MASKS   # sparse mode only
     block_size: int = 128                           # sparse mode only: BlockMask block (q and kv)
+    cuda_graph: bool = False                        # speed mode on a GPU: time replays of one CUDA graph
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -72,6 +72,7 @@ def format_table(result: SweepResult, config: SweepConfig, env: Optional[dict] =
     lines = [f"pyflashattn bench · {config.mode} · {where} · {config.dtype} · torch {env['torch']}",
              *busy_warning(env),
              f"ms: {'one call (memory mode)' if config.mode == 'memory' else 'median of timed calls'}"
+             f"{', each a replay of one CUDA graph (no host time)' if config.cuda_graph else ''}"
              " · TFLOP/s: 4*b*h*s*s*d per forward (causal /2, bwd 2.5x, fwd+bwd 3.5x)",
              f"peak MiB: {memory_method(config.device)}",
              "rel err: ||x - ref64|| / ||ref64||, x = output (fwd) or worst of dq/dk/dv (bwd);"

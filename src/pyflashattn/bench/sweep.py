@@ -20,7 +20,7 @@ from ..reference import attention_ref
 from .config import Shape, SweepConfig
 from .flops import attention_flops, tflops
 from .providers import Provider, make_provider, skip_reason
-from .timing import SINGLE_SHOT, free_memory, is_oom, median_ms, peak_memory_bytes
+from .timing import SINGLE_SHOT, cuda_graphed, free_memory, is_oom, median_ms, peak_memory_bytes
 
 # Correctness is checked on the real shape up to this many score elements (b * h * sq * sk);
 # above it on a sampled one: batch 1, one kv head and its query group, shorter sequences.
@@ -154,9 +154,16 @@ def run_guarded(cell, fn: Callable, setup: Optional[Callable], inputs, device: s
 
 def _measure(cell: Cell, provider: Provider, forward, inputs, grad, config: SweepConfig) -> None:
     fn, setup = _pass_fns(forward, inputs, grad, cell.pass_)
+    if config.cuda_graph and cell.pass_ == "bwd":
+        cell.status, cell.note = "skip", "--cuda-graph times fwd and fwdbwd (a graph of the backward alone " \
+                                         "would need the forward's graph kept beside it)"
+        return
 
     def measure():
-        if config.mode == "memory":
+        if config.cuda_graph:   # memory from the eager call: a replay allocates nothing
+            cell.peak_mem_bytes = peak_memory_bytes(fn, setup, config.device)
+            cell.time_ms = median_ms(cuda_graphed(fn, setup), None, config.device, config.plan)
+        elif config.mode == "memory":
             cell.peak_mem_bytes = peak_memory_bytes(fn, setup, config.device)
             cell.time_ms = median_ms(fn, setup, config.device, SINGLE_SHOT)
         else:
