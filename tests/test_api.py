@@ -201,3 +201,30 @@ def test_torch_compile_self_attention_same_tensor(backend):
     torch.testing.assert_close(out, pfa.flash_attn_func(x, x, x, causal=True))
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_capture_refuses_return_attn_probs_with_dropout(monkeypatch):
+    """While a CUDA graph is captured (faked here), rebuilding the dropout mask would read the seed
+    back to the host: a clear error instead of the driver's; without return_attn_probs it runs."""
+    from pyflashattn import validate
+    monkeypatch.setattr(validate, "capturing", lambda t: True)
+    q, k, v = (torch.randn(1, 33, 2, 16) for _ in range(3))
+    with pytest.raises(RuntimeError, match="return_attn_probs"):
+        pfa.flash_attn_func(q, k, v, dropout_p=0.2, return_attn_probs=True)
+    out, lse, probs = pfa.flash_attn_func(q, k, v, return_attn_probs=True)   # no dropout: nothing to read
+    assert probs is None and torch.isfinite(out).all()
+    assert torch.isfinite(pfa.flash_attn_func(q, k, v, dropout_p=0.2)).all()
+
+
+def test_varlen_values_are_not_read_while_capturing(monkeypatch):
+    """cu_seqlens values are checked (one device-to-host copy) except while a CUDA graph is
+    captured, when they cannot be read; the shapes and dtypes are checked always."""
+    from pyflashattn import validate
+    q, k, v = (torch.randn(10, 2, 16) for _ in range(3))
+    bad = torch.tensor([0, 7, 5, 10], dtype=torch.int32)   # decreasing
+    with pytest.raises(ValueError, match="non-decreasing"):
+        validate.check_varlen(q, k, v, bad, bad, 7, 7)
+    monkeypatch.setattr(validate, "capturing", lambda t: True)
+    validate.check_varlen(q, k, v, bad.clone(), bad.clone(), 7, 7)
+    with pytest.raises(TypeError, match="int32"):
+        validate.check_varlen(q, k, v, bad.long(), bad.long(), 7, 7)

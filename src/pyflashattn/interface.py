@@ -60,6 +60,10 @@ def flash_attn_func(
     validate.check_alibi(alibi_slopes, q.shape[0], q.shape[2], q.device)
     validate.check_flags(causal=causal, deterministic=deterministic, return_attn_probs=return_attn_probs)
     scale, window_left, window_right = _common_options(q, dropout_p, softmax_scale, causal, window_size, softcap)
+    if return_attn_probs and dropout_p > 0.0 and validate.capturing(q):
+        raise RuntimeError("return_attn_probs=True with dropout_p > 0 rebuilds the dropout mask from its seed, "
+                           "read back to the host, which cannot happen while a CUDA graph is being captured; "
+                           "capture without return_attn_probs")
     seed = new_seed(q.device) if dropout_p > 0.0 else None
     out, lse = ops.attention(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
                              None, None, -1, -1, float(dropout_p), seed)

@@ -31,6 +31,12 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     _check_heads(q, k, v, seq_dim=1)
 
 
+def capturing(t: torch.Tensor) -> bool:
+    """Whether a CUDA graph is being captured on the current stream of CUDA tensor ``t``: device
+    values cannot be read back to the host then."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> None:
     """Packed q ``(total_q, nheads, d)``, k/v ``(total_k, nheads_k, d)`` and their cu_seqlens."""
     check_tensor("q", q, 3, "(total_q, nheads, headdim)")
@@ -46,8 +52,10 @@ def check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k
     if cu_seqlens_q.shape != cu_seqlens_k.shape:
         raise ValueError(f"cu_seqlens_q and cu_seqlens_k must have the same length (batch + 1), got "
                          f"{cu_seqlens_q.shape[0]} and {cu_seqlens_k.shape[0]}")
-    if torch.compiler.is_compiling():
-        return  # the values are data: checking them would break the graph
+    if torch.compiler.is_compiling() or capturing(q):
+        # the values are data: checking them would break a compiled graph, and a CUDA graph's
+        # capture cannot read them back (the calls that warm a graph up check them)
+        return
     facts = (_version(cu_seqlens_q), _version(cu_seqlens_k), q.shape[0], k.shape[0], max_seqlen_q, max_seqlen_k)
     seen = _CHECKED.get((id(cu_seqlens_q), id(cu_seqlens_k)))
     if seen is not None and seen[0]() is cu_seqlens_q and seen[1]() is cu_seqlens_k and seen[2] == facts:
