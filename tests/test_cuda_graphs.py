@@ -35,6 +35,21 @@ def _capture(fn, q, k, v, dout):
     return graph, out
 
 
+def _replay_equals_eager(graph, fn, out, q, k, v, dout, gen):
+    """New random inputs in the captured buffers, outputs and grads poisoned, one replay: output
+    and gradients bitwise equal to eager mode's on the same inputs."""
+    for t in (q, k, v, dout):
+        t.data.copy_(torch.randn(t.shape, device="cuda", dtype=t.dtype, generator=gen))
+    for t in (out, q.grad, k.grad, v.grad):
+        t.fill_(float("nan"))
+    graph.replay()
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    ref = fn(q2, k2, v2)
+    ref.backward(dout)
+    for got, want in ((out, ref), (q.grad, q2.grad), (k.grad, k2.grad), (v.grad, v2.grad)):
+        assert torch.equal(got, want), (got.float() - want.float()).abs().max()
+
+
 @pytest.mark.parametrize("d,causal,s", [(64, True, 512), (128, False, 512), (128, True, 1000), (80, True, 300)])
 def test_graph_replay_equals_eager(d, causal, s):
     gen = torch.Generator(device="cuda").manual_seed(d + s)
@@ -42,17 +57,8 @@ def test_graph_replay_equals_eager(d, causal, s):
     dout = torch.randn(2, s, 4, d, device="cuda", dtype=torch.bfloat16, generator=gen)
     fn = lambda q, k, v: pfa.flash_attn_func(q, k, v, causal=causal)
     graph, out = _capture(fn, q, k, v, dout)
-    for _ in range(2):   # new inputs in the captured buffers, outputs and grads poisoned
-        for t in (q, k, v, dout):
-            t.data.copy_(torch.randn(t.shape, device="cuda", dtype=t.dtype, generator=gen))
-        for t in (out, q.grad, k.grad, v.grad):
-            t.fill_(float("nan"))
-        graph.replay()
-        q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
-        ref = fn(q2, k2, v2)
-        ref.backward(dout)
-        for got, want in ((out, ref), (q.grad, q2.grad), (k.grad, k2.grad), (v.grad, v2.grad)):
-            assert torch.equal(got, want), (got.float() - want.float()).abs().max()
+    for _ in range(2):
+        _replay_equals_eager(graph, fn, out, q, k, v, dout, gen)
 
 
 def test_graph_dropout_draws_a_new_mask_per_replay():
@@ -101,13 +107,4 @@ def test_graph_replay_varlen():
     dout = torch.randn(total, h, d, device="cuda", dtype=torch.bfloat16, generator=gen)
     fn = lambda q, k, v: pfa.flash_attn_varlen_func(q, k, v, cu, cu, max(lens), max(lens), causal=True)
     graph, out = _capture(fn, q, k, v, dout)
-    for t in (q, k, v):
-        t.data.copy_(torch.randn(t.shape, device="cuda", dtype=t.dtype, generator=gen))
-    for t in (out, q.grad, k.grad, v.grad):
-        t.fill_(float("nan"))
-    graph.replay()
-    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    ref = fn(q2, k2, v2)
-    ref.backward(dout)
-    for got, want in ((out, ref), (q.grad, q2.grad), (k.grad, k2.grad), (v.grad, v2.grad)):
-        assert torch.equal(got, want)
+    _replay_equals_eager(graph, fn, out, q, k, v, dout, gen)
