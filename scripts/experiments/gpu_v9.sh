@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepared in the eighth session for the next one (one H200; two device calls, each under the
+# Prepared in the eighth session, run in the ninth (docs/performance.md v9; one H200; two device calls, each under the
 # 10-minute limit):
 #   PYTHONPATH=src bash scripts/experiments/gpu_v9.sh tests    (logs under $OUT, or ./out)
 #   PYTHONPATH=src bash scripts/experiments/gpu_v9.sh bench
