@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import pyflashattn as pfa
+from pyflashattn.bench.timing import cuda_graphed
 
 
 def per_iter_us(fn, iters=50):
@@ -23,19 +24,6 @@ def per_iter_us(fn, iters=50):
     b.record()
     torch.cuda.synchronize()
     return a.elapsed_time(b) / iters * 1e3
-
-
-def graphed(step):
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
 
 
 def providers(b, s, h, d, causal):
@@ -65,7 +53,7 @@ def main():
         for prov, step in providers(b, s, h, d, causal).items():
             try:
                 eager = per_iter_us(step)
-                graph = per_iter_us(graphed(step))
+                graph = per_iter_us(cuda_graphed(step))
             except Exception as e:   # a backend that refuses the shape or capture
                 print(f"{name:28s} {prov:12s} failed: {type(e).__name__}: {str(e)[:80]}", flush=True)
                 continue
