@@ -20,11 +20,14 @@ hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 
 
 # the Gluon dK/dV kernel ships on at d=128 and off at d=64 (configs.py), the warp-specialized
-# one from 8192 keys without causal; the tests choose
+# one from 8192 keys without causal, and that one with dQ fused from 4096 keys without causal;
+# the tests choose
 DKDV_KERNELS = {"triton": {"hopper_dkdv_block_n": 0},
-                "gluon": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 0},
+                "gluon": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 0,
+                          "hopper_fused_dq_min_seqlen_k": 0},
                 "ws": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 1,
-                       "hopper_dkdv_ws_min_seqlen_k_causal": 1}}
+                       "hopper_dkdv_ws_min_seqlen_k_causal": 1, "hopper_fused_dq_min_seqlen_k": 0},
+                "fused": {"hopper_dkdv_block_n": 64, "hopper_fused_dq_min_seqlen_k": 1}}
 DKDV_ON = json.dumps(DKDV_KERNELS["gluon"])
 DKDV_OFF = json.dumps(DKDV_KERNELS["triton"])
 # which forward kernel: the one-warpgroup one, or the warp-specialized one (the shipped one)
@@ -238,6 +241,44 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert seen.get("maxnreg") == (hopper._kernel_modules()[3].MAXNREG if ws else None)
 
 
+def test_dkdv_launch_with_fused_dq(monkeypatch):
+    """With a dQ buffer: the warp-specialized kernel whatever the table says, ``FUSED_DQ`` on,
+    and the buffer as a descriptor of ``(b * sq, h * d)`` fp32 in blocks of 64 rows x d/2."""
+    seen = _record(monkeypatch, 3, "dkdv_hopper_ws_kernel")
+    c = cfg(override=json.dumps(DKDV_KERNELS["gluon"]))
+    q, k, v = qkv(b=2, sq=300, sk=500, h=4, hk=2)
+    dout, lse, delta = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300)
+    dk, dv, acc = torch.empty_like(k), torch.empty_like(v), torch.empty(q.shape)
+    p = params(q, k)
+    assert not hopper.dkdv_warp_specialized(p, c)
+    launcher, grid, args, constexprs, num_warps, _, options = hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv,
+                                                                                  p, c, dq_acc=acc)
+    launcher(grid, args, constexprs, num_warps=num_warps, **options)
+    assert seen["FUSED_DQ"] is True and seen["BLOCK_N"] == 128 and seen["grid"] == (4 * 2 * 2,)
+    desc = seen["dq_desc"]
+    assert desc.base is acc and list(desc.shape) == [600, 512] and list(desc.strides) == [512, 1]
+    assert list(desc.block_shape) == [64, 64]
+    # without a buffer: the one-warpgroup kernel as the table says, or the other with FUSED_DQ off
+    assert "FUSED_DQ" not in hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, c)[3]
+    c_ws = cfg(override=json.dumps(DKDV_KERNELS["ws"]))
+    assert hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, c_ws)[3]["FUSED_DQ"] is False
+
+
+def test_fused_dq_chosen_by_the_table_and_never_when_deterministic(monkeypatch):
+    """Shipped: d=128 from 4096 keys without causal; never with causal, never with
+    ``deterministic=True`` or under torch's deterministic mode (its dQ sums come in any order)."""
+    c = cfg()
+    for sk, causal, want in ((4096, False, True), (16384, False, True), (4095, False, False), (16384, True, False)):
+        q, k, _ = qkv(b=1, sq=16, sk=sk, h=1, hk=1)
+        assert hopper.fused_dq(params(q, k, causal=causal), c) == want, (sk, causal)
+    q, k, _ = qkv(b=1, sq=16, sk=8192, h=1, hk=1)
+    p = _params(q, k, 0.1, -1, -1, 0.0, None, None, None, -1, -1, None, deterministic=True)
+    assert p.deterministic and not hopper.fused_dq(p, c)
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    p = params(q, k)
+    assert p.deterministic and not hopper.fused_dq(p, c)
+
+
 def test_dkdv_ws_chosen_by_the_table():
     """Shipped: at d=128 from 8192 keys without causal; never with causal, never at d=64."""
     c128, c64 = cfg(), cfg(64)
@@ -256,6 +297,9 @@ cfg = {d: _config(d, d, torch.bfloat16, False, '{"hopper_dkdv_block_n": 64}') fo
 res = [dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, kind))
        for d in (64, 128) for causal in (False, True) for kind in ("fwd", "fwd_ws", "dkdv", "dkdv_ws")
        if kind == "fwd" or d == 128]
+res += [dict(kind="dkdv_ws", d=128, causal=causal, fused_dq=True,
+             **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, causal, "dkdv_ws", fused_dq=True))
+        for causal in (False, True)]
 res += [dict(kind=kind, d=128, causal=True, features=True,
              **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, True, kind, **f)) for kind in ("fwd", "fwd_ws")
         for f in (dict(varlen=True), dict(window=True), dict(softcap=True, alibi=True, varlen=True, window=True))]
@@ -273,7 +317,8 @@ def test_compiles_for_sm90_without_spills():
     run = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(results) == 16, results  # both forwards (d 64 and 128 / 128), both dK/dV at 128, causal or not; features
+    # both forwards (d 64 and 128 / 128), both dK/dV at 128 and the fused one, causal or not; features
+    assert len(results) == 18, results
     for res in results:
         # a little stack, no spills: the dK/dV kernel holds two 64 x 128 fp32 accumulators, two
         # score tiles and the operands of the dots in flight (8-48 B at d=128, and it beat the
@@ -281,7 +326,9 @@ def test_compiles_for_sm90_without_spills():
         # consumers' 240 registers (48 B when it measured +23 % at causal 16k), its feature
         # variants up to 176 B (a window); more would be a regression (docs/performance.md, v7)
         # the warp-specialized dK/dV: 56 B without causal, 96 B with it (not shipped), under 240 registers
-        limit = {"fwd": 0, "fwd_ws": 192 if res.get("features") else 64, "dkdv": 64, "dkdv_ws": 128}[res["kind"]]
+        # the fused dK/dV/dQ: 224 B without causal (shipped: +7 % on the backward at 16k), 328 B with
+        limit = {"fwd": 0, "fwd_ws": 192 if res.get("features") else 64, "dkdv": 64,
+                 "dkdv_ws": 352 if res.get("fused_dq") else 128}[res["kind"]]
         assert res["local"] == 0 and res["stack"] <= limit, res
         assert res["shared"] <= 227 * 1024, res
         assert res["reg"] <= 255, res
@@ -293,7 +340,8 @@ def test_compiles_for_sm90_without_spills():
                                    (1, 1023, 4097, 8, 2, 128), (1, 77, 300, 4, 1, 128), (3, 640, 640, 2, 2, 128)],
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("kernels", ["fwd1wg-dkdvtriton", "fwd1wg-dkdvgluon", "fwdws-dkdvgluon", "fwdws-dkdvws"])
+@pytest.mark.parametrize("kernels", ["fwd1wg-dkdvtriton", "fwd1wg-dkdvgluon", "fwdws-dkdvgluon", "fwdws-dkdvws",
+                                     "fwdws-dkdvfused"])
 def test_gpu_against_float64(shape, causal, dtype, kernels, monkeypatch):
     import pyflashattn as pfa
     b, sq, sk, h, hk, d = shape
@@ -308,6 +356,7 @@ def test_gpu_against_float64(shape, causal, dtype, kernels, monkeypatch):
     # which dK/dV kernel the gradients below come from
     assert hopper.usable(q, k, v, p, c, dout=torch.randn_like(q)) == (dkdv != "triton")
     assert hopper.dkdv_warp_specialized(p, c) == (dkdv == "ws")
+    assert hopper.fused_dq(p, c) == (dkdv == "fused" and not causal)
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
@@ -421,3 +470,55 @@ def test_gpu_softcap_alibi_window_against_float64(d, causal, fwd, monkeypatch):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True, **kw)
         return out, lse
     compare_with_reference(fn, q, k, v, causal=causal, **kw)
+
+
+def test_fused_dq_launches_zero_and_scale_its_buffer():
+    """The fused backward's Triton launches, run here (the interpreter on a CPU): the preprocess
+    zeroes the fp32 dQ buffer (poisoned first) beside delta, and the last launch writes
+    ``dq = buffer * softmax_scale`` in q's dtype. The Gluon launch between them is only built."""
+    from pyflashattn import ops
+    from pyflashattn.kernels import bwd
+    q, k, v = qkv(b=2, sq=37, sk=45, h=3, hk=3, d=128, dtype=torch.float32)
+    out, dout = torch.randn_like(q), torch.randn_like(q)
+    lse, delta = torch.randn(2, 3, 37), torch.full((2, 3, 37), float("nan"))
+    p = params(q, k)
+    c = ops._config(q, v, p)
+    dq, dk, dv = bwd._new_grads(q, k, v)
+    acc = torch.full(q.shape, float("nan"))
+    launches = bwd._launches(dout, q, k, v, out, lse, None, p, c, delta, dq, dk, dv, False, acc)
+    assert len(launches) == 3 and launches[1][3]["FUSED_DQ"] is True
+    pre, scale = launches[0], launches[2]
+    pre[0](*pre[1:6], **pre[6])
+    assert torch.equal(acc, torch.zeros_like(acc))
+    torch.testing.assert_close(delta, (out * dout).sum(-1).transpose(1, 2))
+    acc.copy_(torch.randn(q.shape))
+    scale[0](*scale[1:6], **scale[6])
+    torch.testing.assert_close(dq, acc * p.softmax_scale)
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("shape", [(2, 4111, 4111, 4, 2, 128), (1, 1000, 4096, 8, 8, 128)],
+                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+def test_gpu_fused_dq_as_shipped(shape, monkeypatch):
+    """The shipped table at 4k keys and more without causal: dQ comes from the fused kernel (its
+    buffer allocated; GQA; rows of the first batch's last block that belong to the next one),
+    the gradients against float64 as every path's; with ``deterministic=True`` the dQ kernel
+    instead, bitwise the same on a second run."""
+    import pyflashattn as pfa
+    from pyflashattn.kernels import bwd
+    monkeypatch.delenv("PYFLASHATTN_CONFIG", raising=False)
+    made = []
+    new_acc = bwd._new_dq_acc
+    monkeypatch.setattr(bwd, "_new_dq_acc", lambda q: made.append(q.shape) or new_acc(q))
+    b, sq, sk, h, hk, d = shape
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, torch.bfloat16, "cuda"))
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v)
+    assert made == [q.shape]
+    made.clear()
+    g = torch.randn_like(q)
+    runs = [torch.autograd.grad(pfa.flash_attn_func(q, k, v, deterministic=True), (q, k, v), g) for _ in range(2)]
+    assert not made and all(torch.equal(a, b) for a, b in zip(*runs))

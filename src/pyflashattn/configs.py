@@ -74,6 +74,10 @@ class KernelConfig:
     hopper_dkdv_ws_min_seqlen_k: int = 0
     hopper_dkdv_ws_min_seqlen_k_causal: int = 0
     hopper_dkdv_ws_stages: int = 3
+    # from this many keys, without a causal mask or window, and where nondeterministic sums are
+    # allowed, that kernel also computes dQ (hopper.fused_dq): backward 1.04x at 4k, 1.07x at
+    # 16k, d=128 (v10); with causal it lost (0.87-0.96x: the one-warpgroup dK/dV is faster there)
+    hopper_fused_dq_min_seqlen_k: int = 0
 
 
 # (padded head dim) -> fields, for 16-bit inputs on sm_90. fp32 and small GPUs shrink below.
@@ -84,7 +88,7 @@ _TABLE_16BIT: dict[int, dict] = {
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
               hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=1,
-              hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=8192,
+              hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=8192, hopper_fused_dq_min_seqlen_k=4096,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage

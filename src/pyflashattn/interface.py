@@ -48,7 +48,9 @@ def flash_attn_func(
         softcap: if > 0, scores ``s`` become ``softcap * tanh(s / softcap)`` before the softmax.
         alibi_slopes: fp32 ``(nheads,)`` or ``(batch, nheads)``; adds
             ``-slope * |i + seqlen_k - seqlen_q - j|`` to the scaled scores.
-        deterministic: accepted; the backward is always deterministic (no atomics).
+        deterministic: a backward that sums in a fixed order, bitwise the same run after run.
+            Without it (and with torch's deterministic mode off) the Hopper backward may add
+            dQ by atomics where that measured faster (head dim 128, no causal mask, long keys).
         return_attn_probs: also return ``softmax_lse`` ``(batch, nheads, seqlen_q)`` float32
             (natural log) and, with dropout, the dropped and rescaled probabilities
             ``(batch, nheads, seqlen_q, seqlen_k)`` (materialized: for tests at small sizes), else None.
@@ -66,7 +68,7 @@ def flash_attn_func(
                            "capture without return_attn_probs")
     seed = new_seed(q.device) if dropout_p > 0.0 else None
     out, lse = ops.attention(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
-                             None, None, -1, -1, float(dropout_p), seed)
+                             None, None, -1, -1, float(dropout_p), seed, bool(deterministic))
     if not return_attn_probs:
         return out
     probs = None
@@ -152,7 +154,8 @@ def flash_attn_varlen_func(
                        "probabilities are returned by flash_attn_func; pad the batch to inspect them)")
     seed = new_seed(q.device) if dropout_p > 0.0 else None
     out, lse = ops.attention(q, k, v, scale, window_left, window_right, float(softcap), alibi_slopes,
-                             cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k), float(dropout_p), seed)
+                             cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k), float(dropout_p), seed,
+                             bool(deterministic))
     return (out, lse, None) if return_attn_probs else out
 
 

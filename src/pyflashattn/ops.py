@@ -56,7 +56,7 @@ def _unit_last_stride(t: Tensor) -> Tensor:
 
 def _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
             cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_sparse,
-            dropout_p=0.0, seed=None, mask_fn=None) -> KernelParams:
+            dropout_p=0.0, seed=None, mask_fn=None, deterministic=False) -> KernelParams:
     if cu_seqlens_q is None:
         batch, max_seqlen_q, max_seqlen_k = q.shape[0], q.shape[1], k.shape[1]
     else:
@@ -65,7 +65,12 @@ def _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slope
     return KernelParams(batch, max_seqlen_q, max_seqlen_k, softmax_scale, left, right, softcap,
                         None if alibi_slopes is None else alibi_slopes.float().contiguous(),
                         cu_seqlens_q, cu_seqlens_k, tuple(block_sparse) if block_sparse else None,
-                        dropout_p, seed, mask_fn)
+                        dropout_p, seed, mask_fn, _deterministic(deterministic))
+
+
+def _deterministic(asked: bool) -> bool:
+    """Whether the backward must be deterministic: asked for, or torch's deterministic mode on."""
+    return bool(asked) or torch.are_deterministic_algorithms_enabled()
 
 
 def _config(q: Tensor, v: Tensor, p: KernelParams) -> KernelConfig:
@@ -166,7 +171,9 @@ def _fwd_impl(q: Tensor, k: Tensor, v: Tensor, softmax_scale: float, window_left
               softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None,
               cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
               max_seqlen_q: int = -1, max_seqlen_k: int = -1,
-              dropout_p: float = 0.0, seed: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+              dropout_p: float = 0.0, seed: Optional[Tensor] = None,
+              deterministic: bool = False) -> tuple[Tensor, Tensor]:
+    # deterministic: for the backward (the options are the same for both passes)
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
     return _run_fwd(q, k, v, _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
                                      cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None,
@@ -178,7 +185,8 @@ attn_fwd = torch.library.custom_op("pyflashattn::fwd", mutates_args=())(_fwd_imp
 
 @attn_fwd.register_fake
 def _fwd_fake(q, k, v, softmax_scale, window_left, window_right, softcap=0.0, alibi_slopes=None,
-              cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=-1, max_seqlen_k=-1, dropout_p=0.0, seed=None):
+              cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=-1, max_seqlen_k=-1, dropout_p=0.0, seed=None,
+              deterministic=False):
     return (q.new_empty((*q.shape[:-1], v.shape[-1])),
             q.new_empty(_lse_shape(q, cu_seqlens_q is not None), dtype=torch.float32))
 
@@ -188,20 +196,23 @@ def _bwd_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: T
               softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None,
               cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
               max_seqlen_q: int = -1, max_seqlen_k: int = -1,
-              dropout_p: float = 0.0, seed: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+              dropout_p: float = 0.0, seed: Optional[Tensor] = None,
+              deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
+    deterministic = _deterministic(deterministic)
     dlse = dlse.contiguous() if dlse is not None else None
     lse = lse.contiguous()
     if (PLAN_BACKWARD and dlse is None and alibi_slopes is None and cu_seqlens_q is None and dropout_p == 0.0
             and q.is_cuda and q.numel() and k.numel() and backend_for(q) == "triton"):
         # the launches bound once per layout (kernels.bwd.BackwardPlan): this runs on the
         # autograd engine's device thread, where Python costs twice what it does on the caller's
-        plan = _cached_plan(q, k, v, out, lse, softmax_scale, window_left, window_right, softcap)
+        plan = _cached_plan(q, k, v, out, lse, softmax_scale, window_left, window_right, softcap, deterministic)
         grads = plan.run(dout, q, k, v, out, lse) if plan is not None else None
         if grads is not None:
             return grads
     p = _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
-                cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None, dropout_p, seed)
+                cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None, dropout_p, seed,
+                deterministic=deterministic)
     return _run_bwd(dout, q, k, v, out, lse, dlse, p)
 
 
@@ -367,7 +378,7 @@ class _Attention(torch.autograd.Function):
 
 
 def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, softmax_scale: float, window_left: int,
-                 window_right: int, softcap: float):
+                 window_right: int, softcap: float, deterministic: bool = False):
     """The ``kernels.bwd.BackwardPlan`` for these layouts and options, made on first need and
     kept (``_PLANS``: a plan holds no tensor), or None where none can be made yet (the first
     backward of a layout goes the general way, which compiles and caches the kernels a plan
@@ -377,12 +388,14 @@ def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, soft
         return None
     config = get_config(q.shape[-1], v.shape[-1], q.dtype)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), out.shape, out.stride(), lse.shape,
-           lse.stride(), q.dtype, q.device.index, softmax_scale, window_left, window_right, softcap, id(config))
+           lse.stride(), q.dtype, q.device.index, softmax_scale, window_left, window_right, softcap, deterministic,
+           id(config))
     plan = _PLANS.get(key)
     # a failed attempt is kept as the launchers' entry count it saw: binding again is worth it
     # only once some kernel has been compiled since (~100 us of Python per attempt)
     if plan is None or (type(plan) is int and plan != launch.ENTRIES):
-        p = _params(q, k, softmax_scale, window_left, window_right, softcap, None, None, None, -1, -1, None)
+        p = _params(q, k, softmax_scale, window_left, window_right, softcap, None, None, None, -1, -1, None,
+                    deterministic=deterministic)
         plan = bwd.plan_bwd(q, k, v, out, lse, p, config)
         if len(_PLANS) >= 256:
             _PLANS.clear()

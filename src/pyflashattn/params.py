@@ -64,6 +64,9 @@ class KernelParams:
     # block-sparse: a @triton.jit predicate (b, h, q_idx, kv_idx) -> bool for the partial blocks,
     # evaluated in the kernels instead of loading the BlockMask's tiles (None: the tiles)
     mask_fn: Optional[object] = None
+    # the backward must sum in a fixed order (flash-attn's ``deterministic``, or torch's
+    # deterministic mode): no atomics (kernels.hopper.fused_dq)
+    deterministic: bool = False
 
     @property
     def has_dropout(self) -> bool:

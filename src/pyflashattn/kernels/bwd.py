@@ -26,12 +26,12 @@ from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
 
 @triton.jit(do_not_specialize=["seqlen_q"])
-def _bwd_preprocess_kernel(O, DO, DLSE, DELTA,
+def _bwd_preprocess_kernel(O, DO, DLSE, DELTA, DQ_ACC,
                            stride_ob, stride_os, stride_oh,
                            stride_dob, stride_dos, stride_doh,
                            nheads, seqlen_q,
                            HEAD_DIM_V: tl.constexpr, BLOCK_M: tl.constexpr,
-                           BLOCK_DV: tl.constexpr, HAS_DLSE: tl.constexpr):
+                           BLOCK_DV: tl.constexpr, HAS_DLSE: tl.constexpr, ZERO_DQ_ACC: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // nheads
@@ -48,6 +48,20 @@ def _bwd_preprocess_kernel(O, DO, DLSE, DELTA,
     if HAS_DLSE:
         b_delta -= tl.load(DLSE + p_row, mask=o_m < seqlen_q, other=0.0)
     tl.store(DELTA + p_row, b_delta, mask=o_m < seqlen_q)
+    if ZERO_DQ_ACC:
+        # the fused dK/dV/dQ kernel's fp32 dQ buffer, contiguous (b, sq, h, d) with d == dv
+        p_acc = DQ_ACC + ((b.to(tl.int64) * seqlen_q + o_m[:, None]) * nheads + h) * HEAD_DIM_V + o_dv[None, :]
+        tl.store(p_acc, tl.zeros([BLOCK_M, BLOCK_DV], tl.float32), mask=m_o)
+
+
+_DQ_SCALE_BLOCK = 1024
+
+
+@triton.jit(do_not_specialize=["numel"])
+def _dq_scale_kernel(DQ_ACC, DQ, numel, softmax_scale, BLOCK: tl.constexpr):
+    """``dq = dq_acc * softmax_scale`` in dq's dtype, both contiguous: the fused kernel's dQ out."""
+    o = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(DQ + o, (tl.load(DQ_ACC + o, mask=o < numel) * softmax_scale).to(DQ.dtype.element_ty), mask=o < numel)
 
 
 @triton.jit
@@ -385,6 +399,7 @@ def _bwd_dq_kernel(
 _launch_preprocess = Launcher(_bwd_preprocess_kernel)
 _launch_dkdv = Launcher(_bwd_dkdv_kernel)
 _launch_dq = Launcher(_bwd_dq_kernel)
+_launch_dq_scale = Launcher(_dq_scale_kernel)
 
 
 def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -401,8 +416,9 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if dq is None and dk is None:
         dq, dk, dv = _new_grads(q, k, v)
     delta = torch.empty_like(lse)
+    dq_acc = _new_dq_acc(q) if _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, accumulate) else None
     for launcher, grid, args, constexprs, num_warps, num_stages, options in _launches(
-            dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate):
+            dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate, dq_acc):
         launcher(grid, args, constexprs, num_warps, num_stages, **options)
     return dq, dk, dv
 
@@ -411,10 +427,26 @@ def _new_grads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
 
 
-def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate: bool) -> list:
+def _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, accumulate: bool) -> bool:
+    """Whether one kernel computes dK, dV and dQ (``hopper.fused_dq``), adding dQ into an fp32
+    buffer (``_new_dq_acc``) instead of running the dQ kernel: all three gradients wanted,
+    written (not added) into contiguous buffers of the inputs' dtype, by the Gluon dK/dV kernel."""
+    if dq is None or dk is None or not (dq.is_contiguous() and dq.dtype == q.dtype):
+        return False
+    return _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate) and hopper.fused_dq(p, config)
+
+
+def _new_dq_acc(q: torch.Tensor) -> torch.Tensor:
+    """The fused kernel's dQ buffer: fp32, q's shape, contiguous (the preprocess zeroes it)."""
+    return torch.empty(q.shape, dtype=torch.float32, device=q.device)
+
+
+def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate: bool,
+              dq_acc: torch.Tensor | None = None) -> list:
     """The backward's launches, not yet made: (launcher, grid, args, constexprs, num_warps,
     num_stages, options) for the preprocess, then dK/dV (Triton's or ``hopper``'s) where dk is
-    given, then dQ where dq is."""
+    given, then dQ where dq is. With ``dq_acc`` (``_fused_dq_buffer``): the preprocess zeroes
+    it, the dK/dV kernel adds dQ into it, and a last launch scales it into dq."""
     launches = []
     q4, k4, v4, o4, do4, dq4, dk4, dv4 = p.as_4d(q, k, v, out, dout, dq, dk, dv)  # (buffers: dense only)
     nheads, nheads_k, head_dim, head_dim_v = q4.shape[2], k4.shape[2], q4.shape[3], v4.shape[3]
@@ -425,8 +457,10 @@ def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accum
     pre_batch = 1 if varlen else q4.shape[0]
     launches.append((
         _launch_preprocess, (cdiv(rows, config.block_m_pre), pre_batch * nheads),
-        (o4, do4, dlse if dlse is not None else lse, delta, *o4.stride()[:3], *do4.stride()[:3], nheads, rows),
-        dict(HEAD_DIM_V=head_dim_v, BLOCK_M=config.block_m_pre, BLOCK_DV=config.block_dv, HAS_DLSE=dlse is not None),
+        (o4, do4, dlse if dlse is not None else lse, delta, delta if dq_acc is None else dq_acc,
+         *o4.stride()[:3], *do4.stride()[:3], nheads, rows),
+        dict(HEAD_DIM_V=head_dim_v, BLOCK_M=config.block_m_pre, BLOCK_DV=config.block_dv, HAS_DLSE=dlse is not None,
+             ZERO_DQ_ACC=dq_acc is not None),
         4, 3, {},  # Triton's defaults (warps, stages), which this launch always used
     ))
 
@@ -443,6 +477,12 @@ def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accum
     shapes = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d, BLOCK_DV=config.block_dv)
     num_n = cdiv(p.max_seqlen_k, config.block_n_kv)
     num_m = cdiv(p.max_seqlen_q, config.block_m_q)
+    if dq_acc is not None:  # dK/dV and dQ by one kernel, then dq = dq_acc * scale
+        launches.append(hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, config, dq_acc=dq_acc))
+        launches.append((
+            _launch_dq_scale, (cdiv(q4.shape[0] * q4.shape[1] * nheads * head_dim, _DQ_SCALE_BLOCK),),
+            (dq_acc, dq, q4.numel(), p.softmax_scale), dict(BLOCK=_DQ_SCALE_BLOCK), 4, 2, {}))
+        return launches
     if dk is not None and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate):  # dense 16-bit d=128, Hopper
         launches.append(hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, config))
     elif dk is not None:
@@ -485,10 +525,11 @@ class BackwardPlan:
     the plan was bound for: dtype, shape, strides and 16-byte alignment (the kernels'
     specialization), and the same device."""
 
-    __slots__ = ("launches", "layouts", "device", "knobs")
+    __slots__ = ("launches", "layouts", "device", "knobs", "fused_dq")
 
-    def __init__(self, launches: list, layouts: tuple, device: int, knob_values: tuple):
+    def __init__(self, launches: list, layouts: tuple, device: int, knob_values: tuple, fused_dq: bool = False):
         self.launches, self.layouts, self.device, self.knobs = launches, layouts, device, knob_values
+        self.fused_dq = fused_dq   # the launches need the fused kernel's dQ buffer (slot 10)
 
     def run(self, dout, q, k, v, out, lse) -> tuple | None:
         given = (dout, q, k, v, out, lse)
@@ -501,6 +542,8 @@ class BackwardPlan:
             return None
         dq, dk, dv = _new_grads(q, k, v)
         tensors = given + (torch.empty_like(lse), dq, dk, dv)
+        if self.fused_dq:
+            tensors += (_new_dq_acc(q),)
         for bound, template, slots in self.launches:
             args = list(template)
             for i, which, desc in slots:   # desc: a descriptor's (shape, strides, block shape, layout)
@@ -534,10 +577,12 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     dout = torch.empty_strided(out.shape, out.stride(), dtype=out.dtype, device="meta")
     delta = torch.empty_like(lse, device="meta")
     dq, dk, dv = (torch.empty_like(t, memory_format=torch.contiguous_format, device="meta") for t in (q, k, v))
-    ids = {id(t): which for which, t in enumerate((dout, q, k, v, out, lse, delta, dq, dk, dv))}
+    fused = _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, False)
+    dq_acc = torch.empty(q.shape, dtype=torch.float32, device="meta") if fused else None
+    ids = {id(t): which for which, t in enumerate((dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc))}
     launches = []
     for launcher, grid, args, constexprs, num_warps, num_stages, options in _launches(
-            dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False):
+            dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False, dq_acc):
         bound = launcher.bind(grid, args, constexprs, num_warps, num_stages, **options)
         if bound is None:
             return None
@@ -554,7 +599,7 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
             template[i] = None
         launches.append((bound, tuple(template), tuple(slots)))
     layouts = tuple((t.dtype, t.shape, t.stride()) for t in (dout, q, k, v, out, lse))
-    return BackwardPlan(launches, layouts, launches[0][0].device, _knob_values())
+    return BackwardPlan(launches, layouts, launches[0][0].device, _knob_values(), fused)
 
 
 def _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate: bool) -> bool:

@@ -171,34 +171,67 @@ def attn_dkdv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
     launcher(grid, args, constexprs, num_warps=num_warps, **options)   # Gluon: no num_stages
 
 
+def fused_dq(p, config: KernelConfig) -> bool:
+    """Whether the warp-specialized dK/dV kernel also computes dQ (``FUSED_DQ``: 5 matmuls per
+    block pair instead of 7, dQ added into an fp32 buffer by TMA reduce-adds) for a call that
+    ``usable(..., dout=...)`` already admits: the table's threshold on the key length (no causal
+    mask: measured slower with it, v10), and only where the caller allows nondeterministic sums
+    (``p.deterministic`` off: neither asked for nor torch's deterministic mode)."""
+    least = config.hopper_fused_dq_min_seqlen_k
+    return bool(least) and p.max_seqlen_k >= least and p.window_right >= p.max_seqlen_q and not p.deterministic
+
+
 def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
-                delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, p, config: KernelConfig) -> tuple:
+                delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, p, config: KernelConfig,
+                dq_acc: Optional[torch.Tensor] = None) -> tuple:
     """``attn_dkdv``'s launch, not yet made: (launcher, grid, args, constexprs, num_warps,
-    num_stages, options), for ``bwd.attn_bwd`` and its plans (``bwd.plan_bwd``)."""
+    num_stages, options), for ``bwd.attn_bwd`` and its plans (``bwd.plan_bwd``). With ``dq_acc``
+    (fp32, q's shape, contiguous, zeroed) the warp-specialized kernel also adds dQ / softmax_scale
+    into it (``fused_dq``)."""
     _, one_mod, _, ws_mod = _kernel_modules()
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
     bm = config.hopper_dkdv_block_m
-    if dkdv_warp_specialized(p, config):
+    if dq_acc is not None or dkdv_warp_specialized(p, config):
         # 128 keys per program, read as one 64-key K/V tile per consumer warpgroup
         kernel, bn, kv_rows, stages = ws_mod.dkdv_hopper_ws_kernel, 128, 64, config.hopper_dkdv_ws_stages
         options = dict(maxnreg=ws_mod.MAXNREG)
+        # the dQ target's descriptor, or an unused stand-in
+        ws_args = (dk if dq_acc is None else _dq_acc_descriptor(dq_acc, bm),)
+        ws_flags = dict(FUSED_DQ=dq_acc is not None)
     else:
         kernel, bn, stages, options = one_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_n, \
             config.hopper_dkdv_stages, {}
-        kv_rows = bn
+        kv_rows, ws_args, ws_flags = bn, (), {}
     grid = ((sk + bn - 1) // bn * b * hk,)
     return (_launcher(kernel), grid,
             (_descriptor(q, bm), _descriptor(k, kv_rows), _descriptor(v, kv_rows), _descriptor(dout, bm),
-             lse, delta, dk, dv, sq, sk, h, h // hk, p.qk_scale, p.softmax_scale, dk.stride(1)),
-            dict(CAUSAL=p.window_right < sq, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4, None, options)
+             lse, delta, dk, dv, *ws_args, sq, sk, h, h // hk, p.qk_scale, p.softmax_scale, dk.stride(1)),
+            dict(CAUSAL=p.window_right < sq, **ws_flags, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4,
+            None, options)
+
+
+@functools.cache
+def _dq_acc_layout(rows: int, cols: int):
+    from triton.experimental.gluon import language as gl
+    return gl.NVMMASharedLayout.get_default_for([rows, cols], gl.float32)
+
+
+def _dq_acc_descriptor(dq_acc: torch.Tensor, rows: int) -> LightDescriptor:
+    """The fused dQ's target: the fp32 ``(b, sq, h, d)`` buffer as ``(b * sq, h * d)`` in blocks
+    of ``rows x d/2`` (one consumer's half of a step's dQ; TMA splits each into 128-byte-wide
+    boxes)."""
+    h, d = dq_acc.shape[-2], dq_acc.shape[-1]
+    return LightDescriptor(dq_acc, [dq_acc.numel() // (h * d), h * d], [h * d, 1], [rows, d // 2],
+                           _dq_acc_layout(rows, d // 2))
 
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
                  dump: bool = False, varlen: bool = False, window: bool = False, softcap: bool = False,
-                 alibi: bool = False) -> dict:
+                 alibi: bool = False, fused_dq: bool = False) -> dict:
     """Build the forward (``kind="fwd"``; ``"fwd_ws"`` the warp-specialized one; optionally their
-    feature variants) or dK/dV (``"dkdv"``) kernel for sm_90 here, no GPU needed (Triton's
+    feature variants) or dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
+    with ``fused_dq``) kernel for sm_90 here, no GPU needed (Triton's
     bundled ptxas): its shared memory, registers and spills (``kernels.aot.resource_usage``); with ``dump``, its TTGIR and PTX too."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -225,17 +258,19 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
                      HAS_ALIBI=alibi)
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
+        flags = {}
         if kind == "dkdv_ws":
             kernel, bn, kv_rows, stages = bwd_ws_mod.dkdv_hopper_ws_kernel, 128, 64, config.hopper_dkdv_ws_stages
-            options = dict(maxnreg=bwd_ws_mod.MAXNREG)
+            options, flags = dict(maxnreg=bwd_ws_mod.MAXNREG), dict(FUSED_DQ=fused_dq)
         else:
             kernel, bn, stages = bwd_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_n, config.hopper_dkdv_stages
             kv_rows = bn
         descs = dict(q_desc=_descriptor(t, bm), k_desc=_descriptor(t, kv_rows), v_desc=_descriptor(t, kv_rows),
                      do_desc=_descriptor(t, bm))
+        if fused_dq:
+            descs["dq_desc"] = _dq_acc_descriptor(t.float(), bm)
         floats = {"qk_scale", "softmax_scale"}
-        ptrs = {"DK": ptr, "DV": ptr, "LSE": "*fp32", "DELTA": "*fp32"}
-        flags = {}
+        ptrs = {"DK": ptr, "DV": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr}
     consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,
                   **flags)
     names = list(kernel.arg_names)

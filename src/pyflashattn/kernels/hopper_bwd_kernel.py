@@ -1,8 +1,9 @@
 """The backward's dK/dV kernel for Hopper, in Gluon (see ``hopper_fwd_kernel`` for why Gluon).
 
 Imported only by ``hopper`` on an sm_90 GPU with Triton 3.6's Gluon API; ``bwd.py``'s Triton
-kernels cover everything else, and the dQ kernel stays Triton's (``bwd._bwd_dq_kernel``), as do
-the preprocess (delta) and its deterministic split (no atomics here either).
+kernels cover everything else. The dQ kernel stays Triton's (``bwd._bwd_dq_kernel``), as does
+the preprocess (delta), except where the warp-specialized kernel's ``FUSED_DQ`` (``_dq_step``)
+adds dQ into an fp32 buffer itself: 5 matmuls per block pair instead of 7, not deterministic.
 
 One program per (key block of ``BLOCK_N`` keys, batch x kv-head), one warpgroup: K and V stay in
 shared memory, Q and dO stream through a TMA ring of ``NUM_STAGES`` slots, and each step keeps the
@@ -23,6 +24,7 @@ from whatever the descriptor reads and never stored. Scope as ``hopper.usable`` 
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language._core import builtin
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_init, warpgroup_mma_wait)
 
@@ -48,12 +50,15 @@ def _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, t, n_steps, n_q, m_first,
 @gluon.jit
 def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars,
                 empty, LSE, DELTA, offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q,
-                causal_shift, qk_scale, MASKED: gl.constexpr, WS: gl.constexpr, st_layout: gl.constexpr,
-                p_op: gl.constexpr, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
+                causal_shift, qk_scale, dq_args, MASKED: gl.constexpr, WS: gl.constexpr, FUSED_DQ: gl.constexpr,
+                WG: gl.constexpr, st_layout: gl.constexpr, p_op: gl.constexpr, BLOCK_M: gl.constexpr,
+                HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
     """Flat steps ``[t_begin, t_end)`` (see the module docstring); ``MASKED``: apply the causal
     mask (the diagonal's blocks only, a loop of its own so the rest carries no branch). ``WS``:
     a consumer warpgroup of the warp-specialized kernel (``hopper_bwd_ws_kernel``), which
-    releases a finished slot on ``empty`` for the producer warp instead of refilling it itself."""
+    releases a finished slot on ``empty`` for the producer warp instead of refilling it itself.
+    ``FUSED_DQ`` (warp-specialized only): consumer ``WG`` also adds its share of each step's dQ
+    into an fp32 buffer (``_dq_step``; ``dq_args``)."""
     dtype: gl.constexpr = q_desc.dtype
     BLOCK_N: gl.constexpr = k_smem.shape[0]
     # the score and dP accumulators of the last step are the (ignored, use_acc=False) inputs of
@@ -62,6 +67,10 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
     dpt = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=st_layout)
     for t in range(t_begin, t_end):
         slot = t % NUM_STAGES
+        if FUSED_DQ:
+            # fresh (ignored) inputs: the carried tiles would stay live beside dQ's accumulator
+            st = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=st_layout)
+            dpt = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=st_layout)
         mbarrier.wait(bars.index(slot), (t // NUM_STAGES) & 1)
         st = warpgroup_mma(k_smem, q_smem.index(slot).permute((1, 0)), st, use_acc=False, is_async=True)
         # lse and delta of this step's query rows (rows past the end: P = 0)
@@ -91,7 +100,60 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
         dst = pt * (dpt - gl.expand_dims(delta, 0))
         ds_op = gl.convert_layout(dst.to(dtype), p_op)
         dk = warpgroup_mma(ds_op, q_smem.index(slot), dk, is_async=True)
+        if FUSED_DQ:
+            # keys past seqlen_k (read from the next sequence, or TMA's zeros) must not reach dQ
+            dst = gl.where(gl.expand_dims(offs_n < seqlen_q + causal_shift, 1), dst, 0.0)
+            _dq_step(dst.to(dtype), t, (m_first + t % n_q) * BLOCK_M, row0_q, h0 + t // n_q, dq_args, WG, BLOCK_M,
+                     HEAD_DIM)
     return dk, dv, pt_op, ds_op
+
+
+@gluon.jit
+def _dq_step(dst, t, m0, row0_q, head, dq_args, WG: gl.constexpr, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """dQ of step ``t``'s query rows ``[m0, m0 + BLOCK_M)`` over the program's 128 keys, half of
+    its columns per consumer warpgroup, added into the fp32 buffer behind ``dq_desc``
+    ``(b * sq, h * d)``: each consumer puts its dS^T (64 keys x BLOCK_M) into shared memory (two
+    buffers, by step parity), both wait for both halves (``ds_ready``, two arrivals), and
+    consumer ``WG`` computes dQ[:, WG * d/2 : (WG + 1) * d/2] = dS K[:, that half] (K of both
+    consumers), stores it to shared memory and adds it into memory by a TMA reduce-add, which
+    runs on while the consumer goes on (FlashAttention-3's way). A dS^T buffer is written again
+    two steps later, by which time both have passed this step's wait for dQ's matmuls (they
+    arrived on the next buffer after it). Rows past the batch's ``seqlen_q`` have P = 0, so
+    their dQ is exactly 0 and adding it into the next batch's rows changes nothing; TMA clips
+    rows past the buffer's end."""
+    ds_smem, ds_ready, k_all, dq_desc, dq_smem = dq_args
+    HALF: gl.constexpr = HEAD_DIM // 2
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, HALF, 16])
+    buf = t % 2
+    ds_smem.index(buf * 2 + WG).store(dst)
+    fence_async_shared()
+    mbarrier.arrive(ds_ready.index(buf), count=1)
+    mbarrier.wait(ds_ready.index(buf), (t // 2) & 1)
+    dq = gl.zeros([BLOCK_M, HALF], gl.float32, layout=dq_layout)
+    dq = warpgroup_mma(ds_smem.index(buf * 2).permute((1, 0)), k_all.index(0).slice(WG * HALF, HALF, dim=1),
+                       dq, use_acc=False, is_async=True)
+    dq = warpgroup_mma(ds_smem.index(buf * 2 + 1).permute((1, 0)), k_all.index(1).slice(WG * HALF, HALF, dim=1),
+                       dq, is_async=True)
+    dq = warpgroup_mma_wait(0, deps=(dq,))
+    # the reduce-add issued a step ago has read the tile by now: wait to be sure, then reuse it
+    tma.store_wait(0)
+    gl.thread_barrier()
+    dq_smem.index(WG).store(dq)
+    fence_async_shared()
+    gl.thread_barrier()
+    _tma_reduce_add(dq_desc, [row0_q + m0, head * HEAD_DIM + WG * HALF], dq_smem.index(WG))
+
+
+@builtin
+def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
+    """``tensor_desc[coord...] += src`` (a shared-memory tile) by a TMA reduce-add
+    (``cp.reduce.async.bulk.tensor``), asynchronous like ``tma.async_copy_shared_to_global``
+    (``tma.store_wait`` before ``src`` is written again). Triton 3.6's Gluon builder has the op
+    (``create_async_tma_reduce``); its Python API does not expose it yet."""
+    from triton._C.libtriton import ir
+    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+    _semantic.builder.create_async_tma_reduce(ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle, coord, src.handle)
 
 
 @gluon.jit
@@ -121,9 +183,9 @@ def _dkdv_program(seqlen_q, seqlen_k, nheads, group, CAUSAL: gl.constexpr, BLOCK
 
 @gluon.jit
 def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, n0, b, nheads, h0, n_q,
-               n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale, group, CAUSAL: gl.constexpr,
-               WS: gl.constexpr, st_layout: gl.constexpr, acc_layout: gl.constexpr, BLOCK_M: gl.constexpr,
-               NUM_STAGES: gl.constexpr):
+               n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale, group, dq_args, CAUSAL: gl.constexpr,
+               WS: gl.constexpr, FUSED_DQ: gl.constexpr, WG: gl.constexpr, st_layout: gl.constexpr,
+               acc_layout: gl.constexpr, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
     """dK, dV of keys ``[n0, n0 + k_smem.shape[0])`` over every step of the program: per query
     head of the group, the diagonal steps with the causal mask, then the rest without; returned
     with every dot retired."""
@@ -151,12 +213,14 @@ def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, LS
             dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, t0 + n_masked, q_desc, do_desc, q_smem,
                                                do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, offs_n, offs_m, b,
                                                nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
-                                               qk_scale, True, WS, st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
+                                               qk_scale, dq_args, True, WS, FUSED_DQ, WG, st_layout, p_op, BLOCK_M,
+                                               HEAD_DIM, NUM_STAGES)
             t0 += n_masked
         dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, (g + 1) * n_q, q_desc, do_desc, q_smem,
                                            do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, offs_n, offs_m, b,
                                            nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
-                                           qk_scale, False, WS, st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
+                                           qk_scale, dq_args, False, WS, FUSED_DQ, WG, st_layout, p_op, BLOCK_M,
+                                           HEAD_DIM, NUM_STAGES)
     dk, dv, pt_op, ds_op = warpgroup_mma_wait(0, deps=(dk, dv, pt_op, ds_op))
     return dk, dv
 
@@ -207,8 +271,8 @@ def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seql
                    NUM_STAGES, BLOCK_M, HEAD_DIM)
     mbarrier.wait(kv_bar, 0)
     dk, dv = _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, bars, LSE, DELTA, n0, b, nheads, h0,
-                        n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale, group, CAUSAL, False,
-                        st_layout, acc_layout, BLOCK_M, NUM_STAGES)
+                        n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale, group, (), CAUSAL, False,
+                        False, 0, st_layout, acc_layout, BLOCK_M, NUM_STAGES)
 
     mbarrier.invalidate(kv_bar)
     for i in gl.static_range(NUM_STAGES):

@@ -13,7 +13,9 @@ that one's exponentials run while the other's matmuls do, as in the forward (+25
     consumer 1   4      240        keys [n0 + 64, n0 + 128)
     producer     1      24         K, V of both; then Q(t), dO(t) of every step
 
-Same arguments and results as ``dkdv_hopper_kernel`` with ``BLOCK_N = 128``. Under causal both
+Same arguments and results as ``dkdv_hopper_kernel`` with ``BLOCK_N = 128``; with ``FUSED_DQ``
+dQ too (``hopper_bwd_kernel._dq_step``): 5 matmuls per block pair where the dK/dV kernel and the
+dQ kernel together run 7 (+7 % on the backward at d=128, 16k, no mask; v10 in docs/performance.md). Under causal both
 consumers walk the program's steps from the first query block that sees key n0; consumer 1's
 keys are masked whole in the steps before its own diagonal (P = 0 there: correct, a step of
 wasted work at most).
@@ -49,7 +51,8 @@ def _producer(args, WG: gl.constexpr):
 
 
 @gluon.jit
-def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, group, seqlen_k, softmax_scale, DK, DV, stride_dks):
+def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, FUSED_DQ: gl.constexpr, group, seqlen_k, softmax_scale,
+              DK, DV, stride_dks, dq_args):
     """One warpgroup, keys ``[n0 + WG * 64, +64)``: every step of the program, then its dK, dV."""
     (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA,
      b, nheads, h0, n_q, n_steps, m_first, row0_q, row0_k, n0, kv_col, seqlen_q, causal_shift, qk_scale) = args
@@ -64,17 +67,21 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, group, seqlen_k, sof
     mbarrier.wait(kv_bar, 0)
     dk, dv = _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem.index(WG), v_smem.index(WG), ready, empty, LSE,
                         DELTA, n_own, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale,
-                        group, CAUSAL, True, st_layout, acc_layout, BLOCK_M, NUM_STAGES)
+                        group, dq_args, CAUSAL, True, FUSED_DQ, WG, st_layout, acc_layout, BLOCK_M, NUM_STAGES)
+    if FUSED_DQ:
+        tma.store_wait(0)   # the last reduce-add has read its tile before the program ends
     _store_dkdv(dk, dv, n_own, row0_k, kv_col, seqlen_k, softmax_scale, DK, DV, stride_dks, acc_layout)
 
 
 @gluon.jit
-def dkdv_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seqlen_q, seqlen_k, nheads, group,
-                          qk_scale, softmax_scale, stride_dks,
-                          CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+def dkdv_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, dq_desc, seqlen_q, seqlen_k, nheads,
+                          group, qk_scale, softmax_scale, stride_dks,
+                          CAUSAL: gl.constexpr, FUSED_DQ: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                           HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """One program per (128 keys, batch x kv-head); launch with ``maxnreg=MAXNREG``, the K/V
-    descriptors' blocks ``64 x d`` (one per consumer), Q/dO's ``BLOCK_M x d``."""
+    descriptors' blocks ``64 x d`` (one per consumer), Q/dO's ``BLOCK_M x d``. ``FUSED_DQ``: also
+    add dQ / softmax_scale into the zeroed fp32 buffer behind ``dq_desc`` (``(b * sq, h * d)`` in
+    ``BLOCK_M x d/2`` blocks; ``hopper_bwd_kernel._dq_step``); otherwise ``dq_desc`` is unused."""
     gl.static_assert(BLOCK_N == 2 * KEYS)     # two consumer warpgroups
     gl.static_assert(num_warps == 4)          # the default partition is consumer 0
     gl.static_assert(NUM_STAGES >= 2)
@@ -93,11 +100,24 @@ def dkdv_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, s
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)   # one arrival per consumer warpgroup
+    if FUSED_DQ:
+        # dS^T of both consumers, two steps' worth: [step parity * 2 + consumer]; each one's dQ tile
+        ds_smem = gl.allocate_shared_memory(dtype, [4, KEYS, BLOCK_M],
+                                            gl.NVMMASharedLayout.get_default_for([KEYS, BLOCK_M], dtype))
+        ds_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(2):
+            mbarrier.init(ds_ready.index(i), count=2)
+        dq_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M, HEAD_DIM // 2], dq_desc.layout)
+        dq_args = (ds_smem, ds_ready, k_smem, dq_desc, dq_smem)
+    else:
+        dq_args = ()
     fence_async_shared()
 
     args = (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA,
             b, nheads, h0, n_q, n_steps, m_first, row0_q, row0_k, n0, hk * HEAD_DIM, seqlen_q, causal_shift,
             qk_scale)
-    gl.warp_specialize([(_consumer, (args, 0, CAUSAL, group, seqlen_k, softmax_scale, DK, DV, stride_dks)),
-                        (_consumer, (args, 1, CAUSAL, group, seqlen_k, softmax_scale, DK, DV, stride_dks)),
+    gl.warp_specialize([(_consumer, (args, 0, CAUSAL, FUSED_DQ, group, seqlen_k, softmax_scale, DK, DV, stride_dks,
+                                     dq_args)),
+                        (_consumer, (args, 1, CAUSAL, FUSED_DQ, group, seqlen_k, softmax_scale, DK, DV, stride_dks,
+                                     dq_args)),
                         (_producer, (args, 0))], [4, 1], [240, 24])
