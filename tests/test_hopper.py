@@ -22,7 +22,7 @@ hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 # the Gluon dK/dV kernel ships on at d=128 and off at d=64 (configs.py), the warp-specialized
 # one from 8192 keys without causal, and that one with dQ fused from 4096 keys without causal;
 # the tests choose
-DKDV_KERNELS = {"triton": {"hopper_dkdv_block_n": 0},
+DKDV_KERNELS = {"triton": {"hopper_dkdv_block_n": 0, "hopper_fused_dq_min_seqlen_k": 0},
                 "gluon": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 0,
                           "hopper_fused_dq_min_seqlen_k": 0},
                 "ws": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 1,
