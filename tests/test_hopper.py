@@ -473,25 +473,27 @@ def test_gpu_softcap_alibi_window_against_float64(d, causal, fwd, monkeypatch):
 
 
 def test_fused_dq_launches_zero_and_scale_its_buffer():
-    """The fused backward's Triton launches, run here (the interpreter on a CPU): the preprocess
-    zeroes the fp32 dQ buffer (poisoned first) beside delta, and the last launch writes
-    ``dq = buffer * softmax_scale`` in q's dtype. The Gluon launch between them is only built."""
+    """The fused backward's Triton launches (on the GPU, or the interpreter on a CPU): the
+    preprocess zeroes the fp32 dQ buffer (poisoned first) beside delta, and the last launch
+    writes ``dq = buffer * softmax_scale`` in q's dtype. The Gluon launch between them is only
+    built."""
     from pyflashattn import ops
     from pyflashattn.kernels import bwd
-    q, k, v = qkv(b=2, sq=37, sk=45, h=3, hk=3, d=128, dtype=torch.float32)
+    dev = "cuda" if HAS_CUDA else "cpu"
+    q, k, v = qkv(b=2, sq=37, sk=45, h=3, hk=3, d=128, dtype=torch.float32, device=dev)
     out, dout = torch.randn_like(q), torch.randn_like(q)
-    lse, delta = torch.randn(2, 3, 37), torch.full((2, 3, 37), float("nan"))
+    lse, delta = torch.randn(2, 3, 37, device=dev), torch.full((2, 3, 37), float("nan"), device=dev)
     p = params(q, k)
     c = ops._config(q, v, p)
     dq, dk, dv = bwd._new_grads(q, k, v)
-    acc = torch.full(q.shape, float("nan"))
+    acc = torch.full(q.shape, float("nan"), device=dev)
     launches = bwd._launches(dout, q, k, v, out, lse, None, p, c, delta, dq, dk, dv, False, acc)
     assert len(launches) == 3 and launches[1][3]["FUSED_DQ"] is True
     pre, scale = launches[0], launches[2]
     pre[0](*pre[1:6], **pre[6])
     assert torch.equal(acc, torch.zeros_like(acc))
     torch.testing.assert_close(delta, (out * dout).sum(-1).transpose(1, 2))
-    acc.copy_(torch.randn(q.shape))
+    acc.copy_(torch.randn(q.shape, device=dev))
     scale[0](*scale[1:6], **scale[6])
     torch.testing.assert_close(dq, acc * p.softmax_scale)
 
