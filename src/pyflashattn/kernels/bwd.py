@@ -445,7 +445,7 @@ def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accum
               dq_acc: torch.Tensor | None = None) -> list:
     """The backward's launches, not yet made: (launcher, grid, args, constexprs, num_warps,
     num_stages, options) for the preprocess, then dK/dV (Triton's or ``hopper``'s) where dk is
-    given, then dQ where dq is. With ``dq_acc`` (``_fused_dq_buffer``): the preprocess zeroes
+    given, then dQ where dq is. With ``dq_acc`` (where ``_fuses_dq``): the preprocess zeroes
     it, the dK/dV kernel adds dQ into it, and a last launch scales it into dq."""
     launches = []
     q4, k4, v4, o4, do4, dq4, dk4, dv4 = p.as_4d(q, k, v, out, dout, dq, dk, dv)  # (buffers: dense only)
@@ -579,7 +579,8 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     dq, dk, dv = (torch.empty_like(t, memory_format=torch.contiguous_format, device="meta") for t in (q, k, v))
     fused = _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, False)
     dq_acc = torch.empty(q.shape, dtype=torch.float32, device="meta") if fused else None
-    ids = {id(t): which for which, t in enumerate((dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc))}
+    ids = {id(t): which for which, t in enumerate((dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc))
+           if t is not None}
     launches = []
     for launcher, grid, args, constexprs, num_warps, num_stages, options in _launches(
             dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False, dq_acc):
