@@ -10,7 +10,7 @@ import pyflashattn as pfa
 from pyflashattn.reference import attention_ref
 from pyflashattn.testing import make_qkv
 
-from conftest import DEVICE
+from conftest import DEVICE, HAS_CUDA
 
 
 def qkv(*shape_args, **kw):
@@ -228,3 +228,24 @@ def test_varlen_values_are_not_read_while_capturing(monkeypatch):
     validate.check_varlen(q, k, v, bad.clone(), bad.clone(), 7, 7)
     with pytest.raises(TypeError, match="int32"):
         validate.check_varlen(q, k, v, bad.long(), bad.long(), 7, 7)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="the interpreted Triton path on CPU tensors")
+@pytest.mark.parametrize("how", ["default", "argument", "torch_mode", "compiled"])
+def test_deterministic_reaches_the_backward(how, monkeypatch):
+    """flash-attn's ``deterministic`` (an option of the ops, so torch.compile keeps it) and
+    torch's deterministic mode both reach the backward's params, where they keep the fused
+    dQ's atomics out (``kernels.hopper.fused_dq``)."""
+    from pyflashattn.kernels import bwd
+    monkeypatch.setenv("PYFLASHATTN_BACKEND", "triton")
+    seen = []
+    real = bwd.attn_bwd
+    monkeypatch.setattr(bwd, "attn_bwd", lambda *a, **kw: seen.append(a[7].deterministic) or real(*a, **kw))
+    q, k, v = (torch.randn(1, 20, 2, 16, requires_grad=True) for _ in range(3))
+    fn = pfa.flash_attn_func
+    if how == "compiled":
+        fn = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    if how == "torch_mode":
+        monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    fn(q, k, v, deterministic=how in ("argument", "compiled")).sum().backward()
+    assert seen == [how != "default"]

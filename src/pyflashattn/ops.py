@@ -65,11 +65,12 @@ def _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slope
     return KernelParams(batch, max_seqlen_q, max_seqlen_k, softmax_scale, left, right, softcap,
                         None if alibi_slopes is None else alibi_slopes.float().contiguous(),
                         cu_seqlens_q, cu_seqlens_k, tuple(block_sparse) if block_sparse else None,
-                        dropout_p, seed, mask_fn, _deterministic(deterministic))
+                        dropout_p, seed, mask_fn, deterministic)
 
 
 def _deterministic(asked: bool) -> bool:
-    """Whether the backward must be deterministic: asked for, or torch's deterministic mode on."""
+    """Whether the backward must be deterministic: asked for, or torch's deterministic mode on
+    (read when the backward runs, as torch's own ops do)."""
     return bool(asked) or torch.are_deterministic_algorithms_enabled()
 
 
@@ -150,7 +151,8 @@ def attn_bwd_into(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, ls
         return
     dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
     lse, dlse = lse.contiguous(), None if dlse is None else dlse.contiguous()
-    p = _params(q, k, softmax_scale, window_left, window_right, 0.0, None, None, None, -1, -1, None)
+    p = _params(q, k, softmax_scale, window_left, window_right, 0.0, None, None, None, -1, -1, None,
+                deterministic=_deterministic(False))
     if backend_for(q) == "torch":  # fp32 gradients (the tiled path computes in fp32), added or copied once
         grads = cpu.attn_bwd(*(t.float() for t in (dout, q, k, v, out)), lse, dlse, p)
         for buf, grad in zip((dq, dk, dv), grads):
