@@ -5,7 +5,8 @@
         [--dump DIR]
 
 Triton's bundled ptxas does the work, so this costs no device time: use it to reject configs
-that spill or exceed shared memory before a GPU sweep.
+that spill, exceed shared memory or have their wgmmas serialized (``hgmma_full_waits`` near
+``hgmma``) before a GPU sweep.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from triton.compiler import ASTSource
 
 from pyflashattn.configs import get_config
 from pyflashattn.kernels import bwd, fwd, hopper
-from pyflashattn.kernels.aot import resource_usage
+from pyflashattn.kernels.aot import resource_usage, wgmma_waits
 from pyflashattn.kernels.common import dot_precision
 from pyflashattn.ops import _adjusted_config
 
@@ -57,7 +58,7 @@ def compile_kernel(kernel, ptr_args, int_args, float_args, constexprs, num_warps
             f.write(ck.asm["ttgir"])
         with open(os.path.join(DUMP_DIR, kernel.fn.__name__ + ".ptx"), "w") as f:
             f.write(ck.asm["ptx"])
-    return dict(shared=ck.metadata.shared, **resource_usage(ck.asm["cubin"]))
+    return dict(shared=ck.metadata.shared, **resource_usage(ck.asm["cubin"]), **wgmma_waits(ck.asm["cubin"]))
 
 
 def inspect_args(kernel):

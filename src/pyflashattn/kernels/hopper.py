@@ -232,13 +232,15 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
     """Build the forward (``kind="fwd"``; ``"fwd_ws"`` the warp-specialized one; optionally their
     feature variants) or dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
     with ``fused_dq``) kernel for sm_90 here, no GPU needed (Triton's
-    bundled ptxas): its shared memory, registers and spills (``kernels.aot.resource_usage``); with ``dump``, its TTGIR and PTX too."""
+    bundled ptxas): its shared memory, registers and spills (``kernels.aot.resource_usage``) and
+    its wgmmas and full waits for them (``kernels.aot.wgmma_waits``); with ``dump``, its TTGIR and
+    PTX too."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
-    from .aot import resource_usage
+    from .aot import resource_usage, wgmma_waits
     fwd_mod, bwd_mod, ws_mod, bwd_ws_mod = _kernel_modules()
     t = torch.empty(2, 256, 4, head_dim, dtype=dtype)
     ptr = "*bf16" if dtype == torch.bfloat16 else "*fp16"
@@ -278,7 +280,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
                else "fp32" if n in floats else "i32") for n in names}
     src = GluonASTSource(kernel, sig, constexprs={(names.index(n),): v for n, v in consts.items()})
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, **options))
-    res = dict(shared=ck.metadata.shared, **resource_usage(ck.asm["cubin"]))
+    res = dict(shared=ck.metadata.shared, **resource_usage(ck.asm["cubin"]), **wgmma_waits(ck.asm["cubin"]))
     if dump:
         res.update(ttgir=ck.asm["ttgir"], ptx=ck.asm["ptx"])
     return res
