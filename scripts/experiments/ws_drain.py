@@ -42,5 +42,9 @@ for causal in (False, True):
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     launcher, grid, args, constexprs, nw, _, options = hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, cfg)
     ms = median_ms(lambda: launcher(grid, args, constexprs, num_warps=nw, **options))
-    print(f"WS_DRAIN={os.environ.get('WS_DRAIN')} causal={int(causal)} ws dkdv {ms:.3f} ms  "
-          f"sums {dk.double().sum().item():.6e} {dv.double().sum().item():.6e}", flush=True)
+    sums = f"{dk.double().sum().item():.6e} {dv.double().sum().item():.6e}"
+    one = dataclasses.replace(cfg, hopper_dkdv_ws_min_seqlen_k=0, hopper_dkdv_ws_min_seqlen_k_causal=0)
+    l1, g1, a1, c1, nw1, _, o1 = hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, one)
+    ms1 = median_ms(lambda: l1(g1, a1, c1, num_warps=nw1, **o1))
+    print(f"WS_DRAIN={os.environ.get('WS_DRAIN')} causal={int(causal)} ws dkdv {ms:.3f} ms (one-warpgroup "
+          f"{ms1:.3f} ms)  sums {sums}", flush=True)

@@ -102,7 +102,7 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
         dst = pt * (dpt - gl.expand_dims(delta, 0))
         ds_op = gl.convert_layout(dst.to(dtype), p_op)
         dk = warpgroup_mma(ds_op, q_smem.index(slot), dk, is_async=True)
-        if WS_DRAIN:
+        if WS_DRAIN and WS and not FUSED_DQ:
             pt_op, ds_op = warpgroup_mma_wait(0, deps=(pt_op, ds_op))
         if FUSED_DQ:
             # keys past seqlen_k (read from the next sequence, or TMA's zeros) must not reach dQ
