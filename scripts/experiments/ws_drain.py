@@ -6,6 +6,11 @@ changes no arithmetic: equal sums expected).
 
     WS_DRAIN=0 PYTHONPATH=src python3 scripts/experiments/ws_drain.py
     WS_DRAIN=1 PYTHONPATH=src python3 scripts/experiments/ws_drain.py
+
+Offline (compile_sm90's hgmma / hgmma_full_waits, d=128): no drain 48/48 (causal 96/96); the
+drain 4/48 (6/96); the drain with dK's wgmma left in flight (``WS_DRAIN_LEFT=1``: a wait(1))
+48/48 again, so dK's accumulator in flight across the loop's back edge is what ptxas cannot
+pipeline in this kernel (the one-warpgroup kernel does it at 1 full wait).
 """
 import dataclasses
 import os

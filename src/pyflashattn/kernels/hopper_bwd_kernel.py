@@ -31,6 +31,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
 import os as _os
 WS_DRAIN: gl.constexpr = gl.constexpr(_os.environ.get('WS_DRAIN') == '1')
+WS_DRAIN_LEFT: gl.constexpr = gl.constexpr(int(_os.environ.get('WS_DRAIN_LEFT', '0')))
 
 
 @gluon.jit
@@ -103,7 +104,7 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
         ds_op = gl.convert_layout(dst.to(dtype), p_op)
         dk = warpgroup_mma(ds_op, q_smem.index(slot), dk, is_async=True)
         if WS_DRAIN and WS and not FUSED_DQ:
-            pt_op, ds_op = warpgroup_mma_wait(0, deps=(pt_op, ds_op))
+            pt_op, ds_op = warpgroup_mma_wait(WS_DRAIN_LEFT, deps=(pt_op, ds_op))
         if FUSED_DQ:
             # keys past seqlen_k (read from the next sequence, or TMA's zeros) must not reach dQ
             dst = gl.where(gl.expand_dims(offs_n < seqlen_q + causal_shift, 1), dst, 0.0)
