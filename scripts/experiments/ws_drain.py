@@ -1,8 +1,10 @@
 """One-off (tenth session): ptxas serializes every wgmma of the warp-specialized dK/dV kernel
 (C7512, "insufficient register resources": one WARPGROUP.DEPBAR 0x0 per HGMMA in its SASS) unless
-each step ends with every wgmma retired (``WS_DRAIN=1``, read at import). Kernel time of that
-kernel, forced on, at d=128 16k with and without causal, and a checksum of dK/dV (the drain
-changes no arithmetic: equal sums expected).
+each step ends with every wgmma retired (``WS_DRAIN=1``, read at import). Kernel times (median of
+10, ms) at 16k tokens, d 64 and 128, with and without causal: the warp-specialized dK/dV kernel
+(forced on), the one-warpgroup one, the dQ kernel, and the fused dK/dV/dQ kernel (with its
+zeroing and scaling launches); dK/dV checksums of the warp-specialized kernel (the drain changes
+no arithmetic: equal sums expected between the two settings).
 
     WS_DRAIN=0 PYTHONPATH=src python3 scripts/experiments/ws_drain.py
     WS_DRAIN=1 PYTHONPATH=src python3 scripts/experiments/ws_drain.py
@@ -34,22 +36,37 @@ def median_ms(fn, iters=10):
     return sorted(ts)[len(ts) // 2]
 
 
-for causal in (False, True):
-    torch.manual_seed(0)
-    q, k, v, dout = (torch.randn(1, 16384, 16, 128, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-    scale = 128 ** -0.5
-    out, lse = ops.attn_fwd(q, k, v, scale, -1, 0 if causal else -1)
-    p = ops._params(q, k, scale, -1, 0 if causal else -1, 0.0, None, None, None, -1, -1, None)
-    cfg = dataclasses.replace(ops._config(q, v, p), hopper_dkdv_ws_min_seqlen_k=1, hopper_dkdv_ws_min_seqlen_k_causal=1)
-    delta = torch.empty_like(lse)
-    pre = bwd._launches(dout, q, k, v, out, lse, None, p, cfg, delta, None, None, None, False)[0]
-    pre[0](*pre[1:6], **pre[6])
-    dk, dv = torch.empty_like(k), torch.empty_like(v)
-    launcher, grid, args, constexprs, nw, _, options = hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, cfg)
-    ms = median_ms(lambda: launcher(grid, args, constexprs, num_warps=nw, **options))
-    sums = f"{dk.double().sum().item():.6e} {dv.double().sum().item():.6e}"
-    one = dataclasses.replace(cfg, hopper_dkdv_ws_min_seqlen_k=0, hopper_dkdv_ws_min_seqlen_k_causal=0)
-    l1, g1, a1, c1, nw1, _, o1 = hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, one)
-    ms1 = median_ms(lambda: l1(g1, a1, c1, num_warps=nw1, **o1))
-    print(f"WS_DRAIN={os.environ.get('WS_DRAIN')} causal={int(causal)} ws dkdv {ms:.3f} ms (one-warpgroup "
-          f"{ms1:.3f} ms)  sums {sums}", flush=True)
+def run(launches):
+    for launcher, grid, args, constexprs, nw, ns, options in launches:
+        launcher(grid, args, constexprs, nw, ns, **options)
+
+
+for d in (128, 64):
+    for causal in (False, True):
+        torch.manual_seed(0)
+        s, h = 16384, 2048 // d
+        q, k, v, dout = (torch.randn(1, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+        scale = d ** -0.5
+        right = 0 if causal else -1
+        out, lse = ops.attn_fwd(q, k, v, scale, -1, right)
+        p = ops._params(q, k, scale, -1, right, 0.0, None, None, None, -1, -1, None)
+        base = dataclasses.replace(ops._config(q, v, p), hopper_dkdv_block_n=64, hopper_fused_dq_min_seqlen_k=0)
+        ws = dataclasses.replace(base, hopper_dkdv_ws_min_seqlen_k=1, hopper_dkdv_ws_min_seqlen_k_causal=1)
+        one = dataclasses.replace(base, hopper_dkdv_ws_min_seqlen_k=0, hopper_dkdv_ws_min_seqlen_k_causal=0)
+        delta = torch.empty_like(lse)
+        run(bwd._launches(dout, q, k, v, out, lse, None, p, base, delta, None, None, None, False)[:1])
+        dq, dk, dv = bwd._new_grads(q, k, v)
+        t = {}
+        t["ws"] = median_ms(lambda: run([hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, ws)]))
+        sums = f"{dk.double().sum().item():.6e} {dv.double().sum().item():.6e}"
+        t["one_wg"] = median_ms(lambda: run([hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, one)]))
+        t["dq"] = median_ms(lambda: run(bwd._launches(dout, q, k, v, out, lse, None, p, base, delta, dq, None, None,
+                                                      False)[1:]))
+        # the fused kernel (its preprocess, kernel and scaling) also runs under causal, correct (v10),
+        # though hopper.fused_dq keeps it off there: the launches are built directly
+        fused = dataclasses.replace(base, hopper_fused_dq_min_seqlen_k=1)
+        acc = bwd._new_dq_acc(q)
+        launches = bwd._launches(dout, q, k, v, out, lse, None, p, fused, delta, dq, dk, dv, False, acc)
+        t["fused_all"] = median_ms(lambda: run(launches))
+        print(f"WS_DRAIN={os.environ.get('WS_DRAIN')} d={d} causal={int(causal)} ms: "
+              + " ".join(f"{k_} {v_:.3f}" for k_, v_ in t.items()) + f"  ws sums {sums}", flush=True)
