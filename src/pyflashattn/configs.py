@@ -75,8 +75,9 @@ class KernelConfig:
     hopper_dkdv_ws_min_seqlen_k_causal: int = 0
     hopper_dkdv_ws_stages: int = 3
     # from this many keys, without a causal mask or window, and where nondeterministic sums are
-    # allowed, that kernel also computes dQ (hopper.fused_dq): backward 1.04x at 4k, 1.07x at
-    # 16k, d=128 (v10); with causal it lost (0.87-0.96x: the one-warpgroup dK/dV is faster there)
+    # allowed, that kernel also computes dQ (hopper.fused_dq): backward 1.04-1.05x at 4k,
+    # 1.00-1.07x at 16k, d=128 (v10, two measurements); with causal it lost (0.87-0.96x: the
+    # one-warpgroup dK/dV is faster there)
     hopper_fused_dq_min_seqlen_k: int = 0
 
 

@@ -15,10 +15,10 @@ that one's exponentials run while the other's matmuls do, as in the forward (+25
 
 Same arguments and results as ``dkdv_hopper_kernel`` with ``BLOCK_N = 128``; with ``FUSED_DQ``
 dQ too (``hopper_bwd_kernel._dq_step``): 5 matmuls per block pair where the dK/dV kernel and the
-dQ kernel together run 7 (+7 % on the backward at d=128, 16k, no mask; v10 in docs/performance.md). Under causal both
-consumers walk the program's steps from the first query block that sees key n0; consumer 1's
-keys are masked whole in the steps before its own diagonal (P = 0 there: correct, a step of
-wasted work at most).
+dQ kernel together run 7 (backward +0-7 % at d=128 without causal; v10 in docs/performance.md).
+Under causal both consumers walk the program's steps from the first query block that sees key
+n0; consumer 1's keys are masked whole in the steps before its own diagonal (P = 0 there:
+correct, a step of wasted work at most).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
