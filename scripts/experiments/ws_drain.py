@@ -1,21 +1,20 @@
 """One-off (tenth session): ptxas serializes every wgmma of the warp-specialized dK/dV kernel
 (C7512, "insufficient register resources": one WARPGROUP.DEPBAR 0x0 per HGMMA in its SASS) unless
-each step ends with every wgmma retired (``WS_DRAIN=1``, read at import). Kernel times (median of
-10, ms) at 16k tokens, d 64 and 128, with and without causal: the warp-specialized dK/dV kernel
-(forced on), the one-warpgroup one, the dQ kernel, and the fused dK/dV/dQ kernel (with its
-zeroing and scaling launches); dK/dV checksums of the warp-specialized kernel (the drain changes
-no arithmetic: equal sums expected between the two settings).
+each step ends with every wgmma retired (the config's ``hopper_dkdv_ws_drain``, the kernel's
+``DRAIN``). Kernel times (median of 10, ms) at 16k tokens, d 64 and 128, with and without causal:
+the warp-specialized dK/dV kernel (forced on) without and with the drain, the one-warpgroup one,
+the dQ kernel, and the whole fused backward (preprocess with zeroing, the fused kernel, scaling);
+dK/dV checksums of the warp-specialized kernel in both settings (the drain changes no
+arithmetic: equal sums expected).
 
-    WS_DRAIN=0 PYTHONPATH=src python3 scripts/experiments/ws_drain.py
-    WS_DRAIN=1 PYTHONPATH=src python3 scripts/experiments/ws_drain.py
+    PYTHONPATH=src python3 scripts/experiments/ws_drain.py
 
 Offline (compile_sm90's hgmma / hgmma_full_waits, d=128): no drain 48/48 (causal 96/96); the
-drain 4/48 (6/96); the drain with dK's wgmma left in flight (``WS_DRAIN_LEFT=1``: a wait(1))
-48/48 again, so dK's accumulator in flight across the loop's back edge is what ptxas cannot
-pipeline in this kernel (the one-warpgroup kernel does it at 1 full wait).
+drain 4/48 (6/96); a drain leaving dK's wgmma in flight (a wait(1)) 48/48 again, so dK's
+accumulator in flight across the loop's back edge is what ptxas will not pipeline in this
+kernel (the one-warpgroup kernel does it at 1 full wait).
 """
 import dataclasses
-import os
 
 import torch
 
@@ -56,9 +55,12 @@ for d in (128, 64):
         delta = torch.empty_like(lse)
         run(bwd._launches(dout, q, k, v, out, lse, None, p, base, delta, None, None, None, False)[:1])
         dq, dk, dv = bwd._new_grads(q, k, v)
-        t = {}
-        t["ws"] = median_ms(lambda: run([hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, ws)]))
-        sums = f"{dk.double().sum().item():.6e} {dv.double().sum().item():.6e}"
+        t, sums = {}, []
+        for drain in (False, True):
+            cfg = dataclasses.replace(ws, hopper_dkdv_ws_drain=drain)
+            t[f"ws_drain{int(drain)}"] = median_ms(lambda: run([hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv,
+                                                                                    p, cfg)]))
+            sums.append(f"{dk.double().sum().item():.6e}/{dv.double().sum().item():.6e}")
         t["one_wg"] = median_ms(lambda: run([hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, one)]))
         t["dq"] = median_ms(lambda: run(bwd._launches(dout, q, k, v, out, lse, None, p, base, delta, dq, None, None,
                                                       False)[1:]))
@@ -68,5 +70,5 @@ for d in (128, 64):
         acc = bwd._new_dq_acc(q)
         launches = bwd._launches(dout, q, k, v, out, lse, None, p, fused, delta, dq, dk, dv, False, acc)
         t["fused_all"] = median_ms(lambda: run(launches))
-        print(f"WS_DRAIN={os.environ.get('WS_DRAIN')} d={d} causal={int(causal)} ms: "
-              + " ".join(f"{k_} {v_:.3f}" for k_, v_ in t.items()) + f"  ws sums {sums}", flush=True)
+        print(f"d={d} causal={int(causal)} ms: " + " ".join(f"{k_} {v_:.3f}" for k_, v_ in t.items())
+              + f"  ws dk/dv sums without/with drain {sums[0]} {sums[1]}", flush=True)
