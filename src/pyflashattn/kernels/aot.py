@@ -78,10 +78,11 @@ def compile_triton_sm90(kernel, ptr_args: dict, constexprs: dict, num_warps: int
 
 
 def triton_kernels_sm90(cfg, head_dim: int, dtype: str = "bf16", group_size: int = 1, dump_dir: str | None = None,
-                        **features: bool) -> dict:
-    """The three plain-Triton kernels (forward, dK/dV, dQ) of config ``cfg`` built for sm_90:
-    ``{"fwd": .., "dkdv": .., "dq": ..}``, each ``compile_triton_sm90``'s dict. ``features``:
-    ``varlen``, ``softcap``, ``alibi``, ``sparse`` (128 x 128 mask blocks), ``dropout``."""
+                        kernels: tuple = ("fwd", "dkdv", "dq"), **features: bool) -> dict:
+    """The plain-Triton kernels (forward, dK/dV, dQ; or those named in ``kernels``) of config
+    ``cfg`` built for sm_90: ``{"fwd": .., "dkdv": .., "dq": ..}``, each ``compile_triton_sm90``'s
+    dict. ``features``: ``varlen``, ``softcap``, ``alibi``, ``sparse`` (128 x 128 mask blocks),
+    ``dropout``."""
     import torch
 
     from . import bwd, fwd
@@ -104,13 +105,15 @@ def triton_kernels_sm90(cfg, head_dim: int, dtype: str = "bf16", group_size: int
     ptr = _PTR[dtype]
     fwd_ptrs = dict(Q=ptr, K=ptr, V=ptr, O=ptr, LSE="*fp32")
     bwd_ptrs = dict(Q=ptr, K=ptr, V=ptr, DO=ptr, LSE="*fp32", DELTA="*fp32", DK=ptr, DV=ptr, DQ=ptr)
-    return {
-        "fwd": compile_triton_sm90(fwd._attn_fwd_kernel, fwd_ptrs, dict(common, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n),
-                                   cfg.num_warps, cfg.num_stages, dump_dir),
-        "dkdv": compile_triton_sm90(bwd._bwd_dkdv_kernel, bwd_ptrs,
-                                    dict(common, BLOCK_M=cfg.block_m_kv, BLOCK_N=cfg.block_n_kv, ACCUMULATE=False),
-                                    cfg.num_warps_kv, cfg.num_stages_kv, dump_dir),
-        "dq": compile_triton_sm90(bwd._bwd_dq_kernel, bwd_ptrs,
-                                  dict(common, BLOCK_M=cfg.block_m_q, BLOCK_N=cfg.block_n_q, ACCUMULATE=False),
-                                  cfg.num_warps_q, cfg.num_stages_q, dump_dir),
+    builds = {
+        "fwd": lambda: compile_triton_sm90(fwd._attn_fwd_kernel, fwd_ptrs,
+                                           dict(common, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n),
+                                           cfg.num_warps, cfg.num_stages, dump_dir),
+        "dkdv": lambda: compile_triton_sm90(bwd._bwd_dkdv_kernel, bwd_ptrs,
+                                            dict(common, BLOCK_M=cfg.block_m_kv, BLOCK_N=cfg.block_n_kv,
+                                                 ACCUMULATE=False), cfg.num_warps_kv, cfg.num_stages_kv, dump_dir),
+        "dq": lambda: compile_triton_sm90(bwd._bwd_dq_kernel, bwd_ptrs,
+                                          dict(common, BLOCK_M=cfg.block_m_q, BLOCK_N=cfg.block_n_q, ACCUMULATE=False),
+                                          cfg.num_warps_q, cfg.num_stages_q, dump_dir),
     }
+    return {name: builds[name]() for name in kernels}
