@@ -2,15 +2,14 @@
 (no kernel runs)."""
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from pyflashattn.configs import _config, padded_head_dim
 from pyflashattn.ops import _adjusted_config
+
+from conftest import compiled_json
 
 
 def table(head_dim, head_dim_v=None, dtype=torch.bfloat16, override=""):
@@ -73,10 +72,7 @@ def test_shipped_triton_configs_compile_for_sm90():
     its 120-192 B at head dims up to 128 (it measured fastest so) and ~0.5 KB at 192/256, where
     the padding to 256 makes it register-bound (docs/performance.md, v4). In a process of its
     own: under ``TRITON_INTERPRET=1`` Triton cannot compile."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", AOT_TRITON], env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-2000:]
-    results = json.loads(run.stdout.strip().splitlines()[-1])
+    results = compiled_json(AOT_TRITON, timeout=900)
     assert sorted(map(int, results)) == [64, 96, 128, 192, 256]
     for d, kernels in results.items():
         assert sorted(kernels) == ["dkdv", "dq", "fwd"], kernels
