@@ -44,3 +44,16 @@ def poison_empty(monkeypatch):
 @pytest.fixture(autouse=True)
 def seed():
     torch.manual_seed(0)
+
+
+def compiled_json(code: str, timeout: int = 900):
+    """Run ``code`` in a fresh Python without ``TRITON_INTERPRET`` (under the interpreter Triton
+    cannot compile for a GPU) and return the JSON its last line of output prints: the ahead-of-time
+    sm_90 build tests' way of compiling on a machine with no GPU."""
+    import json
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])

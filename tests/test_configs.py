@@ -1,10 +1,15 @@
-"""The config table's lookup and the launch-time adjustments (no kernels run)."""
+"""The config table's lookup, the launch-time adjustments, and the shipped configs built for sm_90
+(no kernel runs)."""
+import importlib.util
 import json
 
+import pytest
 import torch
 
 from pyflashattn.configs import _config, padded_head_dim
 from pyflashattn.ops import _adjusted_config
+
+from conftest import compiled_json
 
 
 def table(head_dim, head_dim_v=None, dtype=torch.bfloat16, override=""):
@@ -48,3 +53,31 @@ def test_sparse_adjustment():
 def test_dropout_adjustment_only_where_shared_memory_is_short():
     assert _adjusted_config(table(128), True, None).num_stages == 2
     assert _adjusted_config(table(64), True, None) == table(64)
+
+
+AOT_TRITON = """
+import json, torch
+from pyflashattn.configs import _config
+from pyflashattn.kernels.aot import triton_kernels_sm90
+print(json.dumps({d: triton_kernels_sm90(_config(d, d, torch.bfloat16, False, ""), d) for d in (64, 96, 128, 192, 256)}))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None, reason="no NVIDIA backend")
+def test_shipped_triton_configs_compile_for_sm90():
+    """The table's plain-Triton kernels (forward, dK/dV, dQ; 16-bit, every head-dim row), built
+    for sm_90 here with no GPU: no local spills, shared memory within the 227 KB a block may
+    have, and wgmmas that ptxas has not serialized (``kernels.aot.wgmma_waits``: one full wait
+    after each HGMMA would say so; these wait 6-9 times for 48-216). The dK/dV kernel's stack is
+    its 120-192 B at head dims up to 128 (it measured fastest so) and ~0.5 KB at 192/256, where
+    the padding to 256 makes it register-bound (docs/performance.md, v4). In a process of its
+    own: under ``TRITON_INTERPRET=1`` Triton cannot compile."""
+    results = compiled_json(AOT_TRITON, timeout=900)
+    assert sorted(map(int, results)) == [64, 96, 128, 192, 256]
+    for d, kernels in results.items():
+        assert sorted(kernels) == ["dkdv", "dq", "fwd"], kernels
+        for name, res in kernels.items():
+            stack_limit = {"fwd": 64, "dq": 64, "dkdv": 256 if int(d) <= 128 else 640}[name]
+            assert res["local"] == 0 and res["stack"] <= stack_limit, (d, name, res)
+            assert res["shared"] <= 227 * 1024 and res["reg"] <= 255, (d, name, res)
+            assert res["hgmma"] > 0 and res["hgmma_full_waits"] <= res["hgmma"] // 4, (d, name, res)

@@ -3,9 +3,6 @@ sm_90 within the SM's registers and shared memory (on any machine, ahead of time
 H200 its results against the float64 reference."""
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,7 +11,7 @@ from pyflashattn.configs import _config
 from pyflashattn.ops import _params
 from pyflashattn.testing import compare_with_reference
 
-from conftest import HAS_CUDA
+from conftest import HAS_CUDA, compiled_json
 
 hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 
@@ -314,10 +311,7 @@ def test_compiles_for_sm90_without_spills():
     """The shipped configs (d 64 and 128, causal or not), built for sm_90 here with no GPU: no
     spills, shared memory within the 227 KB an H100/H200 block may have. In a process of its own:
     under ``TRITON_INTERPRET=1`` (this suite on a CPU) Triton cannot compile."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    results = json.loads(run.stdout.strip().splitlines()[-1])
+    results = compiled_json(AOT, timeout=600)
     # both forwards (d 64 and 128 / 128), both dK/dV at 128 and the fused one, causal or not; features
     assert len(results) == 18, results
     for res in results:

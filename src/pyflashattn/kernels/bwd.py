@@ -433,7 +433,9 @@ def _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, accumulate: bool) -> bool:
     written (not added) into contiguous buffers of the inputs' dtype, by the Gluon dK/dV kernel."""
     if dq is None or dk is None or not (dq.is_contiguous() and dq.dtype == q.dtype):
         return False
-    return _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate) and hopper.fused_dq(p, config)
+    # the table's cheap test first: most backwards (causal, short) never reach usable()'s layout
+    # checks here, which _launches then runs once
+    return hopper.fused_dq(p, config) and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate)
 
 
 def _new_dq_acc(q: torch.Tensor) -> torch.Tensor:

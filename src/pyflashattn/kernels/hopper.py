@@ -88,21 +88,24 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
 
 
 @functools.cache
-def _smem_layout(rows: int, head_dim: int, dtype: torch.dtype):
+def _smem_layout(rows: int, cols: int, dtype: torch.dtype):
     from triton.experimental.gluon import language as gl
-    return gl.NVMMASharedLayout.get_default_for([rows, head_dim], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
+    gl_dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}[dtype]
+    return gl.NVMMASharedLayout.get_default_for([rows, cols], gl_dtype)
 
 
-def _descriptor(t: torch.Tensor, rows: int) -> LightDescriptor:
+def _descriptor(t: torch.Tensor, rows: int, cols: Optional[int] = None) -> LightDescriptor:
     """A TMA descriptor over ``t`` ``(b, s, h, d)`` or ``(total, h, d)`` seen as ``(rows, h * d)``,
-    ``rows`` x ``d`` blocks: the light kind (``launch.LightDescriptor``), unchecked because
+    ``rows`` x ``d`` blocks (``rows x cols`` if given: the fused dQ's fp32 buffer is sent in halves
+    of d, which TMA splits into 128-byte-wide boxes): the light kind (``launch.LightDescriptor``), unchecked because
     ``usable`` already refused what TMA cannot read (``merges_rows``: 16-byte aligned base and row
     stride, unit last stride) and ops.py never launches on empty inputs; the launcher turns it
     into Gluon's checked ``TensorDescriptor`` whenever Triton itself launches (each new key)."""
     shape = t.shape
     h, d = shape[-2], shape[-1]
-    return LightDescriptor(t, [t.numel() // (h * d), h * d], [t.stride()[-3], 1], [rows, d],
-                           _smem_layout(rows, d, t.dtype))
+    cols = cols or d
+    return LightDescriptor(t, [t.numel() // (h * d), h * d], [t.stride()[-3], 1], [rows, cols],
+                           _smem_layout(rows, cols, t.dtype))
 
 
 _LAUNCHERS: dict = {}
@@ -197,7 +200,7 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
         kernel, bn, kv_rows, stages = ws_mod.dkdv_hopper_ws_kernel, 128, 64, config.hopper_dkdv_ws_stages
         options = dict(maxnreg=ws_mod.MAXNREG)
         # the dQ target's descriptor, or an unused stand-in
-        ws_args = (dk if dq_acc is None else _dq_acc_descriptor(dq_acc, bm),)
+        ws_args = (dk if dq_acc is None else _descriptor(dq_acc, bm, d // 2),)
         ws_flags = dict(FUSED_DQ=dq_acc is not None, DRAIN=config.hopper_dkdv_ws_drain)
     else:
         kernel, bn, stages, options = one_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_n, \
@@ -209,21 +212,6 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
              lse, delta, dk, dv, *ws_args, sq, sk, h, h // hk, p.qk_scale, p.softmax_scale, dk.stride(1)),
             dict(CAUSAL=p.window_right < sq, **ws_flags, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4,
             None, options)
-
-
-@functools.cache
-def _dq_acc_layout(rows: int, cols: int):
-    from triton.experimental.gluon import language as gl
-    return gl.NVMMASharedLayout.get_default_for([rows, cols], gl.float32)
-
-
-def _dq_acc_descriptor(dq_acc: torch.Tensor, rows: int) -> LightDescriptor:
-    """The fused dQ's target: the fp32 ``(b, sq, h, d)`` buffer as ``(b * sq, h * d)`` in blocks
-    of ``rows x d/2`` (one consumer's half of a step's dQ; TMA splits each into 128-byte-wide
-    boxes)."""
-    h, d = dq_acc.shape[-2], dq_acc.shape[-1]
-    return LightDescriptor(dq_acc, [dq_acc.numel() // (h * d), h * d], [h * d, 1], [rows, d // 2],
-                           _dq_acc_layout(rows, d // 2))
 
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
@@ -271,7 +259,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         descs = dict(q_desc=_descriptor(t, bm), k_desc=_descriptor(t, kv_rows), v_desc=_descriptor(t, kv_rows),
                      do_desc=_descriptor(t, bm))
         if fused_dq:
-            descs["dq_desc"] = _dq_acc_descriptor(t.float(), bm)
+            descs["dq_desc"] = _descriptor(t.float(), bm, head_dim // 2)
         floats = {"qk_scale", "softmax_scale"}
         ptrs = {"DK": ptr, "DV": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr}
     consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,
