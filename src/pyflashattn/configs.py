@@ -79,9 +79,6 @@ class KernelConfig:
     # 1.00-1.07x at 16k, d=128 (v10, two measurements); with causal it lost (0.87-0.96x: the
     # one-warpgroup dK/dV is faster there)
     hopper_fused_dq_min_seqlen_k: int = 0
-    # that kernel retires every wgmma at each step's end (experiment: ptxas serializes all of
-    # them otherwise, v10 item 6)
-    hopper_dkdv_ws_drain: bool = False
 
 
 # (padded head dim) -> fields, for 16-bit inputs on sm_90. fp32 and small GPUs shrink below.

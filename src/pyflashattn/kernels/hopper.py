@@ -201,7 +201,7 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
         options = dict(maxnreg=ws_mod.MAXNREG)
         # the dQ target's descriptor, or an unused stand-in
         ws_args = (dk if dq_acc is None else _descriptor(dq_acc, bm, d // 2),)
-        ws_flags = dict(FUSED_DQ=dq_acc is not None, DRAIN=config.hopper_dkdv_ws_drain)
+        ws_flags = dict(FUSED_DQ=dq_acc is not None)
     else:
         kernel, bn, stages, options = one_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_n, \
             config.hopper_dkdv_stages, {}
@@ -251,8 +251,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         flags = {}
         if kind == "dkdv_ws":
             kernel, bn, kv_rows, stages = bwd_ws_mod.dkdv_hopper_ws_kernel, 128, 64, config.hopper_dkdv_ws_stages
-            options = dict(maxnreg=bwd_ws_mod.MAXNREG)
-            flags = dict(FUSED_DQ=fused_dq, DRAIN=config.hopper_dkdv_ws_drain)
+            options, flags = dict(maxnreg=bwd_ws_mod.MAXNREG), dict(FUSED_DQ=fused_dq)
         else:
             kernel, bn, stages = bwd_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_n, config.hopper_dkdv_stages
             kv_rows = bn
