@@ -93,12 +93,14 @@ _TABLE_16BIT: dict[int, dict] = {
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage
-    # (docs/performance.md, v4 sweeps: 352 vs 328 TFLOP/s at 16k, while 256 is the other way round)
+    # (docs/performance.md, v4 sweeps: 352 vs 328 TFLOP/s at 16k, while 256 is the other way round);
+    # dK/dV 32 queries x 64 keys, 3 stages: forward+backward +2 to +4 % at d=256, -0.3 to +4.5 %
+    # at d=192 over 64 x 64 / 2 stages, which spilled 520-544 B (v11)
     192: dict(block_m=128, block_n=32, num_warps=8, num_stages=4,
-              block_m_kv=64, block_n_kv=64, num_warps_kv=8, num_stages_kv=2,
+              block_m_kv=32, block_n_kv=64, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=2),
     256: dict(block_m=128, block_n=32, num_warps=8, num_stages=3,
-              block_m_kv=64, block_n_kv=64, num_warps_kv=8, num_stages_kv=2,
+              block_m_kv=32, block_n_kv=64, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=2),
 }
 _TABLE_FP32: dict[int, dict] = {
