@@ -56,9 +56,6 @@ class KernelConfig:
     hopper_ws_min_seqlen_k: int = 0
     hopper_ws_block_n: int = 128
     hopper_ws_stages: int = 2
-    # the Gluon forwards' program order before v11 (heads fastest: programs in flight on different
-    # heads, K/V read from HBM by each query block); an experiment's switch, off
-    hopper_fwd_heads_fastest: bool = False
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
     # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward

@@ -153,8 +153,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
                p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale, p.alibi_log2,
                out.stride(-3), lse.stride(-2), *p.slope_strides()),
         dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
-             HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages,
-             HEADS_FASTEST=config.hopper_fwd_heads_fastest),
+             HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages),
         **options)
     return out, lse
 
@@ -246,7 +245,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         floats = {"qk_scale", "softcap_scale", "alibi_log2"}
         ptrs = {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32", "SLOPES": "*fp32"}
         flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window, HAS_SOFTCAP=softcap,
-                     HAS_ALIBI=alibi, HEADS_FASTEST=config.hopper_fwd_heads_fastest)
+                     HAS_ALIBI=alibi)
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
         flags = {}

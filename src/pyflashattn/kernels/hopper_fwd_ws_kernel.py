@@ -142,8 +142,7 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqle
                            CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
                            MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
                            BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                           HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, HEADS_FASTEST: gl.constexpr,
-                           num_warps: gl.constexpr):
+                           HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """One program per (128 query rows, batch x head): two consumer warpgroups of 64 rows and a
     producer warp (launch with ``maxnreg=MAXNREG``). Dense: q ``(b, s, h, d)`` seen as the 2-D
     ``(b * s, h * d)``; ``IS_VARLEN``: packed ``(total, h, d)`` seen as ``(total, h * d)``, each
@@ -156,7 +155,7 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqle
     gl.static_assert(NUM_STAGES >= 2)
     dtype: gl.constexpr = q_desc.dtype
     start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(CU_Q, CU_K, seqlen_q, seqlen_k, nheads,
-                                                                          stride_lh, IS_VARLEN, BLOCK_M, HEADS_FASTEST)
+                                                                          stride_lh, IS_VARLEN, BLOCK_M)
     m0 = start_m * BLOCK_M
     if IS_VARLEN:
         if m0 >= seqlen_q:  # a shorter sequence than the longest: nothing here
