@@ -56,6 +56,9 @@ class KernelConfig:
     hopper_ws_min_seqlen_k: int = 0
     hopper_ws_block_n: int = 128
     hopper_ws_stages: int = 2
+    # that kernel persistent (one program per SM walking the tiles) without causal, varlen or a
+    # window (experiment: v11's next step for short sequences)
+    hopper_ws_persistent: bool = False
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
     # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward
