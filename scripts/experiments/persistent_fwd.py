@@ -14,7 +14,8 @@ import triton
 import pyflashattn as pfa
 from pyflashattn.reference import attention_ref
 
-CONFIGS = {"tiles": '{"hopper_ws_persistent": false}', "persistent": '{"hopper_ws_persistent": true}'}
+CONFIGS = {"tiles": '{"hopper_ws_persistent_max_seqlen_k": 0}',
+           "persistent": '{"hopper_ws_persistent_max_seqlen_k": 1000000}'}
 
 
 def check():

@@ -159,7 +159,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
         tiles = (n_tiles,)
         # persistent (a program per SM walking tiles) where every tile has the same work: with
         # causal rows, varlen or windows a static walk would leave SMs idle at the end
-        if config.hopper_ws_persistent and not (causal or window or p.is_varlen):
+        if sk <= config.hopper_ws_persistent_max_seqlen_k and not (causal or window or p.is_varlen):
             grid = (min(n_tiles, _sm_count(q.device.index or 0)),)
     _launcher(kernel)(
         grid, (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), out, lse, p.cu_q(lse), p.cu_k(lse),
