@@ -56,6 +56,11 @@ class KernelConfig:
     hopper_ws_min_seqlen_k: int = 0
     hopper_ws_block_n: int = 128
     hopper_ws_stages: int = 2
+    # that kernel persistent (one program per SM walking the tiles, the next tile's loads under
+    # the current one's epilogue) up to this many keys, without causal, varlen or a window (a
+    # static walk leaves SMs idle when tiles differ); 0: never. v11, d 128 / 64: +10 / +14 % at
+    # 1k, -2 / +5 % at 2k, +5 / +5 % at 4k, -7 / -2 % at 16k
+    hopper_ws_persistent_max_seqlen_k: int = 0
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
     # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward
@@ -86,9 +91,11 @@ _TABLE_16BIT: dict[int, dict] = {
     16: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
     32: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
-             hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1),
+             hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1,
+             hopper_ws_persistent_max_seqlen_k=4096),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
               hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=1,
+              hopper_ws_persistent_max_seqlen_k=4096,
               hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=8192, hopper_fused_dq_min_seqlen_k=4096,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),

@@ -32,6 +32,11 @@ def _kernel_modules():
 
 
 @functools.cache
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def _is_sm90(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index) == (9, 0)
 
@@ -133,8 +138,9 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     fwd_mod, _, ws_mod, _ = _kernel_modules()
     h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
     sq, sk = p.max_seqlen_q, p.max_seqlen_k
-    if warp_specialized(p, config):
-        # 128 query rows per program, read as one 64-row Q tile per consumer warpgroup
+    ws = warp_specialized(p, config)
+    if ws:
+        # 128 query rows per tile, read as one 64-row Q tile per consumer warpgroup
         kernel, bm, q_rows, bn, stages = ws_mod.attn_fwd_ws_kernel, 128, 64, config.hopper_ws_block_n, \
             config.hopper_ws_stages
         options = dict(num_warps=4, maxnreg=ws_mod.MAXNREG)
@@ -147,11 +153,18 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     causal = p.window_right < sq
     window = p.window_left < sk
     may_be_empty = p.is_varlen or window or (causal and sq > sk)
-    grid = ((sq + bm - 1) // bm * p.batch * h,)
+    n_tiles = (sq + bm - 1) // bm * p.batch * h
+    grid, tiles = (n_tiles,), ()
+    if ws:
+        tiles = (n_tiles,)
+        # persistent (a program per SM walking tiles) where every tile has the same work: with
+        # causal rows, varlen or windows a static walk would leave SMs idle at the end
+        if sk <= config.hopper_ws_persistent_max_seqlen_k and not (causal or window or p.is_varlen):
+            grid = (min(n_tiles, _sm_count(q.device.index or 0)),)
     _launcher(kernel)(
         grid, (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), out, lse, p.cu_q(lse), p.cu_k(lse),
                p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale, p.alibi_log2,
-               out.stride(-3), lse.stride(-2), *p.slope_strides()),
+               out.stride(-3), lse.stride(-2), *p.slope_strides(), *tiles),
         dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
              HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages),
         **options)

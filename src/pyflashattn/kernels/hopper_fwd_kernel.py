@@ -83,9 +83,10 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
 
 
 @gluon.jit
-def _program(CU_Q, CU_K, seqlen_q, seqlen_k, nheads, stride_lh, IS_VARLEN: gl.constexpr, BLOCK_M: gl.constexpr):
-    """This program's query block, batch and head, and where its rows start: one grid axis (the
-    second is capped at 65535), query blocks fastest, so that the programs in flight share their
+def _program(tile, CU_Q, CU_K, seqlen_q, seqlen_k, nheads, stride_lh, IS_VARLEN: gl.constexpr,
+             BLOCK_M: gl.constexpr):
+    """Tile ``tile``'s query block, batch and head, and where its rows start (a program's id, or
+    the persistent kernel's tile number): query blocks fastest, so that the programs in flight share their
     head's K/V in L2 (a 128-row query block does 128 FLOPs per byte of K/V it reads, under the
     H200's ~206: with K/V read from HBM by every query block, as when heads ran fastest before
     v11, the forward was 4-21 % slower), each head's last query block first (the longest rows
@@ -93,8 +94,8 @@ def _program(CU_Q, CU_K, seqlen_q, seqlen_k, nheads, stride_lh, IS_VARLEN: gl.co
     ``(total, h, d)`` seen as ``(total, h * d)``, this sequence's rows and lengths from
     ``CU_Q``/``CU_K``. Returns ``start_m, b, h, bh, row0_q, row0_k, seqlen_q, seqlen_k, lse_base``."""
     num_m = gl.cdiv(seqlen_q, BLOCK_M)
-    start_m = num_m - 1 - gl.program_id(0) % num_m
-    bh = gl.program_id(0) // num_m
+    start_m = num_m - 1 - tile % num_m
+    bh = tile // num_m
     b = bh // nheads
     h = bh % nheads
     if IS_VARLEN:
@@ -178,8 +179,9 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
     (batch, head) through ``stride_sb``/``stride_sh``)."""
     gl.static_assert(NUM_STAGES >= 2)  # a refill must have a full step of lead
     dtype: gl.constexpr = q_desc.dtype
-    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(CU_Q, CU_K, seqlen_q, seqlen_k, nheads,
-                                                                          stride_lh, IS_VARLEN, BLOCK_M)
+    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(gl.program_id(0), CU_Q, CU_K, seqlen_q,
+                                                                          seqlen_k, nheads, stride_lh, IS_VARLEN,
+                                                                          BLOCK_M)
     if IS_VARLEN:
         if start_m * BLOCK_M >= seqlen_q:  # a shorter sequence than the longest: nothing here
             return

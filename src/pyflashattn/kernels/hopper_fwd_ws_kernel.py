@@ -24,6 +24,12 @@ ways at once:
 
 One CTA per SM (12 warps x 168 registers fill the register file) where the one-warpgroup
 kernel fits two; it still measured faster at every length on the same H200 (v7 table).
+
+Persistent or not: every partition walks tiles ``program_id, + num_programs, ...`` below
+``n_tiles`` (one tile per program when the grid has one program per tile). The rings' step
+counters run on across a program's tiles, and each consumer releases its Q slot (``q_empty``)
+once its first score matmul has read Q into registers, so the producer loads the next tile's Q
+and K/V while the consumers finish the current tile and store its output.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -39,132 +45,19 @@ MAXNREG = 168
 
 
 @gluon.jit
-def _producer(args, WG: gl.constexpr):
-    """One warp: Q of both consumers, then K(t) and V(t) into their rings. A slot is refilled
-    once both consumers have arrived on its "empty" barrier (each releases it on its own)."""
-    (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-     row0_q, row_k, m0, q_col, kv_col, n_steps, j_lo, n_full0, n_full1, full_lo0, full_lo1,
-     seqlen_q, seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, slope2,
-     O, LSE, lse_base, stride_os) = args
-    NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
-    BLOCK_N: gl.constexpr = k_smem.type.shape[1]
-    for wg in gl.static_range(2):
-        mbarrier.expect(q_bar.index(wg), q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [row0_q + m0 + wg * ROWS, q_col], q_bar.index(wg), q_smem.index(wg))
-    for t in range(n_steps):
-        slot = t % NUM_STAGES
-        phase = (t // NUM_STAGES) & 1
-        # a fresh barrier counts as if its phase 1 had completed: the first round does not wait
-        mbarrier.wait(k_empty.index(slot), phase ^ 1)
-        mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [row_k + t * BLOCK_N, kv_col], k_ready.index(slot), k_smem.index(slot))
-        mbarrier.wait(v_empty.index(slot), phase ^ 1)
-        mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(v_desc, [row_k + t * BLOCK_N, kv_col], v_ready.index(slot), v_smem.index(slot))
-
-
-@gluon.jit
-def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr,
-              HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
-    """One warpgroup, 64 query rows: S(t) = Q K(t)^T and P(t-1) V(t-1) issued together, the
-    softmax of S(t) while P(t-1) V(t-1) runs; then the epilogue (out, lse) of its rows."""
-    (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-     row0_q, row_k, m0, q_col, kv_col, n_steps, j_lo, n_full0, n_full1, full_lo0, full_lo1,
-     seqlen_q, seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, slope2,
-     O, LSE, lse_base, stride_os) = args
-    dtype: gl.constexpr = q_desc.dtype
-    NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
-    BLOCK_N: gl.constexpr = k_smem.type.shape[1]
-    HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
-    q_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
-    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
-    if WG == 0:
-        n_full = n_full0
-        full_lo = full_lo0
-    else:
-        n_full = n_full1
-        full_lo = full_lo1
-    start = m0 + WG * ROWS
-
-    mbarrier.wait(q_bar.index(WG), 0)
-    q = q_smem.index(WG).load(q_op)               # Q stays in registers: S = Q K^T reads only K from shared
-    offs_m = start + gl.arange(0, ROWS, layout=rows_s)
-    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-    m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=rows_s)
-    l_i = gl.zeros([ROWS], gl.float32, layout=rows_s)
-    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
-    s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
-
-    # step 0 on its own: its P starts the pipeline
-    mbarrier.wait(k_ready.index(0), 0)
-    s = warpgroup_mma(q, k_smem.index(0).permute((1, 0)), s, use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(0, deps=(s,))
-    mbarrier.arrive(k_empty.index(0), count=1)
-    p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift,
-                                       window_left, qk_scale, softcap_scale, slope2, CAUSAL, HAS_WINDOW,
-                                       MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
-    p_prev = gl.convert_layout(p.to(dtype), p_op)
-    for t in range(1, n_steps):
-        k_slot = t % NUM_STAGES
-        mbarrier.wait(k_ready.index(k_slot), (t // NUM_STAGES) & 1)
-        s = warpgroup_mma(q, k_smem.index(k_slot).permute((1, 0)), s, use_acc=False, is_async=True)
-        v_slot = (t - 1) % NUM_STAGES
-        mbarrier.wait(v_ready.index(v_slot), ((t - 1) // NUM_STAGES) & 1)
-        acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
-        s = warpgroup_mma_wait(1, deps=(s,))      # groups retire in order: S(t) is done, P V may run on
-        mbarrier.arrive(k_empty.index(k_slot), count=1)       # this warpgroup is done with K(t)
-        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
-                                           causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
-                                           HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
-        acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
-        mbarrier.arrive(v_empty.index(v_slot), count=1)       # and with V(t-1)
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
-        p_prev = gl.convert_layout(p.to(dtype), p_op)
-    last = n_steps - 1
-    v_slot = last % NUM_STAGES
-    mbarrier.wait(v_ready.index(v_slot), (last // NUM_STAGES) & 1)
-    acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
-    acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
-
-    _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, MAY_BE_EMPTY,
-                   o_layout)
-
-
-@gluon.jit
-def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads, group,
-                           window_left, qk_scale, softcap_scale, alibi_log2, stride_os, stride_lh, stride_sb, stride_sh,
-                           CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
-                           MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                           BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                           HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
-    """One program per (128 query rows, batch x head): two consumer warpgroups of 64 rows and a
-    producer warp (launch with ``maxnreg=MAXNREG``). Dense: q ``(b, s, h, d)`` seen as the 2-D
-    ``(b * s, h * d)``; ``IS_VARLEN``: packed ``(total, h, d)`` seen as ``(total, h * d)``, each
-    sequence's rows from ``CU_Q``/``CU_K`` (``seqlen_q``/``seqlen_k`` are then the maxima).
-    ``HAS_WINDOW``: keys below ``i + shift - window_left`` are masked and their blocks skipped.
-    ``HAS_SOFTCAP``, ``HAS_ALIBI``: as the Triton forward (ALiBi slopes per head or per
-    (batch, head) through ``stride_sb``/``stride_sh``)."""
-    gl.static_assert(BLOCK_M == 2 * ROWS)     # two consumer warpgroups
-    gl.static_assert(num_warps == 4)          # the default partition is consumer 0
-    gl.static_assert(NUM_STAGES >= 2)
-    dtype: gl.constexpr = q_desc.dtype
-    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(CU_Q, CU_K, seqlen_q, seqlen_k, nheads,
-                                                                          stride_lh, IS_VARLEN, BLOCK_M)
+def _tile(tile, geometry, IS_VARLEN: gl.constexpr, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr,
+          MAY_BE_EMPTY: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """Tile ``tile``: whether it has rows (varlen: a shorter sequence than the longest has none
+    in its last query blocks), its rows and columns in the 2-D views, and its key blocks
+    ``[j_lo, j_lo + n_steps)``, each consumer masking its own rows' from ``n_full`` on and, with a
+    window, below ``full_lo`` (``_key_blocks``). The producer and both consumers compute the
+    same, so their ring counters agree."""
+    CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group, window_left, stride_lh = geometry
+    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(tile, CU_Q, CU_K, seqlen_q, seqlen_k,
+                                                                          nheads, stride_lh, IS_VARLEN, BLOCK_M)
     m0 = start_m * BLOCK_M
-    if IS_VARLEN:
-        if m0 >= seqlen_q:  # a shorter sequence than the longest: nothing here
-            return
+    live = m0 < seqlen_q
     causal_shift = seqlen_k - seqlen_q           # bottom-right aligned: row i sees keys <= i + shift
-    slope2 = _alibi_slope2(SLOPES, b, h, alibi_log2, stride_sb, stride_sh, HAS_ALIBI)
-
-    # key blocks [j_lo, n_blocks) for the program; each consumer masks its own rows' blocks from
-    # n_full on (the sequence end; its diagonal under causal) and, with a window, below full_lo
     j_lo, _, n_full0, full_lo0 = _key_blocks(m0, m0 + ROWS, seqlen_k, causal_shift, window_left, CAUSAL, HAS_WINDOW,
                                              BLOCK_N)
     _, n_blocks, n_full1, full_lo1 = _key_blocks(m0 + ROWS, m0 + BLOCK_M, seqlen_k, causal_shift, window_left,
@@ -174,18 +67,173 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqle
         # past the keys): run one fully masked block, so that l stays 0 and the epilogue writes
         # out = 0 and lse = +inf, and no barrier is waited on that nothing will arrive at
         n_blocks = gl.maximum(n_blocks, j_lo + 1)
-    n_steps = n_blocks - j_lo                    # the rings count steps from 0: step t holds block j_lo + t
+    n_steps = n_blocks - j_lo                    # step t of the tile holds block j_lo + t
+    return (live, b, h, row0_q, row0_k + j_lo * BLOCK_N, m0, h * HEAD_DIM, (h // group) * HEAD_DIM, n_steps, j_lo,
+            n_full0, n_full1, full_lo0, full_lo1, seqlen_q, seqlen_k, causal_shift, lse_base)
 
+
+@gluon.jit
+def _producer(args, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
+              MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+    """One warp: per tile, Q of both consumers (once each has read the previous tile's into
+    registers), then K(t) and V(t) into their rings. A slot is refilled once both consumers
+    have arrived on its "empty" barrier (each releases it on its own)."""
+    (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
+     geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os) = args
+    NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
+    BLOCK_N: gl.constexpr = k_smem.type.shape[1]
+    HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
+    BLOCK_M: gl.constexpr = 2 * ROWS
+    step0 = 0       # the rings' step counter, on across tiles
+    n_done = 0      # tiles done: Q's phase
+    for tile in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+        (live, b, h, row0_q, row_k, m0, q_col, kv_col, n_steps, j_lo, n_full0, n_full1, full_lo0, full_lo1,
+         seqlen_q, seqlen_k, causal_shift, lse_base) = _tile(tile, geometry, IS_VARLEN, CAUSAL, HAS_WINDOW,
+                                                             MAY_BE_EMPTY, BLOCK_M, BLOCK_N, HEAD_DIM)
+        if live:
+            for wg in gl.static_range(2):
+                # a fresh barrier counts as if its phase 1 had completed: the first tile does not wait
+                mbarrier.wait(q_empty.index(wg), (n_done & 1) ^ 1)
+                mbarrier.expect(q_bar.index(wg), q_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(q_desc, [row0_q + m0 + wg * ROWS, q_col], q_bar.index(wg),
+                                                q_smem.index(wg))
+            for t in range(n_steps):
+                step = step0 + t
+                slot = step % NUM_STAGES
+                phase = (step // NUM_STAGES) & 1
+                mbarrier.wait(k_empty.index(slot), phase ^ 1)
+                mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(k_desc, [row_k + t * BLOCK_N, kv_col], k_ready.index(slot),
+                                                k_smem.index(slot))
+                mbarrier.wait(v_empty.index(slot), phase ^ 1)
+                mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(v_desc, [row_k + t * BLOCK_N, kv_col], v_ready.index(slot),
+                                                v_smem.index(slot))
+            step0 += n_steps
+            n_done += 1
+
+
+@gluon.jit
+def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
+              MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+    """One warpgroup, 64 query rows of each of the program's tiles: S(t) = Q K(t)^T and
+    P(t-1) V(t-1) issued together, the softmax of S(t) while P(t-1) V(t-1) runs; then the
+    epilogue (out, lse) of its rows."""
+    (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
+     geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os) = args
+    dtype: gl.constexpr = q_desc.dtype
+    NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
+    BLOCK_N: gl.constexpr = k_smem.type.shape[1]
+    HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
+    BLOCK_M: gl.constexpr = 2 * ROWS
+    window_left = geometry[6]
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    q_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
+    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    step0 = 0
+    n_done = 0
+    for tile in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+        (live, b, h, row0_q, row_k, m0, q_col, kv_col, n_steps, j_lo, n_full0, n_full1, full_lo0, full_lo1,
+         seqlen_q, seqlen_k, causal_shift, lse_base) = _tile(tile, geometry, IS_VARLEN, CAUSAL, HAS_WINDOW,
+                                                             MAY_BE_EMPTY, BLOCK_M, BLOCK_N, HEAD_DIM)
+        if live:
+            if WG == 0:
+                n_full = n_full0
+                full_lo = full_lo0
+            else:
+                n_full = n_full1
+                full_lo = full_lo1
+            start = m0 + WG * ROWS
+            slope2 = _alibi_slope2(SLOPES, b, h, alibi_log2, stride_sb, stride_sh, HAS_ALIBI)
+
+            mbarrier.wait(q_bar.index(WG), n_done & 1)
+            q = q_smem.index(WG).load(q_op)       # Q stays in registers: S = Q K^T reads only K from shared
+            offs_m = start + gl.arange(0, ROWS, layout=rows_s)
+            offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+            m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=rows_s)
+            l_i = gl.zeros([ROWS], gl.float32, layout=rows_s)
+            acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+            s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
+
+            # step 0 on its own: its P starts the pipeline
+            slot = step0 % NUM_STAGES
+            mbarrier.wait(k_ready.index(slot), (step0 // NUM_STAGES) & 1)
+            s = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), s, use_acc=False, is_async=True)
+            s = warpgroup_mma_wait(0, deps=(s,))
+            mbarrier.arrive(k_empty.index(slot), count=1)
+            # the matmul has read Q from every warp's registers (a warpgroup's wgmma starts once all
+            # four warps have issued it): the slot may take the next tile's Q
+            mbarrier.arrive(q_empty.index(WG), count=1)
+            p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k,
+                                               causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
+                                               HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
+            p_prev = gl.convert_layout(p.to(dtype), p_op)
+            for t in range(1, n_steps):
+                k_step = step0 + t
+                k_slot = k_step % NUM_STAGES
+                mbarrier.wait(k_ready.index(k_slot), (k_step // NUM_STAGES) & 1)
+                s = warpgroup_mma(q, k_smem.index(k_slot).permute((1, 0)), s, use_acc=False, is_async=True)
+                v_slot = (k_step - 1) % NUM_STAGES
+                mbarrier.wait(v_ready.index(v_slot), ((k_step - 1) // NUM_STAGES) & 1)
+                acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
+                s = warpgroup_mma_wait(1, deps=(s,))      # groups retire in order: S(t) is done, P V may run on
+                mbarrier.arrive(k_empty.index(k_slot), count=1)       # this warpgroup is done with K(t)
+                p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
+                                                   causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
+                                                   HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
+                acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
+                mbarrier.arrive(v_empty.index(v_slot), count=1)       # and with V(t-1)
+                acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
+                p_prev = gl.convert_layout(p.to(dtype), p_op)
+            last = step0 + n_steps - 1
+            v_slot = last % NUM_STAGES
+            mbarrier.wait(v_ready.index(v_slot), (last // NUM_STAGES) & 1)
+            acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
+            acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
+            mbarrier.arrive(v_empty.index(v_slot), count=1)
+
+            _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q,
+                           MAY_BE_EMPTY, o_layout)
+            step0 += n_steps
+            n_done += 1
+
+
+@gluon.jit
+def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads, group,
+                       window_left, qk_scale, softcap_scale, alibi_log2, stride_os, stride_lh, stride_sb, stride_sh,
+                       n_tiles, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
+                       MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                       HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+    """Tiles of 128 query rows of one (batch, head), ``n_tiles`` of them (query blocks x batch x
+    heads), walked by each program from its id in steps of the grid's size: two consumer
+    warpgroups of 64 rows and a producer warp (launch with ``maxnreg=MAXNREG``). Dense: q
+    ``(b, s, h, d)`` seen as the 2-D ``(b * s, h * d)``; ``IS_VARLEN``: packed ``(total, h, d)``
+    seen as ``(total, h * d)``, each sequence's rows from ``CU_Q``/``CU_K`` (``seqlen_q``/
+    ``seqlen_k`` are then the maxima). ``HAS_WINDOW``: keys below ``i + shift - window_left`` are
+    masked and their blocks skipped. ``HAS_SOFTCAP``, ``HAS_ALIBI``: as the Triton forward (ALiBi
+    slopes per head or per (batch, head) through ``stride_sb``/``stride_sh``)."""
+    gl.static_assert(BLOCK_M == 2 * ROWS)     # two consumer warpgroups
+    gl.static_assert(num_warps == 4)          # the default partition is consumer 0
+    gl.static_assert(NUM_STAGES >= 2)
+    dtype: gl.constexpr = q_desc.dtype
     q_smem = gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(q_bar.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=1)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
@@ -193,11 +241,11 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqle
         mbarrier.init(v_empty.index(i), count=2)
     fence_async_shared()
 
-    args = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-            row0_q, row0_k + j_lo * BLOCK_N, m0, h * HEAD_DIM, (h // group) * HEAD_DIM, n_steps, j_lo,
-            n_full0, n_full1, full_lo0, full_lo1, seqlen_q, seqlen_k, causal_shift, window_left, qk_scale,
-            softcap_scale, slope2, O, LSE, lse_base, stride_os)
+    geometry = (CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group, window_left, stride_lh)
+    args = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
+            geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os)
     # registers: 240 for each consumer, 24 for the producer (setmaxnreg moves them at run time)
-    gl.warp_specialize([(_consumer, (args, 0, CAUSAL, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI)),
-                        (_consumer, (args, 1, CAUSAL, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI)),
-                        (_producer, (args, 0))], [4, 1], [240, 24])
+    gl.warp_specialize([(_consumer, (args, 0, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI)),
+                        (_consumer, (args, 1, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI)),
+                        (_producer, (args, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI))],
+                       [4, 1], [240, 24])
