@@ -185,6 +185,8 @@ def test_forward_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert hopper.warp_specialized(p, c) == ws
     out, lse = hopper.attn_fwd(q, k, v, p, c)
     assert seen["grid"] == ((300 + bm - 1) // bm * 2 * 4,)
+    if ws:   # the tiles every program walks: one per program here (causal)
+        assert seen["n_tiles"] == seen["grid"][0]
     assert {name: seen.get(name) for name in options} == options
     for name, t, rows in (("q_desc", q, q_rows), ("k_desc", k, bn), ("v_desc", v, bn)):
         _check_descriptor(seen[name], t, rows)
@@ -210,6 +212,25 @@ def test_forward_launch_binds_every_argument_by_name(monkeypatch, kernel):
         True, True, True, True, True)
     assert (seen["qk_scale"], seen["softcap_scale"]) == (p.qk_scale, p.softcap_scale) and p.softcap_scale != 1.0
     _check_descriptor(seen["q_desc"], qp, q_rows)
+
+
+def test_forward_persistent_where_tiles_are_equal(monkeypatch):
+    """The warp-specialized forward runs one program per SM walking the tiles up to the table's
+    ``hopper_ws_persistent_max_seqlen_k`` keys, and only where every tile has the same work (no
+    causal rows, varlen or window); otherwise one program per tile."""
+    seen = _record(monkeypatch, 2, "attn_fwd_ws_kernel")
+    monkeypatch.setattr(hopper, "_sm_count", lambda index: 5)
+    c = cfg(override=overrides(FWD_KERNELS["fwdws"], {"hopper_ws_persistent_max_seqlen_k": 500}))
+    for sk, causal, window, persistent in ((500, False, (-1, -1), True), (501, False, (-1, -1), False),
+                                           (500, True, (-1, -1), False), (500, False, (100, -1), False)):
+        q, k, v = qkv(b=2, sq=300, sk=sk, h=4, hk=2)
+        hopper.attn_fwd(q, k, v, params(q, k, causal=causal, window=window), c)
+        tiles = (300 + 127) // 128 * 2 * 4
+        assert seen["n_tiles"] == tiles and seen["grid"] == ((5 if persistent else tiles),), (sk, causal, window)
+    # fewer tiles than SMs: a program per tile
+    q, k, v = qkv(b=1, sq=100, sk=100, h=2, hk=2)
+    hopper.attn_fwd(q, k, v, params(q, k), c)
+    assert seen["grid"] == (2,) and seen["n_tiles"] == 2
 
 
 @pytest.mark.parametrize("kernel", ["gluon", "ws"])
