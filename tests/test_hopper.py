@@ -544,3 +544,25 @@ def test_gpu_fused_dq_as_shipped(shape, monkeypatch):
     g = torch.randn_like(q)
     runs = [torch.autograd.grad(pfa.flash_attn_func(q, k, v, deterministic=True), (q, k, v), g) for _ in range(2)]
     assert not made and all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("shape", [(40, 256, 256, 16, 16, 128), (3, 1000, 1000, 8, 2, 64), (2, 300, 4096, 32, 4, 128)],
+                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+def test_gpu_persistent_forward_walks_many_tiles(shape, monkeypatch):
+    """The shipped table's persistent forward (one program per SM) where every program walks
+    several tiles (1280, 192 and 192 tiles over 132 SMs): the rings' phases across tiles, the
+    next tile's Q loaded while the current one ends, GQA, a partial last query block; outputs
+    and gradients against float64 as every path's."""
+    import pyflashattn as pfa
+    monkeypatch.delenv("PYFLASHATTN_CONFIG", raising=False)
+    b, sq, sk, h, hk, d = shape
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, torch.bfloat16, "cuda"))
+    p, c = params(q, k), cfg(d)
+    assert hopper.warp_specialized(p, c) and sk <= c.hopper_ws_persistent_max_seqlen_k
+    assert (sq + 127) // 128 * b * h > torch.cuda.get_device_properties(0).multi_processor_count
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v)
