@@ -17,7 +17,7 @@ hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 
 
 # the Gluon dK/dV kernel ships on at d=128 and off at d=64 (configs.py), the warp-specialized
-# one from 8192 keys without causal, and that one with dQ fused from 4096 keys without causal;
+# one from 2048 keys without causal, and that one with dQ fused from 4096 keys without causal;
 # the tests choose
 DKDV_KERNELS = {"triton": {"hopper_dkdv_block_n": 0, "hopper_fused_dq_min_seqlen_k": 0},
                 "gluon": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 0,
@@ -299,9 +299,9 @@ def test_fused_dq_chosen_by_the_table_and_never_when_deterministic(monkeypatch):
 
 
 def test_dkdv_ws_chosen_by_the_table():
-    """Shipped: at d=128 from 8192 keys without causal; never with causal, never at d=64."""
+    """Shipped: at d=128 from 2048 keys without causal; never with causal, never at d=64."""
     c128, c64 = cfg(), cfg(64)
-    for sk, causal, want in ((8192, False, True), (16384, False, True), (8191, False, False), (16384, True, False)):
+    for sk, causal, want in ((2048, False, True), (16384, False, True), (2047, False, False), (16384, True, False)):
         q, k, _ = qkv(b=1, sq=16, sk=sk, h=1, hk=1)
         assert hopper.dkdv_warp_specialized(params(q, k, causal=causal), c128) == want, (sk, causal)
     q, k, _ = qkv(b=1, sq=16, sk=16384, h=1, hk=1, d=64)

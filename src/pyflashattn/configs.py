@@ -75,7 +75,10 @@ class KernelConfig:
     # this many keys on, without causal / with it; 0: never. At d=128 (8th session, kernel time
     # against the one-warpgroup kernel in one process): +10 % at 16k, +1 % at 4k, -1 % at 1k;
     # causal 0 % at 16k but -19 to -24 % at 1k-4k (128-key programs: half as many, and one wasted
-    # step each), so causal keeps the one-warpgroup kernel; at d=64 it lost to Triton's everywhere
+    # step each), so causal keeps the one-warpgroup kernel; at d=64 it lost to Triton's everywhere.
+    # Since it retires its wgmmas every step (v11, 5 % faster): forward+backward +3 % at 2k, +2 %
+    # at 4k and 8k, 0 % at 1k (v11 threshold sweep), so from 2k; with fused dQ (below) it serves
+    # 2k-4k, and every length from 2k where the backward must be deterministic
     hopper_dkdv_ws_min_seqlen_k: int = 0
     hopper_dkdv_ws_min_seqlen_k_causal: int = 0
     hopper_dkdv_ws_stages: int = 3
@@ -96,7 +99,7 @@ _TABLE_16BIT: dict[int, dict] = {
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
               hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=1,
               hopper_ws_persistent_max_seqlen_k=4096,
-              hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=8192, hopper_fused_dq_min_seqlen_k=4096,
+              hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=2048, hopper_fused_dq_min_seqlen_k=4096,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage
