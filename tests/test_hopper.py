@@ -230,7 +230,18 @@ def test_forward_persistent_where_tiles_are_equal(monkeypatch):
     # fewer tiles than SMs: a program per tile
     q, k, v = qkv(b=1, sq=100, sk=100, h=2, hk=2)
     hopper.attn_fwd(q, k, v, params(q, k), c)
-    assert seen["grid"] == (2,) and seen["n_tiles"] == 2
+    assert seen["grid"] == (2,) and seen["n_tiles"] == 2 and seen["PAIRED"] is False
+    # causal with hopper_ws_persistent_causal: units of two query blocks of one head (the
+    # middle block of an odd count alone), where no row sees fewer keys than its block's first
+    c = cfg(override=overrides(FWD_KERNELS["fwdws"], {"hopper_ws_persistent_max_seqlen_k": 500,
+                                                      "hopper_ws_persistent_causal": True}))
+    for sq, sk, paired in ((300, 500, True), (300, 300, True), (500, 300, False)):
+        q, k, v = qkv(b=2, sq=sq, sk=sk, h=4, hk=2)
+        hopper.attn_fwd(q, k, v, params(q, k, causal=True), c)
+        num_m = (sq + 127) // 128
+        units = ((num_m + 1) // 2 if paired else num_m) * 2 * 4
+        assert seen["PAIRED"] is paired and seen["n_tiles"] == units, (sq, sk)
+        assert seen["grid"] == ((5 if paired else units),), (sq, sk)
 
 
 @pytest.mark.parametrize("kernel", ["gluon", "ws"])

@@ -61,6 +61,9 @@ class KernelConfig:
     # static walk leaves SMs idle when tiles differ); 0: never. v11, d 128 / 64: +10 / +14 % at
     # 1k, -2 / +5 % at 2k, +5 / +5 % at 4k, -7 / -2 % at 16k
     hopper_ws_persistent_max_seqlen_k: int = 0
+    # and under causal (experiment), pairs of a heavy and a light query block of one head per
+    # work unit, so that units have equal work
+    hopper_ws_persistent_causal: bool = False
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
     # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward
