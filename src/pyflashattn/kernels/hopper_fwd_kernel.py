@@ -86,11 +86,11 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
 def _program(tile, CU_Q, CU_K, seqlen_q, seqlen_k, nheads, stride_lh, IS_VARLEN: gl.constexpr,
              BLOCK_M: gl.constexpr):
     """Tile ``tile``'s query block, batch and head, and where its rows start (a program's id, or
-    the persistent kernel's tile number): query blocks fastest, so that the programs in flight share their
-    head's K/V in L2 (a 128-row query block does 128 FLOPs per byte of K/V it reads, under the
-    H200's ~206: with K/V read from HBM by every query block, as when heads ran fastest before
-    v11, the forward was 4-21 % slower), each head's last query block first (the longest rows
-    under causal). Dense: q ``(b, s, h, d)`` seen as the 2-D ``(b * s, h * d)``; varlen: packed
+    the persistent kernel's tile number): query blocks fastest, so that the programs in flight
+    share their head's K/V in L2 (a 128-row query block does 128 FLOPs per byte of K/V it reads,
+    under the H200's ~206: with K/V read from HBM by every query block, as when heads ran fastest
+    before v11, the forward was 4-21 % slower), each head's last query block first (the longest
+    rows under causal). Dense: q ``(b, s, h, d)`` seen as the 2-D ``(b * s, h * d)``; varlen: packed
     ``(total, h, d)`` seen as ``(total, h * d)``, this sequence's rows and lengths from
     ``CU_Q``/``CU_K``. Returns ``start_m, b, h, bh, row0_q, row0_k, seqlen_q, seqlen_k, lse_base``."""
     num_m = gl.cdiv(seqlen_q, BLOCK_M)
