@@ -17,7 +17,7 @@ hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 
 
 # the Gluon dK/dV kernel ships on at d=128 and off at d=64 (configs.py), the warp-specialized
-# one from 2048 keys without causal, and that one with dQ fused from 4096 keys without causal;
+# one from 2048 keys without causal, and that one with dQ fused from 2048 keys without causal;
 # the tests choose
 DKDV_KERNELS = {"triton": {"hopper_dkdv_block_n": 0, "hopper_fused_dq_min_seqlen_k": 0},
                 "gluon": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 0,
@@ -183,10 +183,12 @@ def test_forward_launch_binds_every_argument_by_name(monkeypatch, kernel):
     q, k, v = qkv(b=2, sq=300, sk=500, h=4, hk=2)
     p = params(q, k, causal=True)
     assert hopper.warp_specialized(p, c) == ws
+    monkeypatch.setattr(hopper, "_sm_count", lambda index: 132)
     out, lse = hopper.attn_fwd(q, k, v, p, c)
-    assert seen["grid"] == ((300 + bm - 1) // bm * 2 * 4,)
-    if ws:   # the tiles every program walks: one per program here (causal)
-        assert seen["n_tiles"] == seen["grid"][0]
+    if ws:   # shipped: persistent over units of two query blocks of one head (3 blocks: 2 units a head)
+        assert seen["grid"] == (2 * 2 * 4,) and seen["n_tiles"] == seen["grid"][0] and seen["PAIRED"] is True
+    else:
+        assert seen["grid"] == ((300 + bm - 1) // bm * 2 * 4,)
     assert {name: seen.get(name) for name in options} == options
     for name, t, rows in (("q_desc", q, q_rows), ("k_desc", k, bn), ("v_desc", v, bn)):
         _check_descriptor(seen[name], t, rows)
@@ -220,7 +222,8 @@ def test_forward_persistent_where_tiles_are_equal(monkeypatch):
     causal rows, varlen or window); otherwise one program per tile."""
     seen = _record(monkeypatch, 2, "attn_fwd_ws_kernel")
     monkeypatch.setattr(hopper, "_sm_count", lambda index: 5)
-    c = cfg(override=overrides(FWD_KERNELS["fwdws"], {"hopper_ws_persistent_max_seqlen_k": 500}))
+    c = cfg(override=overrides(FWD_KERNELS["fwdws"], {"hopper_ws_persistent_max_seqlen_k": 500,
+                                                      "hopper_ws_persistent_causal": False}))
     for sk, causal, window, persistent in ((500, False, (-1, -1), True), (501, False, (-1, -1), False),
                                            (500, True, (-1, -1), False), (500, False, (100, -1), False)):
         q, k, v = qkv(b=2, sq=300, sk=sk, h=4, hk=2)
@@ -230,7 +233,18 @@ def test_forward_persistent_where_tiles_are_equal(monkeypatch):
     # fewer tiles than SMs: a program per tile
     q, k, v = qkv(b=1, sq=100, sk=100, h=2, hk=2)
     hopper.attn_fwd(q, k, v, params(q, k), c)
-    assert seen["grid"] == (2,) and seen["n_tiles"] == 2
+    assert seen["grid"] == (2,) and seen["n_tiles"] == 2 and seen["PAIRED"] is False
+    # causal with hopper_ws_persistent_causal: units of two query blocks of one head (the
+    # middle block of an odd count alone), where no row sees fewer keys than its block's first
+    c = cfg(override=overrides(FWD_KERNELS["fwdws"], {"hopper_ws_persistent_max_seqlen_k": 500,
+                                                      "hopper_ws_persistent_causal": True}))
+    for sq, sk, paired in ((300, 500, True), (300, 300, True), (500, 300, False)):
+        q, k, v = qkv(b=2, sq=sq, sk=sk, h=4, hk=2)
+        hopper.attn_fwd(q, k, v, params(q, k, causal=True), c)
+        num_m = (sq + 127) // 128
+        units = ((num_m + 1) // 2 if paired else num_m) * 2 * 4
+        assert seen["PAIRED"] is paired and seen["n_tiles"] == units, (sq, sk)
+        assert seen["grid"] == ((5 if paired else units),), (sq, sk)
 
 
 @pytest.mark.parametrize("kernel", ["gluon", "ws"])
@@ -273,6 +287,8 @@ def test_dkdv_launch_with_fused_dq(monkeypatch):
                                                                                   p, c, dq_acc=acc)
     launcher(grid, args, constexprs, num_warps=num_warps, **options)
     assert seen["FUSED_DQ"] is True and seen["BLOCK_N"] == 128 and seen["grid"] == (4 * 2 * 2,)
+    # its own Q/dO ring depth (2 since v12), not the non-fused kernel's
+    assert seen["NUM_STAGES"] == c.hopper_fused_dq_stages == 2 != c.hopper_dkdv_ws_stages
     desc = seen["dq_desc"]
     assert desc.base is acc and list(desc.shape) == [600, 512] and list(desc.strides) == [512, 1]
     assert list(desc.block_shape) == [64, 64]
@@ -283,10 +299,10 @@ def test_dkdv_launch_with_fused_dq(monkeypatch):
 
 
 def test_fused_dq_chosen_by_the_table_and_never_when_deterministic(monkeypatch):
-    """Shipped: d=128 from 4096 keys without causal; never with causal, never with
+    """Shipped: d=128 from 2048 keys without causal; never with causal, never with
     ``deterministic=True`` or under torch's deterministic mode (its dQ sums come in any order)."""
     c = cfg()
-    for sk, causal, want in ((4096, False, True), (16384, False, True), (4095, False, False), (16384, True, False)):
+    for sk, causal, want in ((2048, False, True), (16384, False, True), (2047, False, False), (16384, True, False)):
         q, k, _ = qkv(b=1, sq=16, sk=sk, h=1, hk=1)
         assert hopper.fused_dq(params(q, k, causal=causal), c) == want, (sk, causal)
     q, k, _ = qkv(b=1, sq=16, sk=8192, h=1, hk=1)
@@ -319,6 +335,8 @@ res = [dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torc
 res += [dict(kind="dkdv_ws", d=128, causal=causal, fused_dq=True,
              **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, causal, "dkdv_ws", fused_dq=True))
         for causal in (False, True)]
+res += [dict(kind="fwd_ws", d=d, causal=True, paired=True,
+             **hopper.compile_sm90(cfg[d], d, torch.bfloat16, True, "fwd_ws", paired=True)) for d in (64, 128)]
 res += [dict(kind=kind, d=128, causal=True, features=True,
              **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, True, kind, **f)) for kind in ("fwd", "fwd_ws")
         for f in (dict(varlen=True), dict(window=True), dict(softcap=True, alibi=True, varlen=True, window=True))]
@@ -333,8 +351,9 @@ def test_compiles_for_sm90_without_spills():
     spills, shared memory within the 227 KB an H100/H200 block may have. In a process of its own:
     under ``TRITON_INTERPRET=1`` (this suite on a CPU) Triton cannot compile."""
     results = compiled_json(AOT, timeout=600)
-    # both forwards (d 64 and 128 / 128), both dK/dV at 128 and the fused one, causal or not; features
-    assert len(results) == 18, results
+    # both forwards (d 64 and 128 / 128), both dK/dV at 128 and the fused one, causal or not; the
+    # persistent causal pairs; features
+    assert len(results) == 20, results
     for res in results:
         # a little stack, no spills: the dK/dV kernel holds two 64 x 128 fp32 accumulators, two
         # score tiles and the operands of the dots in flight (8-48 B at d=128, and it beat the
@@ -342,9 +361,10 @@ def test_compiles_for_sm90_without_spills():
         # consumers' 240 registers (48 B when it measured +23 % at causal 16k), its feature
         # variants up to 176 B (a window); more would be a regression (docs/performance.md, v7)
         # the warp-specialized dK/dV: 56 B without causal, 104 B with it (not shipped), under 240 registers
-        # the fused dK/dV/dQ: 224 B without causal (shipped: +7 % on the backward at 16k), 328 B with
+        # the fused dK/dV/dQ: 224 B without causal (shipped: +7 % on the backward at 16k), 360 B with
+        # (not shipped; 328 B with 3 Q/dO stages, v12's 2 stages being the faster without causal)
         limit = {"fwd": 0, "fwd_ws": 192 if res.get("features") else 64, "dkdv": 64,
-                 "dkdv_ws": 352 if res.get("fused_dq") else 128}[res["kind"]]
+                 "dkdv_ws": 368 if res.get("fused_dq") else 128}[res["kind"]]
         assert res["local"] == 0 and res["stack"] <= limit, res
         assert res["shared"] <= 227 * 1024, res
         assert res["reg"] <= 255, res

@@ -61,6 +61,10 @@ class KernelConfig:
     # static walk leaves SMs idle when tiles differ); 0: never. v11, d 128 / 64: +10 / +14 % at
     # 1k, -2 / +5 % at 2k, +5 / +5 % at 4k, -7 / -2 % at 16k
     hopper_ws_persistent_max_seqlen_k: int = 0
+    # and under causal (no more queries than keys), pairs of a heavy and a light query block of
+    # one head per work unit, so that units have equal work. v12, persistent pairs vs a program
+    # per tile, d 128 / 64: +17 / +26 % at 1k, +11 / +13 % at 2k, +13 / -2 % at 4k, +1 / 0 % at 16k
+    hopper_ws_persistent_causal: bool = False
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
     # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward
@@ -86,7 +90,11 @@ class KernelConfig:
     # allowed, that kernel also computes dQ (hopper.fused_dq): backward 1.04-1.05x at 4k,
     # 1.00-1.07x at 16k, d=128 (v10, two measurements); with causal it lost (0.87-0.96x: the
     # one-warpgroup dK/dV is faster there)
+    # Since v12 from 2k: with 2 Q/dO stages instead of the non-fused kernel's 3 it runs the
+    # backward 5-9 % faster than with 3 at 1k-16k, and forward+backward 5-8 % faster than the
+    # non-fused kernels at 2k-16k, 3 % slower at 1k (docs/logs/fused-dq-double-v12.log)
     hopper_fused_dq_min_seqlen_k: int = 0
+    hopper_fused_dq_stages: int = 2
 
 
 # (padded head dim) -> fields, for 16-bit inputs on sm_90. fp32 and small GPUs shrink below.
@@ -95,11 +103,11 @@ _TABLE_16BIT: dict[int, dict] = {
     32: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1,
-             hopper_ws_persistent_max_seqlen_k=4096),
+             hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
               hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=1,
-              hopper_ws_persistent_max_seqlen_k=4096,
-              hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=2048, hopper_fused_dq_min_seqlen_k=4096,
+              hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True,
+              hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=2048, hopper_fused_dq_min_seqlen_k=2048,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage

@@ -153,20 +153,28 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     causal = p.window_right < sq
     window = p.window_left < sk
     may_be_empty = p.is_varlen or window or (causal and sq > sk)
-    n_tiles = (sq + bm - 1) // bm * p.batch * h
-    grid, tiles = (n_tiles,), ()
+    num_m = (sq + bm - 1) // bm
+    grid, walk, paired = (num_m * p.batch * h,), (), False
     if ws:
-        tiles = (n_tiles,)
-        # persistent (a program per SM walking tiles) where every tile has the same work: with
-        # causal rows, varlen or windows a static walk would leave SMs idle at the end
-        if sk <= config.hopper_ws_persistent_max_seqlen_k and not (causal or window or p.is_varlen):
-            grid = (min(n_tiles, _sm_count(q.device.index or 0)),)
+        units = grid[0]
+        # persistent (a program per SM walking work units) where every unit has the same work:
+        # tiles without causal; under causal (no more queries than keys) pairs of a heavy and a
+        # light query block of one head (the kernel's PAIRED). Varlen and windows: a static walk
+        # would leave SMs idle at the end, so a program per tile
+        if sk <= config.hopper_ws_persistent_max_seqlen_k and not (window or p.is_varlen):
+            paired = causal and sq <= sk and config.hopper_ws_persistent_causal
+            if paired:
+                units = (num_m + 1) // 2 * p.batch * h
+            if paired or not causal:
+                grid = (min(units, _sm_count(q.device.index or 0)),)
+        walk = (units,)
     _launcher(kernel)(
         grid, (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), out, lse, p.cu_q(lse), p.cu_k(lse),
                p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale, p.alibi_log2,
-               out.stride(-3), lse.stride(-2), *p.slope_strides(), *tiles),
+               out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
         dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
-             HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages),
+             HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages,
+             **(dict(PAIRED=paired) if ws else {})),
         **options)
     return out, lse
 
@@ -197,6 +205,12 @@ def fused_dq(p, config: KernelConfig) -> bool:
     return bool(least) and p.max_seqlen_k >= least and p.window_right >= p.max_seqlen_q and not p.deterministic
 
 
+def _dkdv_ws_stages(config: KernelConfig, fused_dq: bool) -> int:
+    """The warp-specialized dK/dV kernel's Q/dO stages: the fused-dQ variant runs faster with
+    fewer (v12)."""
+    return config.hopper_fused_dq_stages if fused_dq else config.hopper_dkdv_ws_stages
+
+
 def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
                 delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, p, config: KernelConfig,
                 dq_acc: Optional[torch.Tensor] = None) -> tuple:
@@ -210,7 +224,8 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
     bm = config.hopper_dkdv_block_m
     if dq_acc is not None or dkdv_warp_specialized(p, config):
         # 128 keys per program, read as one 64-key K/V tile per consumer warpgroup
-        kernel, bn, kv_rows, stages = ws_mod.dkdv_hopper_ws_kernel, 128, 64, config.hopper_dkdv_ws_stages
+        kernel, bn, kv_rows = ws_mod.dkdv_hopper_ws_kernel, 128, 64
+        stages = _dkdv_ws_stages(config, dq_acc is not None)
         options = dict(maxnreg=ws_mod.MAXNREG)
         # the dQ target's descriptor, or an unused stand-in
         ws_args = (dk if dq_acc is None else _descriptor(dq_acc, bm, d // 2),)
@@ -229,10 +244,10 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
                  dump: bool = False, varlen: bool = False, window: bool = False, softcap: bool = False,
-                 alibi: bool = False, fused_dq: bool = False) -> dict:
+                 alibi: bool = False, fused_dq: bool = False, paired: bool = False) -> dict:
     """Build the forward (``kind="fwd"``; ``"fwd_ws"`` the warp-specialized one; optionally their
     feature variants) or dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
-    with ``fused_dq``) kernel for sm_90 here, no GPU needed (Triton's
+    with ``fused_dq``; ``paired``: the warp-specialized forward's causal pairs) kernel for sm_90 here, no GPU needed (Triton's
     bundled ptxas): its shared memory, registers and spills (``kernels.aot.resource_usage``) and
     its wgmmas and full waits for them (``kernels.aot.wgmma_waits``); with ``dump``, its TTGIR and
     PTX too."""
@@ -258,12 +273,13 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         floats = {"qk_scale", "softcap_scale", "alibi_log2"}
         ptrs = {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32", "SLOPES": "*fp32"}
         flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window, HAS_SOFTCAP=softcap,
-                     HAS_ALIBI=alibi)
+                     HAS_ALIBI=alibi, **(dict(PAIRED=paired) if kind == "fwd_ws" else {}))
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
         flags = {}
         if kind == "dkdv_ws":
-            kernel, bn, kv_rows, stages = bwd_ws_mod.dkdv_hopper_ws_kernel, 128, 64, config.hopper_dkdv_ws_stages
+            kernel, bn, kv_rows = bwd_ws_mod.dkdv_hopper_ws_kernel, 128, 64
+            stages = _dkdv_ws_stages(config, fused_dq)
             options, flags = dict(maxnreg=bwd_ws_mod.MAXNREG), dict(FUSED_DQ=fused_dq)
         else:
             kernel, bn, stages = bwd_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_n, config.hopper_dkdv_stages

@@ -45,18 +45,36 @@ MAXNREG = 168
 
 
 @gluon.jit
-def _tile(tile, geometry, IS_VARLEN: gl.constexpr, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr,
-          MAY_BE_EMPTY: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
-    """Tile ``tile``: whether it has rows (varlen: a shorter sequence than the longest has none
-    in its last query blocks), its rows and columns in the 2-D views, and its key blocks
+def _tile(unit, half, geometry, IS_VARLEN: gl.constexpr, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr,
+          MAY_BE_EMPTY: gl.constexpr, PAIRED: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+          HEAD_DIM: gl.constexpr):
+    """The ``half``-th tile of work unit ``unit``: a tile (numbered as ``_program`` does), or
+    with ``PAIRED`` (causal) the pair of query blocks ``num_m - 1 - j`` and ``j`` of one head,
+    whose key blocks sum to the same count for every ``j``, so that a static walk over pairs
+    gives every program the same work (the middle block of an odd count has no partner: its
+    second half is empty). Returns whether the tile has rows (varlen: a shorter sequence than the
+    longest has none in its last query blocks), its rows and columns in the 2-D views, and its key blocks
     ``[j_lo, j_lo + n_steps)``, each consumer masking its own rows' from ``n_full`` on and, with a
     window, below ``full_lo`` (``_key_blocks``). The producer and both consumers compute the
     same, so their ring counters agree."""
     CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group, window_left, stride_lh = geometry
+    tile = unit
+    if PAIRED:
+        num_m = gl.cdiv(seqlen_q, BLOCK_M)
+        j = unit % ((num_m + 1) // 2)
+        # _program's numbering: tile bh * num_m + i is query block num_m - 1 - i of head bh
+        head_first = (unit // ((num_m + 1) // 2)) * num_m
+        if half == 0:
+            tile = head_first + j
+        else:
+            tile = head_first + num_m - 1 - j
+        live_pair = (half == 0) | (2 * j != num_m - 1)
     start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(tile, CU_Q, CU_K, seqlen_q, seqlen_k,
                                                                           nheads, stride_lh, IS_VARLEN, BLOCK_M)
     m0 = start_m * BLOCK_M
     live = m0 < seqlen_q
+    if PAIRED:
+        live = live & live_pair
     causal_shift = seqlen_k - seqlen_q           # bottom-right aligned: row i sees keys <= i + shift
     j_lo, _, n_full0, full_lo0 = _key_blocks(m0, m0 + ROWS, seqlen_k, causal_shift, window_left, CAUSAL, HAS_WINDOW,
                                              BLOCK_N)
@@ -74,7 +92,8 @@ def _tile(tile, geometry, IS_VARLEN: gl.constexpr, CAUSAL: gl.constexpr, HAS_WIN
 
 @gluon.jit
 def _producer(args, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
-              MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+              MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+              PAIRED: gl.constexpr):
     """One warp: per tile, Q of both consumers (once each has read the previous tile's into
     registers), then K(t) and V(t) into their rings. A slot is refilled once both consumers
     have arrived on its "empty" barrier (each releases it on its own)."""
@@ -86,10 +105,16 @@ def _producer(args, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: g
     BLOCK_M: gl.constexpr = 2 * ROWS
     step0 = 0       # the rings' step counter, on across tiles
     n_done = 0      # tiles done: Q's phase
-    for tile in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+    # this program's tiles: work units program_id, + num_programs, ... below n_tiles, each one
+    # tile, or with PAIRED two (a heavy and a light query block of one head, _tile)
+    per_unit: gl.constexpr = 1 + PAIRED
+    for i in range(gl.cdiv(n_tiles - gl.program_id(0), gl.num_programs(0)) * per_unit):
+        unit = gl.program_id(0) + (i // per_unit) * gl.num_programs(0)
+        half = i % per_unit
         (live, b, h, row0_q, row_k, m0, q_col, kv_col, n_steps, j_lo, n_full0, n_full1, full_lo0, full_lo1,
-         seqlen_q, seqlen_k, causal_shift, lse_base) = _tile(tile, geometry, IS_VARLEN, CAUSAL, HAS_WINDOW,
-                                                             MAY_BE_EMPTY, BLOCK_M, BLOCK_N, HEAD_DIM)
+         seqlen_q, seqlen_k, causal_shift, lse_base) = _tile(unit, half, geometry, IS_VARLEN, CAUSAL,
+                                                             HAS_WINDOW, MAY_BE_EMPTY, PAIRED, BLOCK_M, BLOCK_N,
+                                                             HEAD_DIM)
         if live:
             for wg in gl.static_range(2):
                 # a fresh barrier counts as if its phase 1 had completed: the first tile does not wait
@@ -115,7 +140,8 @@ def _producer(args, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: g
 
 @gluon.jit
 def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
-              MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+              MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+              PAIRED: gl.constexpr):
     """One warpgroup, 64 query rows of each of the program's tiles: S(t) = Q K(t)^T and
     P(t-1) V(t-1) issued together, the softmax of S(t) while P(t-1) V(t-1) runs; then the
     epilogue (out, lse) of its rows."""
@@ -137,10 +163,16 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.conste
     rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     step0 = 0
     n_done = 0
-    for tile in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+    # this program's tiles: work units program_id, + num_programs, ... below n_tiles, each one
+    # tile, or with PAIRED two (a heavy and a light query block of one head, _tile)
+    per_unit: gl.constexpr = 1 + PAIRED
+    for i in range(gl.cdiv(n_tiles - gl.program_id(0), gl.num_programs(0)) * per_unit):
+        unit = gl.program_id(0) + (i // per_unit) * gl.num_programs(0)
+        half = i % per_unit
         (live, b, h, row0_q, row_k, m0, q_col, kv_col, n_steps, j_lo, n_full0, n_full1, full_lo0, full_lo1,
-         seqlen_q, seqlen_k, causal_shift, lse_base) = _tile(tile, geometry, IS_VARLEN, CAUSAL, HAS_WINDOW,
-                                                             MAY_BE_EMPTY, BLOCK_M, BLOCK_N, HEAD_DIM)
+         seqlen_q, seqlen_k, causal_shift, lse_base) = _tile(unit, half, geometry, IS_VARLEN, CAUSAL,
+                                                             HAS_WINDOW, MAY_BE_EMPTY, PAIRED, BLOCK_M, BLOCK_N,
+                                                             HEAD_DIM)
         if live:
             if WG == 0:
                 n_full = n_full0
@@ -208,7 +240,7 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqle
                        window_left, qk_scale, softcap_scale, alibi_log2, stride_os, stride_lh, stride_sb, stride_sh,
                        n_tiles, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
                        MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                       PAIRED: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                        HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """Tiles of 128 query rows of one (batch, head), ``n_tiles`` of them (query blocks x batch x
     heads), walked by each program from its id in steps of the grid's size: two consumer
@@ -245,7 +277,10 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqle
     args = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
             geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os)
     # registers: 240 for each consumer, 24 for the producer (setmaxnreg moves them at run time)
-    gl.warp_specialize([(_consumer, (args, 0, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI)),
-                        (_consumer, (args, 1, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI)),
-                        (_producer, (args, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI))],
+    gl.warp_specialize([(_consumer, (args, 0, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI,
+                                     PAIRED)),
+                        (_consumer, (args, 1, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI,
+                                     PAIRED)),
+                        (_producer, (args, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI,
+                                     PAIRED))],
                        [4, 1], [240, 24])
