@@ -19,12 +19,13 @@ hopper = pytest.importorskip("pyflashattn.kernels.hopper")
 # the Gluon dK/dV kernel ships on at d=128 and off at d=64 (configs.py), the warp-specialized
 # one from 2048 keys without causal, and that one with dQ fused from 2048 keys without causal;
 # the tests choose
-DKDV_KERNELS = {"triton": {"hopper_dkdv_block_n": 0, "hopper_fused_dq_min_seqlen_k": 0},
+DKDV_KERNELS = {"triton": {"hopper_dkdv_block_n": 0, "hopper_dkdv_ws_min_seqlen_k": 0, "hopper_fused_dq_min_seqlen_k": 0},
                 "gluon": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 0,
                           "hopper_fused_dq_min_seqlen_k": 0},
                 "ws": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 1,
                        "hopper_dkdv_ws_min_seqlen_k_causal": 1, "hopper_fused_dq_min_seqlen_k": 0},
-                "fused": {"hopper_dkdv_block_n": 64, "hopper_fused_dq_min_seqlen_k": 1}}
+                "fused": {"hopper_dkdv_block_n": 64, "hopper_dkdv_ws_min_seqlen_k": 0,
+                          "hopper_fused_dq_min_seqlen_k": 1}}
 DKDV_ON = json.dumps(DKDV_KERNELS["gluon"])
 DKDV_OFF = json.dumps(DKDV_KERNELS["triton"])
 # which forward kernel: the one-warpgroup one, or the warp-specialized one (the shipped one)

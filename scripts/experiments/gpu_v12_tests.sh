@@ -15,6 +15,8 @@ b)
     run tests/test_features.py > $OUT/t5.log &
     run tests/test_cuda_graphs.py tests/test_launch.py tests/test_launch_gluon.py > $OUT/t6.log &
     run tests/test_block_sparse.py tests/test_nn.py > $OUT/t7.log &
+    # a's four failures were the test's own kernel choice (fixed): the shapes again
+    run tests/test_hopper.py -k "against_float64 and SK4097 and (dkdvtriton or dkdvfused)" > $OUT/t8.log &
     ;;
 esac
 wait
