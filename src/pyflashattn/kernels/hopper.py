@@ -198,11 +198,12 @@ def attn_dkdv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
 def fused_dq(p, config: KernelConfig) -> bool:
     """Whether the warp-specialized dK/dV kernel also computes dQ (``FUSED_DQ``: 5 matmuls per
     block pair instead of 7, dQ added into an fp32 buffer by TMA reduce-adds) for a call that
-    ``usable(..., dout=...)`` already admits: the table's threshold on the key length (no causal
-    mask: measured slower with it, v10), and only where the caller allows nondeterministic sums
-    (``p.deterministic`` off: neither asked for nor torch's deterministic mode)."""
-    least = config.hopper_fused_dq_min_seqlen_k
-    return bool(least) and p.max_seqlen_k >= least and p.window_right >= p.max_seqlen_q and not p.deterministic
+    ``usable(..., dout=...)`` already admits: the table's threshold on the key length, with a
+    causal mask (or any right window) its own, and only where the caller allows nondeterministic
+    sums (``p.deterministic`` off: neither asked for nor torch's deterministic mode)."""
+    causal = p.window_right < p.max_seqlen_q
+    least = config.hopper_fused_dq_min_seqlen_k_causal if causal else config.hopper_fused_dq_min_seqlen_k
+    return bool(least) and p.max_seqlen_k >= least and not p.deterministic
 
 
 def _dkdv_ws_stages(config: KernelConfig, fused_dq: bool) -> int:
