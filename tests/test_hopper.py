@@ -70,8 +70,11 @@ def test_dkdv_chosen_when_turned_on():
     q, k, v = qkv()
     p, c = params(q, k, causal=True), cfg(override=DKDV_ON)
     assert hopper.usable(q, k, v, p, cfg(), device_ok=True, dout=torch.randn_like(q))  # the shipped table: d=128
-    q64, k64, v64 = qkv(d=64)
-    assert not hopper.usable(q64, k64, v64, params(q64, k64), cfg(64), device_ok=True, dout=torch.randn_like(q64))
+    q64, k64, v64 = qkv(d=64)                                                           # and d=64 (since v12)
+    assert hopper.usable(q64, k64, v64, params(q64, k64), cfg(64), device_ok=True, dout=torch.randn_like(q64))
+    assert not hopper.dkdv_warp_specialized(params(q64, k64), cfg(64))                  # the one-warpgroup kernel
+    q96, k96, v96 = qkv(d=96)                                                           # not at d=96 (no Gluon)
+    assert not hopper.usable(q96, k96, v96, params(q96, k96), cfg(96), device_ok=True, dout=torch.randn_like(q96))
     assert hopper.usable(q, k, v, p, c, device_ok=True, dout=torch.randn_like(q))
     assert hopper.usable(q, k, v, params(q, k), c, device_ok=True, dout=torch.randn_like(q))
     assert not hopper.usable(q, k, v, p, c, device_ok=True, dout=torch.randn_like(q).float())  # dout's dtype

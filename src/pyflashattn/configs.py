@@ -71,7 +71,8 @@ class KernelConfig:
     hopper_features: int = 1
     hopper_alibi: int = 0
     # dK/dV: 64 keys per program, 64 queries per step; on at d=128 (+6 to +13 % forward+backward
-    # over the Triton dK/dV, v7), off at d=64 (7 % slower in its experiment, v6)
+    # over the Triton dK/dV, v7); at d=64 off in v6 (7 % slower in its experiment), on since v12:
+    # the backward alone 4-5 % faster without causal, 4-13 % with it, 1k-16k (fused-reach-v12.log)
     hopper_dkdv_block_n: int = 0
     hopper_dkdv_block_m: int = 64
     hopper_dkdv_stages: int = 2
@@ -105,7 +106,7 @@ _TABLE_16BIT: dict[int, dict] = {
     32: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1,
-             hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True),
+             hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True, hopper_dkdv_block_n=64),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
               hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=1,
               hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True,
