@@ -205,6 +205,7 @@ def _capture(monkeypatch, call):
     def fake_launcher(kernel):
         return lambda grid, args, constexprs, **kw: seen.append((kernel, grid, args, constexprs, kw))
     monkeypatch.setattr(hopper, "_launcher", fake_launcher)
+    monkeypatch.setattr(hopper, "_sm_count", lambda index: 132)   # the persistent grids' size, no GPU here
     call()
     ((kernel, grid, args, constexprs, kw),) = seen
     return kernel, grid, args, constexprs, kw
