@@ -1,6 +1,6 @@
 """The Hopper forward kernel, in Gluon (Triton's explicit dialect: wgmma, TMA and mbarriers by hand):
 one warpgroup per program. Its warp-specialized sibling (``hopper_fwd_ws_kernel``), faster on
-the H200 and the one the table ships, shares ``_softmax_step``; this one stays selectable
+the H200 and the one the table ships, shares ``_fwd_steps`` (the step loop) with it; this one stays selectable
 (``hopper_ws_min_seqlen_k = 0``).
 
 Imported only by ``hopper`` on an sm_90 GPU whose Triton has this Gluon API (3.6); the
@@ -80,6 +80,99 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
     alpha = gl.exp2(m_i - m_use)
     l_i = l_i * alpha + gl.sum(p, 1)
     return p, alpha, m_new, l_i
+
+
+@gluon.jit
+def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, refill, step0, n_steps, j_lo, n_full,
+               full_lo, offs_m, seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, slope2,
+               CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr,
+               HAS_ALIBI: gl.constexpr, WS: gl.constexpr, NUM_WARPS: gl.constexpr, s_layout: gl.constexpr,
+               o_layout: gl.constexpr):
+    """The key steps of one query tile (the rows of ``q``, in registers): step t holds key block
+    ``j_lo + t`` in ring slot ``(step0 + t) % NUM_STAGES`` (``step0``: the steps the rings ran
+    before this tile). S(t) = Q K(t)^T and P(t-1) V(t-1) are issued together, and the softmax of
+    S(t) runs while P(t-1) V(t-1) is on the tensor cores. Returns the unnormalized output and
+    the rows' max and sum (base 2).
+
+    One-warpgroup kernel (``WS`` off): the program refills each slot itself once every warp has
+    read it (``refill`` = the K and V descriptors, the first key row, the column), ``k_ready`` /
+    ``v_ready`` being the rings' only barriers. ``WS``: a consumer warpgroup, which releases each
+    slot on ``k_empty`` / ``v_empty`` for the producer warp, and Q's on ``q_empty`` once the first
+    matmul has read it."""
+    dtype: gl.constexpr = k_smem.dtype
+    NUM_STAGES: gl.constexpr = k_smem.shape[0]
+    BLOCK_N: gl.constexpr = k_smem.shape[1]
+    HEAD_DIM: gl.constexpr = k_smem.shape[2]
+    ROWS: gl.constexpr = q.shape[0]
+    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    k_desc, v_desc, row_k, kv_col = refill
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([ROWS], gl.float32, layout=gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+    # the scores' matmul input (ignored: use_acc=False): the last step's scores in a consumer
+    # warpgroup, one zero tile in the one-warpgroup kernel, as each was built and measured
+    # (v6, v7); with them this shared loop compiles to the two loops' PTX it replaced
+    zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
+    s = zero_s
+
+    # step 0 on its own: its P starts the pipeline
+    slot = step0 % NUM_STAGES
+    mbarrier.wait(k_ready.index(slot), (step0 // NUM_STAGES) & 1)
+    s = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s,))
+    if WS:
+        mbarrier.arrive(k_empty.index(slot), count=1)
+        # the matmul has read Q from every warp's registers (a warpgroup's wgmma starts once all
+        # four warps have issued it): the slot may take the next tile's Q
+        mbarrier.arrive(q_empty, count=1)
+    p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift,
+                                       window_left, qk_scale, softcap_scale, slope2, CAUSAL, HAS_WINDOW,
+                                       MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
+    p_prev = gl.convert_layout(p.to(dtype), p_op)
+    if not WS:
+        if NUM_WARPS > 4:  # every warpgroup is done reading K(0) before TMA refills its slot
+            gl.thread_barrier()
+        _load_tile(k_desc, k_smem, k_ready, NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
+    for t in range(1, n_steps):
+        k_step = step0 + t
+        k_slot = k_step % NUM_STAGES
+        mbarrier.wait(k_ready.index(k_slot), (k_step // NUM_STAGES) & 1)
+        if WS:
+            s = warpgroup_mma(q, k_smem.index(k_slot).permute((1, 0)), s, use_acc=False, is_async=True)
+        else:
+            s = warpgroup_mma(q, k_smem.index(k_slot).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        v_slot = (k_step - 1) % NUM_STAGES
+        mbarrier.wait(v_ready.index(v_slot), ((k_step - 1) // NUM_STAGES) & 1)
+        acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
+        s = warpgroup_mma_wait(1, deps=(s,))      # groups retire in order: S(t) is done, P V may run on
+        if WS:
+            mbarrier.arrive(k_empty.index(k_slot), count=1)       # this warpgroup is done with K(t)
+        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
+                                           causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
+                                           HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
+        if WS:
+            acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
+            mbarrier.arrive(v_empty.index(v_slot), count=1)       # and with V(t-1)
+        else:
+            acc = warpgroup_mma_wait(0, deps=(acc,))
+            if NUM_WARPS > 4:  # every warpgroup is done reading both slots before TMA refills them
+                gl.thread_barrier()
+            _load_tile(k_desc, k_smem, k_ready, t + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
+            _load_tile(v_desc, v_smem, v_ready, t - 1 + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
+        p_prev = gl.convert_layout(p.to(dtype), p_op)
+    last = step0 + n_steps - 1
+    v_slot = last % NUM_STAGES
+    mbarrier.wait(v_ready.index(v_slot), (last // NUM_STAGES) & 1)
+    acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
+    if WS:
+        acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
+        mbarrier.arrive(v_empty.index(v_slot), count=1)
+    else:
+        acc = warpgroup_mma_wait(0, deps=(acc,))
+    return acc, m_i, l_i
 
 
 @gluon.jit
@@ -195,9 +288,7 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     q_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
-    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
 
     q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
@@ -232,46 +323,10 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
     q = q_smem.load(q_op)                         # Q stays in registers: S = Q K^T reads only K from shared
 
     offs_m = m0 + gl.arange(0, BLOCK_M, layout=rows_s)
-    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
-    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=rows_s)
-    l_i = gl.zeros([BLOCK_M], gl.float32, layout=rows_s)
-    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
-
-    # step 0 on its own: its P starts the pipeline
-    mbarrier.wait(k_bar.index(0), 0)
-    s = warpgroup_mma(q, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(0, deps=(s,))
-    p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift,
-                                       window_left, qk_scale, softcap_scale, slope2, CAUSAL, HAS_WINDOW,
-                                       MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
-    p_prev = gl.convert_layout(p.to(dtype), p_op)
-    if num_warps > 4:  # every warpgroup is done reading K(0) before TMA refills its slot
-        gl.thread_barrier()
-    _load_tile(k_desc, k_smem, k_bar, NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
-    for t in range(1, n_steps):
-        k_slot = t % NUM_STAGES
-        mbarrier.wait(k_bar.index(k_slot), (t // NUM_STAGES) & 1)
-        s = warpgroup_mma(q, k_smem.index(k_slot).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        v_slot = (t - 1) % NUM_STAGES
-        mbarrier.wait(v_bar.index(v_slot), ((t - 1) // NUM_STAGES) & 1)
-        acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
-        s = warpgroup_mma_wait(1, deps=(s,))       # groups retire in order: S(t) is done, P V may run on
-        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
-                                           causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
-                                           HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
-        acc = warpgroup_mma_wait(0, deps=(acc,))
-        if num_warps > 4:  # every warpgroup is done reading both slots before TMA refills them
-            gl.thread_barrier()
-        _load_tile(k_desc, k_smem, k_bar, t + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
-        _load_tile(v_desc, v_smem, v_bar, t - 1 + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
-        p_prev = gl.convert_layout(p.to(dtype), p_op)
-    last = n_steps - 1
-    v_slot = last % NUM_STAGES
-    mbarrier.wait(v_bar.index(v_slot), (last // NUM_STAGES) & 1)
-    acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
-    acc = warpgroup_mma_wait(0, deps=(acc,))
+    acc, m_i, l_i = _fwd_steps(q, k_smem, v_smem, k_bar, v_bar, k_bar, v_bar, q_bar, (k_desc, v_desc, row_k, kv_col),
+                               0, n_steps, j_lo, n_full, full_lo, offs_m, seqlen_k, causal_shift, window_left,
+                               qk_scale, softcap_scale, slope2, CAUSAL, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP,
+                               HAS_ALIBI, False, num_warps, s_layout, o_layout)
 
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(NUM_STAGES):

@@ -1,7 +1,7 @@
 """The Hopper forward kernel with warp specialization, in Gluon: the shipped one at head dims 64
 and 128 (``hopper.attn_fwd`` picks it from ``hopper_ws_min_seqlen_k``; the one-warpgroup kernel
 in ``hopper_fwd_kernel`` stays selectable). Same arguments, flags and results as that kernel,
-whose softmax step it shares; measured in docs/performance.md, "v7".
+whose step loop (``_fwd_steps``, ``WS`` on) it shares; measured in docs/performance.md, "v7".
 
 What the Triton forward cannot do (its PTX: ``wgmma.wait_group 0`` after each dot) is run the
 softmax while a matmul is on the tensor cores. This kernel does, as FlashAttention-3 does, in two
@@ -33,10 +33,9 @@ and K/V while the consumers finish the current tile and store its output.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
-                                                              warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
-from .hopper_fwd_kernel import _alibi_slope2, _key_blocks, _program, _softmax_step, _store_out_lse
+from .hopper_fwd_kernel import _alibi_slope2, _fwd_steps, _key_blocks, _program, _store_out_lse
 
 ROWS: gl.constexpr = gl.constexpr(64)   # query rows per consumer warpgroup
 # registers per thread at launch: 12 warps (two consumer warpgroups, the producer warp rounded
@@ -147,8 +146,6 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.conste
     epilogue (out, lse) of its rows."""
     (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
      geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os) = args
-    dtype: gl.constexpr = q_desc.dtype
-    NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
     BLOCK_N: gl.constexpr = k_smem.type.shape[1]
     HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
     BLOCK_M: gl.constexpr = 2 * ROWS
@@ -158,9 +155,7 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.conste
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     q_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
-    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-    rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     step0 = 0
     n_done = 0
     # this program's tiles: work units program_id, + num_programs, ... below n_tiles, each one
@@ -186,48 +181,10 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.conste
             mbarrier.wait(q_bar.index(WG), n_done & 1)
             q = q_smem.index(WG).load(q_op)       # Q stays in registers: S = Q K^T reads only K from shared
             offs_m = start + gl.arange(0, ROWS, layout=rows_s)
-            offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-            m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=rows_s)
-            l_i = gl.zeros([ROWS], gl.float32, layout=rows_s)
-            acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
-            s = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
-
-            # step 0 on its own: its P starts the pipeline
-            slot = step0 % NUM_STAGES
-            mbarrier.wait(k_ready.index(slot), (step0 // NUM_STAGES) & 1)
-            s = warpgroup_mma(q, k_smem.index(slot).permute((1, 0)), s, use_acc=False, is_async=True)
-            s = warpgroup_mma_wait(0, deps=(s,))
-            mbarrier.arrive(k_empty.index(slot), count=1)
-            # the matmul has read Q from every warp's registers (a warpgroup's wgmma starts once all
-            # four warps have issued it): the slot may take the next tile's Q
-            mbarrier.arrive(q_empty.index(WG), count=1)
-            p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k,
-                                               causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
-                                               HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
-            p_prev = gl.convert_layout(p.to(dtype), p_op)
-            for t in range(1, n_steps):
-                k_step = step0 + t
-                k_slot = k_step % NUM_STAGES
-                mbarrier.wait(k_ready.index(k_slot), (k_step // NUM_STAGES) & 1)
-                s = warpgroup_mma(q, k_smem.index(k_slot).permute((1, 0)), s, use_acc=False, is_async=True)
-                v_slot = (k_step - 1) % NUM_STAGES
-                mbarrier.wait(v_ready.index(v_slot), ((k_step - 1) // NUM_STAGES) & 1)
-                acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
-                s = warpgroup_mma_wait(1, deps=(s,))      # groups retire in order: S(t) is done, P V may run on
-                mbarrier.arrive(k_empty.index(k_slot), count=1)       # this warpgroup is done with K(t)
-                p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
-                                                   causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
-                                                   HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
-                acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
-                mbarrier.arrive(v_empty.index(v_slot), count=1)       # and with V(t-1)
-                acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
-                p_prev = gl.convert_layout(p.to(dtype), p_op)
-            last = step0 + n_steps - 1
-            v_slot = last % NUM_STAGES
-            mbarrier.wait(v_ready.index(v_slot), (last // NUM_STAGES) & 1)
-            acc = warpgroup_mma(p_prev, v_smem.index(v_slot), acc, is_async=True)
-            acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
-            mbarrier.arrive(v_empty.index(v_slot), count=1)
+            acc, m_i, l_i = _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty.index(WG),
+                                       (k_desc, v_desc, row_k, kv_col), step0, n_steps, j_lo, n_full, full_lo, offs_m,
+                                       seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
+                                       HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, True, 4, s_layout, o_layout)
 
             _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q,
                            MAY_BE_EMPTY, o_layout)
