@@ -516,6 +516,25 @@ def test_gpu_softcap_alibi_window_against_float64(d, causal, fwd, monkeypatch):
     compare_with_reference(fn, q, k, v, causal=causal, **kw)
 
 
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("fwd", list(FWD_KERNELS))
+def test_gpu_softcap_saturates(fwd, monkeypatch):
+    """Softcap where tanh saturates: scores of +-40 against a cap of 0.5 (tanh's argument up to
+    ~80, e^{2x} past fp32's range), both signs, on the Gluon forwards; out and lse against
+    float64, gradients through the Triton backward."""
+    import pyflashattn as pfa
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", overrides(FWD_KERNELS[fwd]))
+    q, k, v = qkv(2, 300, 500, 4, 2, 128, torch.bfloat16, "cuda")
+    q = (q * 8).requires_grad_()
+    k, v = k.requires_grad_(), v.requires_grad_()
+    assert hopper.usable(q, k, v, params(q, k, softcap=0.5), cfg(override=overrides(FWD_KERNELS[fwd])))
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, softcap=0.5, return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, softcap=0.5)
+
+
 def test_fused_dq_launches_zero_and_scale_its_buffer():
     """The fused backward's Triton launches (on the GPU, or the interpreter on a CPU): the
     preprocess zeroes the fp32 dQ buffer (poisoned first) beside delta, and the last launch
