@@ -277,6 +277,60 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert seen.get("maxnreg") == (hopper._kernel_modules()[3].MAXNREG if ws else None)
 
 
+DQ_ON = {"hopper_dq_block_n": 64}   # the Gluon dQ kernel (experiment, off in the table)
+
+
+def test_dq_launch_binds_every_argument_by_name(monkeypatch):
+    """The Gluon dQ launch: a program of 64 query rows per (query block, batch x head), K/V in
+    64-key tiles, Q and dO in 64-row ones, dq's row stride; and when it is chosen."""
+    seen = _record(monkeypatch, 4, "dq_hopper_kernel")
+    c = cfg(override=json.dumps(DQ_ON))
+    q, k, v = qkv(b=2, sq=300, sk=500, h=4, hk=2)
+    dout, lse, delta, dq = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300), torch.empty_like(q)
+    p = params(q, k, causal=True)
+    assert hopper.dq_usable(q, k, v, dout, dq, p, c, device_ok=True)
+    launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta, dq, p, c)
+    launcher(grid, args, constexprs, num_warps=num_warps, **options)
+    assert seen["grid"] == ((300 + 63) // 64 * 2 * 4,)
+    for name, t, rows in (("q_desc", q, 64), ("k_desc", k, 64), ("v_desc", v, 64), ("do_desc", dout, 64)):
+        _check_descriptor(seen[name], t, rows)
+    assert seen["LSE"] is lse and seen["DELTA"] is delta and seen["DQ"] is dq
+    assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
+    assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dqs"]) == (p.qk_scale, p.softmax_scale, dq.stride(1))
+    assert seen["CAUSAL"] is True and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, 64, 128)
+    assert seen["NUM_STAGES"] == c.hopper_dq_stages and seen["num_warps"] == 4
+    # not chosen: off in the table, added into the buffer, a buffer of another dtype or layout,
+    # or what the Gluon dK/dV kernel would not take either (here: softcap)
+    assert not hopper.dq_usable(q, k, v, dout, dq, p, cfg(), device_ok=True)
+    assert not hopper.dq_usable(q, k, v, dout, dq, p, c, accumulate=True, device_ok=True)
+    assert not hopper.dq_usable(q, k, v, dout, dq.float(), p, c, device_ok=True)
+    assert not hopper.dq_usable(q, k, v, dout, dq.transpose(1, 2).contiguous().transpose(1, 2), p, c, device_ok=True)
+    assert not hopper.dq_usable(q, k, v, dout, dq, params(q, k, softcap=5.0), c, device_ok=True)
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("shape", [(2, 17, 17, 2, 2, 128), (2, 1000, 1000, 4, 4, 64), (1, 1023, 4097, 8, 2, 128),
+                                   (1, 77, 300, 4, 1, 128), (3, 640, 640, 2, 2, 64)],
+                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("stages", [2, 3])
+def test_gpu_gluon_dq_against_float64(shape, causal, dtype, stages, monkeypatch):
+    """The Gluon dQ kernel (experiment) against float64, with the table's forward and dK/dV."""
+    import pyflashattn as pfa
+    override = json.dumps({**DQ_ON, "hopper_dq_stages": stages})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
+    b, sq, sk, h, hk, d = shape
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
+    dq = torch.empty_like(q)
+    assert hopper.dq_usable(q, k, v, torch.randn_like(q), dq, params(q, k, causal=causal), cfg(d, dtype, override))
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal)
+
+
 def test_dkdv_launch_with_fused_dq(monkeypatch):
     """With a dQ buffer: the warp-specialized kernel whatever the table says, ``FUSED_DQ`` on,
     and the buffer as a descriptor of ``(b * sq, h * d)`` fp32 in blocks of 64 rows x d/2."""
@@ -330,6 +384,7 @@ def test_dkdv_ws_chosen_by_the_table():
 
 AOT = """
 import json, torch
+from dataclasses import replace
 from pyflashattn.configs import _config
 from pyflashattn.kernels import hopper
 cfg = {d: _config(d, d, torch.bfloat16, False, '{"hopper_dkdv_block_n": 64}') for d in (64, 128)}
@@ -339,6 +394,9 @@ res = [dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torc
 res += [dict(kind="dkdv_ws", d=128, causal=causal, fused_dq=True,
              **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, causal, "dkdv_ws", fused_dq=True))
         for causal in (False, True)]
+res += [dict(kind="dq", d=d, causal=causal,
+             **hopper.compile_sm90(replace(cfg[d], hopper_dq_block_n=64), d, torch.bfloat16, causal, "dq"))
+        for d in (64, 128) for causal in (False, True)]
 res += [dict(kind="fwd_ws", d=d, causal=True, paired=True,
              **hopper.compile_sm90(cfg[d], d, torch.bfloat16, True, "fwd_ws", paired=True)) for d in (64, 128)]
 res += [dict(kind=kind, d=128, causal=True, features=True,
@@ -356,8 +414,8 @@ def test_compiles_for_sm90_without_spills():
     under ``TRITON_INTERPRET=1`` (this suite on a CPU) Triton cannot compile."""
     results = compiled_json(AOT, timeout=600)
     # both forwards (d 64 and 128 / 128), both dK/dV at 128 and the fused one, causal or not; the
-    # persistent causal pairs; features
-    assert len(results) == 20, results
+    # persistent causal pairs; the Gluon dQ (experiment); features
+    assert len(results) == 24, results
     for res in results:
         # a little stack, no spills: the dK/dV kernel holds two 64 x 128 fp32 accumulators, two
         # score tiles and the operands of the dots in flight (8-48 B at d=128, and it beat the
@@ -367,7 +425,7 @@ def test_compiles_for_sm90_without_spills():
         # the warp-specialized dK/dV: 56 B without causal, 104 B with it (not shipped), under 240 registers
         # the fused dK/dV/dQ: 224 B without causal (shipped: +7 % on the backward at 16k), 360 B with
         # (not shipped; 328 B with 3 Q/dO stages, v12's 2 stages being the faster without causal)
-        limit = {"fwd": 0, "fwd_ws": 192 if res.get("features") else 64, "dkdv": 64,
+        limit = {"fwd": 0, "fwd_ws": 192 if res.get("features") else 64, "dkdv": 64, "dq": 0,
                  "dkdv_ws": 368 if res.get("fused_dq") else 128}[res["kind"]]
         assert res["local"] == 0 and res["stack"] <= limit, res
         assert res["shared"] <= 227 * 1024, res

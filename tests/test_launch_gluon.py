@@ -189,7 +189,8 @@ def test_gluon_kernels_fit_the_launcher():
     """The Gluon kernels are JITFunctions with constexprs last, ``num_warps`` among them."""
     mods = hopper._kernel_modules()
     assert mods is not None
-    for fn in (mods[0].attn_fwd_hopper_kernel, mods[1].dkdv_hopper_kernel, mods[2].attn_fwd_ws_kernel):
+    for fn in (mods[0].attn_fwd_hopper_kernel, mods[1].dkdv_hopper_kernel, mods[2].attn_fwd_ws_kernel,
+               mods[4].dq_hopper_kernel):
         assert isinstance(fn, GluonJITFunction) and isinstance(fn, JITFunction) and fn.is_gluon()
         launcher = Launcher(fn)
         names = [p.name for p in fn.params if p.is_constexpr]
@@ -213,7 +214,7 @@ def _capture(monkeypatch, call):
 
 def _hopper_calls():
     """(name, thunk) for each Gluon launch site: the forward (one warpgroup; warp-specialized,
-    dense and varlen with features) and dK/dV, on CPU tensors (nothing runs)."""
+    dense and varlen with features), dK/dV and dQ, on CPU tensors (nothing runs)."""
     def fwd(kernel_override, varlen=False):
         def call():
             cfg = _config(128, 128, torch.bfloat16, False, json.dumps(
@@ -235,8 +236,17 @@ def _hopper_calls():
         dout, lse, delta = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300)
         hopper.attn_dkdv(q, k, v, dout, lse, delta, torch.empty_like(k), torch.empty_like(v), p, cfg)
 
+    def dq():  # the Gluon dQ kernel (experiment)
+        cfg = _config(128, 128, torch.bfloat16, False, json.dumps({"hopper_dq_block_n": 64}))
+        q, k, v = (torch.randn(2, s, h, 128, dtype=torch.bfloat16) for s, h in ((300, 4), (500, 2), (500, 2)))
+        p = _params(q, k, 128 ** -0.5, -1, 0, 0.0, None, None, None, None, None, None)
+        dout, lse, delta = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300)
+        launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta,
+                                                                                    torch.empty_like(q), p, cfg)
+        launcher(grid, args, constexprs, num_warps=num_warps, **options)
+
     return [("fwd1wg", fwd(0)), ("fwdws", fwd(1)), ("fwdws_varlen", fwd(1, varlen=True)),
-            ("fwd1wg_varlen", fwd(0, varlen=True)), ("dkdv", dkdv)]
+            ("fwd1wg_varlen", fwd(0, varlen=True)), ("dkdv", dkdv), ("dq", dq)]
 
 
 @pytest.mark.parametrize("name,call", _hopper_calls(), ids=[n for n, _ in _hopper_calls()])

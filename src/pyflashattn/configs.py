@@ -95,6 +95,11 @@ class KernelConfig:
     # backward 5-9 % faster than with 3 at 1k-16k, and forward+backward 5-8 % faster than the
     # non-fused kernels at 2k-16k, 3 % slower at 1k (docs/logs/fused-dq-double-v12.log)
     hopper_fused_dq_min_seqlen_k: int = 0
+    # the Gluon dQ kernel (hopper_dq_kernel, experiment): key blocks of this many keys, 0: off
+    # (Triton's dQ kernel); programs of hopper_dq_block_m query rows, K/V rings of so many stages
+    hopper_dq_block_n: int = 0
+    hopper_dq_block_m: int = 64
+    hopper_dq_stages: int = 2
     # and with a causal mask (0: never; v10 measured it slower with 3 stages)
     hopper_fused_dq_min_seqlen_k_causal: int = 0
     hopper_fused_dq_stages: int = 2

@@ -497,7 +497,9 @@ def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accum
             dict(BLOCK_M=config.block_m_kv, BLOCK_N=config.block_n_kv, **shapes, **features, ACCUMULATE=accumulate),
             config.num_warps_kv, config.num_stages_kv, {},
         ))
-    if dq is not None:
+    if dq is not None and hopper.dq_usable(q, k, v, dout, dq, p, config, accumulate):
+        launches.append(hopper.dq_launch(q, k, v, dout, lse, delta, dq, p, config))
+    elif dq is not None:
         launches.append((
             _launch_dq, (num_m * p.batch * nheads,),
             (q4, k4, v4, do4, lse, delta, dq4, *sequences, *p.sparse_args(lse),

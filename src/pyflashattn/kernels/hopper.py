@@ -8,6 +8,7 @@ the plain-Triton kernels in charge.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -22,13 +23,13 @@ _INT32_ROWS = 2 ** 31  # TMA coordinates are int32: batch * seqlen rows must fit
 @functools.cache
 def _kernel_modules():
     """The Gluon kernel modules ``(forward, dK/dV, warp-specialized forward, warp-specialized
-    dK/dV)``, or None where this Triton cannot build them."""
+    dK/dV, dQ)``, or None where this Triton cannot build them."""
     try:
-        from . import hopper_bwd_kernel, hopper_bwd_ws_kernel, hopper_fwd_kernel, hopper_fwd_ws_kernel
+        from . import hopper_bwd_kernel, hopper_bwd_ws_kernel, hopper_dq_kernel, hopper_fwd_kernel, hopper_fwd_ws_kernel
         from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: F401
     except Exception:  # noqa: BLE001 - any Triton without this Gluon API falls back
         return None
-    return hopper_fwd_kernel, hopper_bwd_kernel, hopper_fwd_ws_kernel, hopper_bwd_ws_kernel
+    return hopper_fwd_kernel, hopper_bwd_kernel, hopper_fwd_ws_kernel, hopper_bwd_ws_kernel, hopper_dq_kernel
 
 
 @functools.cache
@@ -135,7 +136,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     """q ``(b, sq, h, d)``, k/v ``(b, sk, hk, d)`` -> out ``(b, sq, h, d)``, lse ``(b, h, sq)``; varlen:
     q ``(total_q, h, d)``, k/v ``(total_k, hk, d)`` -> out ``(total_q, h, d)``, lse ``(h, total_q)``
     (``usable`` holds)."""
-    fwd_mod, _, ws_mod, _ = _kernel_modules()
+    fwd_mod, _, ws_mod, _, _ = _kernel_modules()
     h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
     sq, sk = p.max_seqlen_q, p.max_seqlen_k
     ws = warp_specialized(p, config)
@@ -219,7 +220,7 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
     num_stages, options), for ``bwd.attn_bwd`` and its plans (``bwd.plan_bwd``). With ``dq_acc``
     (fp32, q's shape, contiguous, zeroed) the warp-specialized kernel also adds dQ / softmax_scale
     into it (``fused_dq``)."""
-    _, one_mod, _, ws_mod = _kernel_modules()
+    _, one_mod, _, ws_mod, _ = _kernel_modules()
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
     bm = config.hopper_dkdv_block_m
@@ -243,12 +244,38 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
             None, options)
 
 
+def dq_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, dq: torch.Tensor, p,
+              config: KernelConfig, accumulate: bool = False, device_ok: Optional[bool] = None) -> bool:
+    """Whether the Gluon dQ kernel (``hopper_dq_kernel``, experiment: ``hopper_dq_block_n``)
+    computes this backward's dQ: what the Gluon dK/dV kernel takes (``usable`` with ``dout``),
+    and dQ written, not added, into a contiguous buffer of q's dtype."""
+    if not config.hopper_dq_block_n or accumulate or not (dq.is_contiguous() and dq.dtype == q.dtype):
+        return False
+    return usable(q, k, v, p, replace(config, hopper_dkdv_block_n=config.hopper_dq_block_n), device_ok, dout)
+
+
+def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
+              delta: torch.Tensor, dq: torch.Tensor, p, config: KernelConfig) -> tuple:
+    """The Gluon dQ kernel's launch, not yet made, as ``dkdv_launch``'s: one program of
+    ``hopper_dq_block_m`` query rows per (query block, batch x head)."""
+    dq_mod = _kernel_modules()[4]
+    b, sq, h, d = q.shape
+    sk, hk = k.shape[1], k.shape[2]
+    bm, bn = config.hopper_dq_block_m, config.hopper_dq_block_n
+    grid = ((sq + bm - 1) // bm * b * h,)
+    return (_launcher(dq_mod.dq_hopper_kernel), grid,
+            (_descriptor(q, bm), _descriptor(k, bn), _descriptor(v, bn), _descriptor(dout, bm),
+             lse, delta, dq, sq, sk, h, h // hk, p.qk_scale, p.softmax_scale, dq.stride(1)),
+            dict(CAUSAL=p.window_right < sq, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
+            4, None, {})
+
+
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
                  dump: bool = False, varlen: bool = False, window: bool = False, softcap: bool = False,
                  alibi: bool = False, fused_dq: bool = False, paired: bool = False) -> dict:
     """Build the forward (``kind="fwd"``; ``"fwd_ws"`` the warp-specialized one; optionally their
-    feature variants) or dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
-    with ``fused_dq``; ``paired``: the warp-specialized forward's causal pairs) kernel for sm_90 here, no GPU needed (Triton's
+    feature variants), dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
+    with ``fused_dq``) or dQ (``"dq"``, experiment) kernel; ``paired: the warp-specialized forward's causal pairs) kernel for sm_90 here, no GPU needed (Triton's
     bundled ptxas): its shared memory, registers and spills (``kernels.aot.resource_usage``) and
     its wgmmas and full waits for them (``kernels.aot.wgmma_waits``); with ``dump``, its TTGIR and
     PTX too."""
@@ -258,7 +285,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
     from triton.runtime.jit import mangle_type
 
     from .aot import resource_usage, wgmma_waits
-    fwd_mod, bwd_mod, ws_mod, bwd_ws_mod = _kernel_modules()
+    fwd_mod, bwd_mod, ws_mod, bwd_ws_mod, dq_mod = _kernel_modules()
     t = torch.empty(2, 256, 4, head_dim, dtype=dtype)
     ptr = "*bf16" if dtype == torch.bfloat16 else "*fp16"
     options = {}
@@ -282,6 +309,10 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
             kernel, bn, kv_rows = bwd_ws_mod.dkdv_hopper_ws_kernel, 128, 64
             stages = _dkdv_ws_stages(config, fused_dq)
             options, flags = dict(maxnreg=bwd_ws_mod.MAXNREG), dict(FUSED_DQ=fused_dq)
+        elif kind == "dq":
+            kernel, bm, bn, stages = dq_mod.dq_hopper_kernel, config.hopper_dq_block_m, config.hopper_dq_block_n, \
+                config.hopper_dq_stages
+            kv_rows = bn
         else:
             kernel, bn, stages = bwd_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_n, config.hopper_dkdv_stages
             kv_rows = bn
@@ -290,7 +321,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         if fused_dq:
             descs["dq_desc"] = _descriptor(t.float(), bm, head_dim // 2)
         floats = {"qk_scale", "softmax_scale"}
-        ptrs = {"DK": ptr, "DV": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr}
+        ptrs = {"DK": ptr, "DV": ptr, "DQ": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr}
     consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,
                   **flags)
     names = list(kernel.arg_names)

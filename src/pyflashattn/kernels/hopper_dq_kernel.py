@@ -1,0 +1,134 @@
+"""The backward's dQ kernel for Hopper, in Gluon (experiment): one warpgroup per program of
+``BLOCK_M`` query rows of one (batch, head), K and V streamed through TMA rings, Q and dO read by
+the wgmmas straight from shared memory (no registers held for them), the dots kept in flight
+around the elementwise work as the dK/dV kernel does:
+
+    step t (key block j_lo + t):
+      issue S = Q K(t)^T, issue dP = dO V(t)^T          (both operands in shared memory)
+      wait for dQ(t-1) and S                            -> refill K's slot t-1
+      P = exp2(S * scale - lse), masked on the diagonal (dP still on the tensor cores)
+      wait for dP                                       -> refill V's slot t
+      dS = P (dP - delta); issue dQ += dS K(t)          (dS from registers; runs under step t+1's issue)
+
+It replaces the Triton dQ kernel (``bwd._bwd_dq_kernel``) where ``hopper.dq_usable`` says so:
+dense 16-bit inputs, head dim 64 or 128, full or causal attention with ``seqlen_q <=
+seqlen_k``, dQ written (not added) into a contiguous buffer. Why: the Triton dQ kernel waits
+for each of its three matmuls before the next (``wgmma.wait_group 0``), as the Triton dK/dV did
+before its Gluon successor gained 6-13 % (v7 in docs/performance.md). The table ships it off
+(``hopper_dq_block_n = 0``) until a GPU measures it.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                              warpgroup_mma_init, warpgroup_mma_wait)
+
+from .hopper_fwd_kernel import _key_blocks, _load_tile, _program
+
+LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
+
+
+@gluon.jit
+def _dq_probs(s, lse2, block, n_full, offs_m, offs_n, seqlen_k, causal_shift, qk_scale, CAUSAL: gl.constexpr,
+              BLOCK_N: gl.constexpr):
+    """P = exp2(S * scale - lse) of key block ``block``, 0 where it is masked (from ``n_full``
+    on): past the sequence's keys, which the 2-D descriptor reads from the next sequence, or
+    above the causal diagonal."""
+    p = gl.exp2(s * qk_scale - gl.expand_dims(lse2, 1))
+    if block >= n_full:
+        cols = gl.expand_dims(block * BLOCK_N + offs_n, 0)
+        valid = cols < seqlen_k
+        if CAUSAL:
+            valid = valid & (cols <= gl.expand_dims(offs_m, 1) + causal_shift)
+        p = gl.where(valid, p, 0.0)
+    return p
+
+
+@gluon.jit
+def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_q, seqlen_k, nheads, group,
+                     qk_scale, softmax_scale, stride_dqs,
+                     CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                     NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+    """One program per (query block, batch x head), query blocks fastest and each head's last
+    (longest under causal) first, as the forward (``_program``). q, dout, dq ``(b, sq, h, d)``
+    and k, v ``(b, sk, hk, d)`` seen as 2-D ``(b * s, h * d)``; lse and delta ``(b, h, sq)``."""
+    gl.static_assert(NUM_STAGES >= 2)
+    dtype: gl.constexpr = q_desc.dtype
+    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(gl.program_id(0), LSE, LSE, seqlen_q,
+                                                                          seqlen_k, nheads, 0, False, BLOCK_M)
+    q_col = h * HEAD_DIM
+    kv_col = (h // group) * HEAD_DIM
+    causal_shift = seqlen_k - seqlen_q           # bottom-right aligned: row i sees keys <= i + shift
+
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                        instr_shape=[16, HEAD_DIM, 16])
+    ds_op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=dq_layout, k_width=2)
+    rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], q_desc.layout)
+    do_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], do_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_bar = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_bar = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(k_bar.index(i), count=1)
+        mbarrier.init(v_bar.index(i), count=1)
+    fence_async_shared()
+
+    m0 = start_m * BLOCK_M
+    j_lo, n_blocks, n_full, _ = _key_blocks(m0, m0 + BLOCK_M, seqlen_k, causal_shift, 0, CAUSAL, False, BLOCK_N)
+    n_steps = n_blocks - j_lo
+    row_k = row0_k + j_lo * BLOCK_N
+
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [row0_q + m0, q_col], q_bar, q_smem)
+    tma.async_copy_global_to_shared(do_desc, [row0_q + m0, q_col], q_bar, do_smem)
+    for i in gl.static_range(NUM_STAGES):
+        _load_tile(k_desc, k_smem, k_bar, i, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
+        _load_tile(v_desc, v_smem, v_bar, i, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
+
+    # lse and delta of the rows (rows past the end: P = 0)
+    offs_m = m0 + gl.arange(0, BLOCK_M, layout=rows_s)
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    lse2 = gl.load(LSE + lse_base + offs_m, mask=offs_m < seqlen_q, other=float("inf")) * LOG2E
+    delta = gl.load(DELTA + lse_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
+    dq = warpgroup_mma_init(gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=dq_layout))
+    # the last step's dS stays live until its wgmma retires (the deps below); the score and dP
+    # accumulators of the last step are the (ignored, use_acc=False) inputs of this step's
+    ds_op = gl.zeros([BLOCK_M, BLOCK_N], dtype, layout=ds_op_layout)
+    s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    dp = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    mbarrier.wait(q_bar, 0)
+    for t in range(n_steps):
+        slot = t % NUM_STAGES
+        phase = (t // NUM_STAGES) & 1
+        mbarrier.wait(k_bar.index(slot), phase)
+        s = warpgroup_mma(q_smem, k_smem.index(slot).permute((1, 0)), s, use_acc=False, is_async=True)
+        mbarrier.wait(v_bar.index(slot), phase)
+        dp = warpgroup_mma(do_smem, v_smem.index(slot).permute((1, 0)), dp, use_acc=False, is_async=True)
+        # groups retire in order: dQ(t-1), then S(t); dP(t) may run on
+        s, dq, ds_op = warpgroup_mma_wait(1, deps=(s, dq, ds_op))
+        if t >= 1:  # K(t-1) read by S(t-1) and dQ(t-1), both done: its slot takes block t-1+NUM_STAGES
+            _load_tile(k_desc, k_smem, k_bar, t - 1 + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
+        p = _dq_probs(s, lse2, j_lo + t, n_full, offs_m, offs_n, seqlen_k, causal_shift, qk_scale, CAUSAL, BLOCK_N)
+        dp = warpgroup_mma_wait(0, deps=(dp,))
+        # V(t) read by dP(t), done: its slot takes block t+NUM_STAGES
+        _load_tile(v_desc, v_smem, v_bar, t + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
+        ds = p * (dp - gl.expand_dims(delta, 1))   # dS, the gradient of the scaled scores
+        ds_op = gl.convert_layout(ds.to(dtype), ds_op_layout)
+        dq = warpgroup_mma(ds_op, k_smem.index(slot), dq, is_async=True)
+    dq, ds_op = warpgroup_mma_wait(0, deps=(dq, ds_op))
+
+    mbarrier.invalidate(q_bar)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.invalidate(k_bar.index(i))
+        mbarrier.invalidate(v_bar.index(i))
+
+    rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, dq_layout))
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, dq_layout))
+    off = gl.expand_dims((row0_q + rows).to(gl.int64) * stride_dqs, 1) + q_col + gl.expand_dims(cols, 0)
+    gl.store(DQ + off, (dq * softmax_scale).to(DQ.dtype.element_ty), mask=gl.expand_dims(rows < seqlen_q, 1))
