@@ -280,24 +280,28 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
 DQ_ON = {"hopper_dq_block_n": 64}   # the Gluon dQ kernel (experiment, off in the table)
 
 
-def test_dq_launch_binds_every_argument_by_name(monkeypatch):
-    """The Gluon dQ launch: a program of 64 query rows per (query block, batch x head), K/V in
-    64-key tiles, Q and dO in 64-row ones, dq's row stride; and when it is chosen."""
-    seen = _record(monkeypatch, 4, "dq_hopper_kernel")
-    c = cfg(override=json.dumps(DQ_ON))
+@pytest.mark.parametrize("ws", [False, True], ids=["1wg", "ws"])
+def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
+    """The Gluon dQ launch: a program of 64 query rows (128, two consumer warpgroups of 64, for
+    the warp-specialized kernel) per (query block, batch x head), K/V in 64-key tiles, Q and dO
+    in 64-row ones, dq's row stride; and when it is chosen."""
+    seen = _record(monkeypatch, 4, "dq_hopper_ws_kernel" if ws else "dq_hopper_kernel")
+    c = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws}))
     q, k, v = qkv(b=2, sq=300, sk=500, h=4, hk=2)
     dout, lse, delta, dq = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300), torch.empty_like(q)
     p = params(q, k, causal=True)
     assert hopper.dq_usable(q, k, v, dout, dq, p, c, device_ok=True)
     launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta, dq, p, c)
     launcher(grid, args, constexprs, num_warps=num_warps, **options)
-    assert seen["grid"] == ((300 + 63) // 64 * 2 * 4,)
+    bm = 128 if ws else 64
+    assert seen["grid"] == ((300 + bm - 1) // bm * 2 * 4,)
     for name, t, rows in (("q_desc", q, 64), ("k_desc", k, 64), ("v_desc", v, 64), ("do_desc", dout, 64)):
         _check_descriptor(seen[name], t, rows)
     assert seen["LSE"] is lse and seen["DELTA"] is delta and seen["DQ"] is dq
+    assert seen.get("maxnreg") == (hopper._kernel_modules()[4].MAXNREG if ws else None)
     assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
     assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dqs"]) == (p.qk_scale, p.softmax_scale, dq.stride(1))
-    assert seen["CAUSAL"] is True and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, 64, 128)
+    assert seen["CAUSAL"] is True and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (bm, 64, 128)
     assert seen["NUM_STAGES"] == c.hopper_dq_stages and seen["num_warps"] == 4
     # not chosen: off in the table, added into the buffer, a buffer of another dtype or layout,
     # or what the Gluon dK/dV kernel would not take either (here: softcap)
@@ -315,10 +319,11 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch):
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("stages", [2, 3])
-def test_gpu_gluon_dq_against_float64(shape, causal, dtype, stages, monkeypatch):
-    """The Gluon dQ kernel (experiment) against float64, with the table's forward and dK/dV."""
+@pytest.mark.parametrize("ws", [False, True], ids=["1wg", "ws"])
+def test_gpu_gluon_dq_against_float64(shape, causal, dtype, stages, ws, monkeypatch):
+    """The Gluon dQ kernels (experiment) against float64, with the table's forward and dK/dV."""
     import pyflashattn as pfa
-    override = json.dumps({**DQ_ON, "hopper_dq_stages": stages})
+    override = json.dumps({**DQ_ON, "hopper_dq_stages": stages, "hopper_dq_ws": ws})
     monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     b, sq, sk, h, hk, d = shape
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
@@ -394,9 +399,10 @@ res = [dict(kind=kind, d=d, causal=causal, **hopper.compile_sm90(cfg[d], d, torc
 res += [dict(kind="dkdv_ws", d=128, causal=causal, fused_dq=True,
              **hopper.compile_sm90(cfg[128], 128, torch.bfloat16, causal, "dkdv_ws", fused_dq=True))
         for causal in (False, True)]
-res += [dict(kind="dq", d=d, causal=causal,
-             **hopper.compile_sm90(replace(cfg[d], hopper_dq_block_n=64), d, torch.bfloat16, causal, "dq"))
-        for d in (64, 128) for causal in (False, True)]
+res += [dict(kind="dq", d=d, causal=causal, ws=ws,
+             **hopper.compile_sm90(replace(cfg[d], hopper_dq_block_n=64, hopper_dq_ws=ws), d, torch.bfloat16, causal,
+                                   "dq"))
+        for d in (64, 128) for causal in (False, True) for ws in (False, True)]
 res += [dict(kind="fwd_ws", d=d, causal=True, paired=True,
              **hopper.compile_sm90(cfg[d], d, torch.bfloat16, True, "fwd_ws", paired=True)) for d in (64, 128)]
 res += [dict(kind=kind, d=128, causal=True, features=True,
@@ -414,8 +420,8 @@ def test_compiles_for_sm90_without_spills():
     under ``TRITON_INTERPRET=1`` (this suite on a CPU) Triton cannot compile."""
     results = compiled_json(AOT, timeout=600)
     # both forwards (d 64 and 128 / 128), both dK/dV at 128 and the fused one, causal or not; the
-    # persistent causal pairs; the Gluon dQ (experiment); features
-    assert len(results) == 24, results
+    # persistent causal pairs; the Gluon dQ kernels (experiment); features
+    assert len(results) == 28, results
     for res in results:
         # a little stack, no spills: the dK/dV kernel holds two 64 x 128 fp32 accumulators, two
         # score tiles and the operands of the dots in flight (8-48 B at d=128, and it beat the

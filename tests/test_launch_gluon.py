@@ -190,7 +190,7 @@ def test_gluon_kernels_fit_the_launcher():
     mods = hopper._kernel_modules()
     assert mods is not None
     for fn in (mods[0].attn_fwd_hopper_kernel, mods[1].dkdv_hopper_kernel, mods[2].attn_fwd_ws_kernel,
-               mods[4].dq_hopper_kernel):
+               mods[4].dq_hopper_kernel, mods[4].dq_hopper_ws_kernel):
         assert isinstance(fn, GluonJITFunction) and isinstance(fn, JITFunction) and fn.is_gluon()
         launcher = Launcher(fn)
         names = [p.name for p in fn.params if p.is_constexpr]
@@ -236,17 +236,19 @@ def _hopper_calls():
         dout, lse, delta = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300)
         hopper.attn_dkdv(q, k, v, dout, lse, delta, torch.empty_like(k), torch.empty_like(v), p, cfg)
 
-    def dq():  # the Gluon dQ kernel (experiment)
-        cfg = _config(128, 128, torch.bfloat16, False, json.dumps({"hopper_dq_block_n": 64}))
-        q, k, v = (torch.randn(2, s, h, 128, dtype=torch.bfloat16) for s, h in ((300, 4), (500, 2), (500, 2)))
-        p = _params(q, k, 128 ** -0.5, -1, 0, 0.0, None, None, None, None, None, None)
-        dout, lse, delta = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300)
-        launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta,
-                                                                                    torch.empty_like(q), p, cfg)
-        launcher(grid, args, constexprs, num_warps=num_warps, **options)
+    def dq(ws):  # the Gluon dQ kernels (experiment)
+        def call():
+            cfg = _config(128, 128, torch.bfloat16, False, json.dumps({"hopper_dq_block_n": 64, "hopper_dq_ws": ws}))
+            q, k, v = (torch.randn(2, s, h, 128, dtype=torch.bfloat16) for s, h in ((300, 4), (500, 2), (500, 2)))
+            p = _params(q, k, 128 ** -0.5, -1, 0, 0.0, None, None, None, None, None, None)
+            dout, lse, delta = torch.randn_like(q), torch.randn(2, 4, 300), torch.randn(2, 4, 300)
+            launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta,
+                                                                                        torch.empty_like(q), p, cfg)
+            launcher(grid, args, constexprs, num_warps=num_warps, **options)
+        return call
 
     return [("fwd1wg", fwd(0)), ("fwdws", fwd(1)), ("fwdws_varlen", fwd(1, varlen=True)),
-            ("fwd1wg_varlen", fwd(0, varlen=True)), ("dkdv", dkdv), ("dq", dq)]
+            ("fwd1wg_varlen", fwd(0, varlen=True)), ("dkdv", dkdv), ("dq", dq(False)), ("dqws", dq(True))]
 
 
 @pytest.mark.parametrize("name,call", _hopper_calls(), ids=[n for n, _ in _hopper_calls()])
@@ -278,7 +280,7 @@ def test_hit_passes_what_triton_bound_on_the_miss(monkeypatch, fast, name, call)
     # warp-specialized forward) an option, in Triton's key and in ours
     assert bound[kernel.arg_names.index("num_warps")] == kw["num_warps"]
     assert "num_warps" not in miss["options"] and miss["kwargs"]["num_warps"] == kw["num_warps"]
-    assert ("maxnreg" in miss["options"]) == name.startswith("fwdws") == ("maxnreg" in kw)
+    assert ("maxnreg" in miss["options"]) == (name.startswith("fwdws") or name == "dqws") == ("maxnreg" in kw)
     assert "num_stages" not in miss["kwargs"]  # as before: Triton's default, not given
     assert launcher.cache_size() == 1
 

@@ -1,7 +1,8 @@
 # Branch experiment/gluon-dq: the backward's dQ by a Gluon kernel (hopper_dq_kernel) instead of
-# Triton's, where the dQ kernel runs (causal; d=64; d=128 under 2k keys; deterministic). Offline:
-# d=128 64 x 64 tiles 179 registers, no stack, 98 KB of shared memory (two programs per SM),
-# 2 full waits. One call (~7 min on a fresh machine): the float64 tests first (a kernel never run
+# Triton's, where the dQ kernel runs (causal; d=64; d=128 under 2k keys; deterministic): one
+# warpgroup per 64 rows, or warp-specialized (hopper_dq_ws: two consumers of 64 rows sharing the
+# K/V tiles a producer warp streams). Offline at d=128, 64-key tiles, 2 stages: 179 registers,
+# no stack, 98 KB, 2 full waits; warp-specialized 131 KB, 6 full waits for 40 HGMMAs. One call (~7 min on a fresh machine): the float64 tests first (a kernel never run
 # on a GPU), the backward plan with it on, then forward+backward with and without it in one
 # process (sweep-bwd), d 64 and 128, causal and not.
 #   bash scripts/experiments/gpu_v13_dq.sh      (logs under $OUT: copy to docs/logs/)

@@ -100,6 +100,8 @@ class KernelConfig:
     hopper_dq_block_n: int = 0
     hopper_dq_block_m: int = 64
     hopper_dq_stages: int = 2
+    # ... or its warp-specialized sibling: 128 query rows per program, two consumer warpgroups
+    hopper_dq_ws: bool = False
     # and with a causal mask (0: never; v10 measured it slower with 3 stages)
     hopper_fused_dq_min_seqlen_k_causal: int = 0
     hopper_fused_dq_stages: int = 2

@@ -261,13 +261,18 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
     dq_mod = _kernel_modules()[4]
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
-    bm, bn = config.hopper_dq_block_m, config.hopper_dq_block_n
+    bn = config.hopper_dq_block_n
+    if config.hopper_dq_ws:  # 128 rows per program: a 64-row Q/dO tile per consumer warpgroup
+        kernel, bm, q_rows, options = dq_mod.dq_hopper_ws_kernel, 128, 64, dict(maxnreg=dq_mod.MAXNREG)
+    else:
+        kernel, bm, options = dq_mod.dq_hopper_kernel, config.hopper_dq_block_m, {}
+        q_rows = bm
     grid = ((sq + bm - 1) // bm * b * h,)
-    return (_launcher(dq_mod.dq_hopper_kernel), grid,
-            (_descriptor(q, bm), _descriptor(k, bn), _descriptor(v, bn), _descriptor(dout, bm),
+    return (_launcher(kernel), grid,
+            (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), _descriptor(dout, q_rows),
              lse, delta, dq, sq, sk, h, h // hk, p.qk_scale, p.softmax_scale, dq.stride(1)),
             dict(CAUSAL=p.window_right < sq, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
-            4, None, {})
+            4, None, options)
 
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
@@ -313,11 +318,14 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
             kernel, bm, bn, stages = dq_mod.dq_hopper_kernel, config.hopper_dq_block_m, config.hopper_dq_block_n, \
                 config.hopper_dq_stages
             kv_rows = bn
+            if config.hopper_dq_ws:
+                kernel, bm, options = dq_mod.dq_hopper_ws_kernel, 128, dict(maxnreg=dq_mod.MAXNREG)
         else:
             kernel, bn, stages = bwd_mod.dkdv_hopper_kernel, config.hopper_dkdv_block_n, config.hopper_dkdv_stages
             kv_rows = bn
-        descs = dict(q_desc=_descriptor(t, bm), k_desc=_descriptor(t, kv_rows), v_desc=_descriptor(t, kv_rows),
-                     do_desc=_descriptor(t, bm))
+        q_rows = 64 if kind == "dq" and config.hopper_dq_ws else bm   # the warp-specialized dQ: 64 per consumer
+        descs = dict(q_desc=_descriptor(t, q_rows), k_desc=_descriptor(t, kv_rows), v_desc=_descriptor(t, kv_rows),
+                     do_desc=_descriptor(t, q_rows))
         if fused_dq:
             descs["dq_desc"] = _descriptor(t.float(), bm, head_dim // 2)
         floats = {"qk_scale", "softmax_scale"}
