@@ -44,19 +44,31 @@ MAXNREG = 168
 
 
 @gluon.jit
-def _tile(unit, half, geometry, IS_VARLEN: gl.constexpr, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr,
+def _walk_len(n_tiles, PAIRED: gl.constexpr):
+    """How many tiles this program walks: work units program_id, + num_programs, ... below
+    ``n_tiles``, each one tile, or with ``PAIRED`` two (``_tile``)."""
+    return gl.cdiv(n_tiles - gl.program_id(0), gl.num_programs(0)) * (1 + PAIRED)
+
+
+@gluon.jit
+def _tile(i, geometry, IS_VARLEN: gl.constexpr, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr,
           MAY_BE_EMPTY: gl.constexpr, PAIRED: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
           HEAD_DIM: gl.constexpr):
-    """The ``half``-th tile of work unit ``unit``: a tile (numbered as ``_program`` does), or
-    with ``PAIRED`` (causal) the pair of query blocks ``num_m - 1 - j`` and ``j`` of one head,
-    whose key blocks sum to the same count for every ``j``, so that a static walk over pairs
-    gives every program the same work (the middle block of an odd count has no partner: its
-    second half is empty). Returns whether the tile has rows (varlen: a shorter sequence than the
-    longest has none in its last query blocks), its rows and columns in the 2-D views, and its key blocks
+    """This program's ``i``-th tile (of ``_walk_len``), the ``half``-th of work unit ``unit``: a
+    unit is a tile (numbered as ``_program`` does), or with ``PAIRED`` (causal) the pair of query
+    blocks ``num_m - 1 - j`` and ``j`` of one head, whose key blocks sum to the same count for
+    every ``j``, so that a static walk over pairs gives every program the same work (the middle
+    block of an odd count has no partner: its second half is empty). The producer's and the
+    consumers' loops walk the same tiles. Returns whether the tile has rows (varlen: a shorter
+    sequence than the longest has none in its last query blocks), its rows and columns in the
+    2-D views, and its key blocks
     ``[j_lo, j_lo + n_steps)``, each consumer masking its own rows' from ``n_full`` on and, with a
     window, below ``full_lo`` (``_key_blocks``). The producer and both consumers compute the
     same, so their ring counters agree."""
     CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group, window_left, stride_lh = geometry
+    per_unit: gl.constexpr = 1 + PAIRED
+    unit = gl.program_id(0) + (i // per_unit) * gl.num_programs(0)
+    half = i % per_unit
     tile = unit
     if PAIRED:
         num_m = gl.cdiv(seqlen_q, BLOCK_M)
@@ -104,16 +116,10 @@ def _producer(args, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: g
     BLOCK_M: gl.constexpr = 2 * ROWS
     step0 = 0       # the rings' step counter, on across tiles
     n_done = 0      # tiles done: Q's phase
-    # this program's tiles: work units program_id, + num_programs, ... below n_tiles, each one
-    # tile, or with PAIRED two (a heavy and a light query block of one head, _tile)
-    per_unit: gl.constexpr = 1 + PAIRED
-    for i in range(gl.cdiv(n_tiles - gl.program_id(0), gl.num_programs(0)) * per_unit):
-        unit = gl.program_id(0) + (i // per_unit) * gl.num_programs(0)
-        half = i % per_unit
+    for i in range(_walk_len(n_tiles, PAIRED)):     # this program's tiles (_tile)
         (live, b, h, row0_q, row_k, m0, q_col, kv_col, n_steps, j_lo, n_full0, n_full1, full_lo0, full_lo1,
-         seqlen_q, seqlen_k, causal_shift, lse_base) = _tile(unit, half, geometry, IS_VARLEN, CAUSAL,
-                                                             HAS_WINDOW, MAY_BE_EMPTY, PAIRED, BLOCK_M, BLOCK_N,
-                                                             HEAD_DIM)
+         seqlen_q, seqlen_k, causal_shift, lse_base) = _tile(i, geometry, IS_VARLEN, CAUSAL, HAS_WINDOW,
+                                                             MAY_BE_EMPTY, PAIRED, BLOCK_M, BLOCK_N, HEAD_DIM)
         if live:
             for wg in gl.static_range(2):
                 # a fresh barrier counts as if its phase 1 had completed: the first tile does not wait
@@ -158,16 +164,10 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.conste
     rows_s: gl.constexpr = gl.SliceLayout(1, s_layout)
     step0 = 0
     n_done = 0
-    # this program's tiles: work units program_id, + num_programs, ... below n_tiles, each one
-    # tile, or with PAIRED two (a heavy and a light query block of one head, _tile)
-    per_unit: gl.constexpr = 1 + PAIRED
-    for i in range(gl.cdiv(n_tiles - gl.program_id(0), gl.num_programs(0)) * per_unit):
-        unit = gl.program_id(0) + (i // per_unit) * gl.num_programs(0)
-        half = i % per_unit
+    for i in range(_walk_len(n_tiles, PAIRED)):     # this program's tiles (_tile)
         (live, b, h, row0_q, row_k, m0, q_col, kv_col, n_steps, j_lo, n_full0, n_full1, full_lo0, full_lo1,
-         seqlen_q, seqlen_k, causal_shift, lse_base) = _tile(unit, half, geometry, IS_VARLEN, CAUSAL,
-                                                             HAS_WINDOW, MAY_BE_EMPTY, PAIRED, BLOCK_M, BLOCK_N,
-                                                             HEAD_DIM)
+         seqlen_q, seqlen_k, causal_shift, lse_base) = _tile(i, geometry, IS_VARLEN, CAUSAL, HAS_WINDOW,
+                                                             MAY_BE_EMPTY, PAIRED, BLOCK_M, BLOCK_N, HEAD_DIM)
         if live:
             if WG == 0:
                 n_full = n_full0
