@@ -569,9 +569,10 @@ def _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, accumulate: bool) -> bool:
     return hopper.fused_dq(p, config) and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate)
 
 
-def _new_dq_acc(q: torch.Tensor) -> torch.Tensor:
-    """The fused kernel's dQ buffer: fp32, q's shape, contiguous (the preprocess zeroes it)."""
-    return torch.empty(q.shape, dtype=torch.float32, device=q.device)
+def _new_dq_acc(q: torch.Tensor, device=None) -> torch.Tensor:
+    """The fused kernel's dQ buffer: fp32, q's shape, contiguous (the preprocess zeroes it); on
+    q's device, or on ``device`` (the plans' meta stand-ins)."""
+    return torch.empty(q.shape, dtype=torch.float32, device=device or q.device)
 
 
 def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate: bool,
@@ -616,7 +617,7 @@ def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accum
     if dq_acc is not None:  # dK/dV and dQ by one kernel, then dq = dq_acc * scale
         launches.append(hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, config, dq_acc=dq_acc))
         launches.append((
-            _launch_dq_scale, (cdiv(q4.shape[0] * q4.shape[1] * nheads * head_dim, _DQ_SCALE_BLOCK),),
+            _launch_dq_scale, (cdiv(q4.numel(), _DQ_SCALE_BLOCK),),
             (dq_acc, dq, q4.numel(), p.softmax_scale), dict(BLOCK=_DQ_SCALE_BLOCK), 4, 2, {}))
         return launches
     if dk is not None and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate):  # dense 16-bit d=128, Hopper
@@ -714,7 +715,7 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     delta = torch.empty_like(lse, device="meta")
     dq, dk, dv = (torch.empty_like(t, memory_format=torch.contiguous_format, device="meta") for t in (q, k, v))
     fused = _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, False)
-    dq_acc = torch.empty(q.shape, dtype=torch.float32, device="meta") if fused else None
+    dq_acc = _new_dq_acc(q, device="meta") if fused else None
     ids = {id(t): which for which, t in enumerate((dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc))
            if t is not None}
     launches = []

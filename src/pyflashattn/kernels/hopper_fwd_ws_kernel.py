@@ -58,13 +58,12 @@ def _tile(i, geometry, IS_VARLEN: gl.constexpr, CAUSAL: gl.constexpr, HAS_WINDOW
     unit is a tile (numbered as ``_program`` does), or with ``PAIRED`` (causal) the pair of query
     blocks ``num_m - 1 - j`` and ``j`` of one head, whose key blocks sum to the same count for
     every ``j``, so that a static walk over pairs gives every program the same work (the middle
-    block of an odd count has no partner: its second half is empty). The producer's and the
-    consumers' loops walk the same tiles. Returns whether the tile has rows (varlen: a shorter
-    sequence than the longest has none in its last query blocks), its rows and columns in the
-    2-D views, and its key blocks
-    ``[j_lo, j_lo + n_steps)``, each consumer masking its own rows' from ``n_full`` on and, with a
-    window, below ``full_lo`` (``_key_blocks``). The producer and both consumers compute the
-    same, so their ring counters agree."""
+    block of an odd count has no partner: its second half is empty). Returns whether the tile has
+    rows (varlen: a shorter sequence than the longest has none in its last query blocks), its
+    rows and columns in the 2-D views, and its key blocks ``[j_lo, j_lo + n_steps)``, each
+    consumer masking its own rows' from ``n_full`` on and, with a window, below ``full_lo``
+    (``_key_blocks``). The producer and both consumers walk the same tiles and compute the same,
+    so their ring counters agree."""
     CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group, window_left, stride_lh = geometry
     per_unit: gl.constexpr = 1 + PAIRED
     unit = gl.program_id(0) + (i // per_unit) * gl.num_programs(0)
