@@ -36,6 +36,10 @@ class KernelConfig:
     block_n_q: int = 32
     num_warps_q: int = 4
     num_stages_q: int = 3
+    # the Triton kernels: a head dim that is not a power of two as two blocks (192 = 128 + 64)
+    # instead of one padded block (256: a quarter of every product on zeros), where that is
+    # narrower (``head_dim_parts``). Experiment: on here, so the interpreter tests run it
+    split_head_dim: bool = True
     # forward under a block mask: it pipelines two loops (full and partial blocks), and with
     # 128 x 128 tiles at d=128 three stages need 256 KB of Hopper's 227
     # (scripts/aot_check.py --sparse --no-adjust); 64-key tiles fit three stages (147 KB)
@@ -160,6 +164,19 @@ def interpreting() -> bool:
 def padded_head_dim(head_dim: int) -> int:
     """Head dims are padded (masked inside the kernel) to a power of two, at least 16 (tl.dot's minimum)."""
     return max(16, 1 << (head_dim - 1).bit_length())
+
+
+def head_dim_parts(head_dim: int, padded: int, split: bool) -> tuple[int, int]:
+    """The Triton kernels' blocks over a head dim: ``(padded, 0)``, one block masked past
+    ``head_dim``; or with ``split`` its largest power of two and the rest padded
+    (``(128, 64)`` for 192, ``(64, 32)`` for 96), where those two are narrower than ``padded``."""
+    if split:
+        first = 1 << (head_dim.bit_length() - 1)
+        if first < head_dim:
+            second = padded_head_dim(head_dim - first)
+            if first + second < padded:
+                return first, second
+    return padded, 0
 
 
 def get_config(head_dim: int, head_dim_v: int, dtype: torch.dtype) -> KernelConfig:

@@ -85,6 +85,7 @@ def triton_kernels_sm90(cfg, head_dim: int, dtype: str = "bf16", group_size: int
     ``dropout``."""
     import torch
 
+    from ..configs import head_dim_parts
     from . import bwd, fwd
     from .common import dot_precision
     f = {k: bool(features.get(k)) for k in ("varlen", "softcap", "alibi", "sparse", "dropout")}
@@ -92,7 +93,9 @@ def triton_kernels_sm90(cfg, head_dim: int, dtype: str = "bf16", group_size: int
     if unknown:
         raise ValueError(f"triton_kernels_sm90: unknown features {sorted(unknown)}; expected some of {sorted(f)}")
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    common = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=cfg.block_d, BLOCK_DV=cfg.block_dv,
+    block_d, block_d2 = head_dim_parts(head_dim, cfg.block_d, cfg.split_head_dim)
+    common = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=block_d, BLOCK_DV=block_d,
+                  BLOCK_D2=block_d2, BLOCK_DV2=block_d2,
                   PRECISION=dot_precision(torch_dtype), UPCAST=False, IS_VARLEN=f["varlen"],
                   HAS_SOFTCAP=f["softcap"], HAS_ALIBI=f["alibi"], IS_SPARSE=f["sparse"],
                   SPARSE_Q=128 if f["sparse"] else 1, SPARSE_KV=128 if f["sparse"] else 1,

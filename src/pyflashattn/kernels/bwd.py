@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..configs import head_dim_parts
 from .block_info import kv_block_range, listed_block, listed_step, q_block_range, stage_range
 from .common import LOG2E, cdiv, feature_constexprs, mma
 from .fwd import seq_bounds
@@ -65,21 +66,30 @@ def _dq_scale_kernel(DQ_ACC, DQ, numel, softmax_scale, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
-                m_begin, m_end, o_m, o_n, o_d, o_dv,
+def _dkdv_inner(b_dk, b_dv, b_dk2, b_dv2, b_k, b_v, b_k2, b_v2, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
+                m_begin, m_end, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                 seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
                 p_list, p_tile_ids, seed, bh, b, h, drop_threshold, drop_scale,
                 MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                 HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, TILE_ELEMS: tl.constexpr, GATHER: tl.constexpr,
                 LIST_BLOCK: tl.constexpr, HAS_DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                BLOCK_D2: tl.constexpr, BLOCK_DV2: tl.constexpr,
                 PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
     """Query rows ``[m_begin, m_end)``; with ``GATHER`` (block-sparse), positions in the listed
-    query blocks of ``p_list`` instead (``block_info.listed_block``)."""
+    query blocks of ``p_list`` instead (``block_info.listed_block``). ``BLOCK_D2``/``BLOCK_DV2``:
+    a split head dim's second part (``configs.head_dim_parts``): K's and dK's in ``b_k2``/``b_dk2``,
+    V's and dV's in ``b_v2``/``b_dv2``; 0: one block each."""
     m_d = o_d < HEAD_DIM
     m_dv = o_dv < HEAD_DIM_V
     p_qt = p_q + (m_begin + o_m)[None, :].to(tl.int64) * stride_qs + o_d[:, None]      # [BD, BM]
     p_dob = p_do + (m_begin + o_m)[:, None].to(tl.int64) * stride_dos + o_dv[None, :]  # [BM, BDV]
+    if BLOCK_D2 > 0:
+        m_d2 = o_d2 < HEAD_DIM - BLOCK_D
+        p_qt2 = p_q + BLOCK_D + (m_begin + o_m)[None, :].to(tl.int64) * stride_qs + o_d2[:, None]      # [BD2, BM]
+    if BLOCK_DV2 > 0:
+        m_dv2 = o_dv2 < HEAD_DIM_V - BLOCK_DV
+        p_dob2 = p_do + BLOCK_DV + (m_begin + o_m)[:, None].to(tl.int64) * stride_dos + o_dv2[None, :]  # [BM, BDV2]
     n0 = tl.min(o_n, 0)  # first key of this block (dropout's counters)
     if GATHER:  # the first position's query row; each step looks up the next one (see listed_block)
         m_next, p_tile_next = listed_block(m_begin, m_end, p_list, p_tile_ids, p_tile, LIST_BLOCK, TILE_ELEMS,
@@ -91,8 +101,16 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
                                                                    HAS_TILES and MASK_FN is None, BLOCK_M)
             p_qt_cur = p_q + (m_start + o_m)[None, :].to(tl.int64) * stride_qs + o_d[:, None]
             p_dob_cur = p_do + (m_start + o_m)[:, None].to(tl.int64) * stride_dos + o_dv[None, :]
+            if BLOCK_D2 > 0:
+                p_qt2_cur = p_q + BLOCK_D + (m_start + o_m)[None, :].to(tl.int64) * stride_qs + o_d2[:, None]
+            if BLOCK_DV2 > 0:
+                p_dob2_cur = p_do + BLOCK_DV + (m_start + o_m)[:, None].to(tl.int64) * stride_dos + o_dv2[None, :]
         else:
             m_start, p_tile_blk, p_qt_cur, p_dob_cur = pos, p_tile, p_qt, p_dob
+            if BLOCK_D2 > 0:
+                p_qt2_cur = p_qt2
+            if BLOCK_DV2 > 0:
+                p_dob2_cur = p_dob2
         o_rows = m_start + o_m
         m_rows = o_rows < seqlen_q
         if MASKED:
@@ -101,18 +119,28 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
             # rows past seqlen_q get lse = +inf, so their P is 0
             b_lse = tl.load(p_lse + o_rows, mask=m_rows, other=float("inf"))
             b_delta = tl.load(p_delta + o_rows, mask=m_rows, other=0.0)
+            if BLOCK_D2 > 0:
+                b_qt2 = tl.load(p_qt2_cur, mask=m_d2[:, None] & m_rows[None, :], other=0.0)
+            if BLOCK_DV2 > 0:
+                b_do2 = tl.load(p_dob2_cur, mask=m_rows[:, None] & m_dv2[None, :], other=0.0)
         else:
-            if HEAD_DIM == BLOCK_D:
+            if HEAD_DIM >= BLOCK_D:
                 b_qt = tl.load(p_qt_cur)
             else:
                 b_qt = tl.load(p_qt_cur, mask=m_d[:, None], other=0.0)
-            if HEAD_DIM_V == BLOCK_DV:
+            if HEAD_DIM_V >= BLOCK_DV:
                 b_do = tl.load(p_dob_cur)
             else:
                 b_do = tl.load(p_dob_cur, mask=m_dv[None, :], other=0.0)
             b_lse = tl.load(p_lse + o_rows)
             b_delta = tl.load(p_delta + o_rows)
+            if BLOCK_D2 > 0:
+                b_qt2 = tl.load(p_qt2_cur, mask=m_d2[:, None], other=0.0)
+            if BLOCK_DV2 > 0:
+                b_do2 = tl.load(p_dob2_cur, mask=m_dv2[None, :], other=0.0)
         b_st = mma(b_k, b_qt, tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32), PRECISION, UPCAST)
+        if BLOCK_D2 > 0:
+            b_st = mma(b_k2, b_qt2, b_st, PRECISION, UPCAST)
         # the transposed tile is the problem with q and k swapped: swap the lengths too
         b_st, b_dmod = scores_log2(b_st, o_n, o_rows, seqlen_k, seqlen_q, qk_scale, softcap_scale,
                                    alibi_slope2, HAS_SOFTCAP, HAS_ALIBI)
@@ -123,19 +151,31 @@ def _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stri
             b_pt = tl.where(tl.trans(m_vis), b_pt, 0.0)
         b_dpt = mma(b_v, tl.trans(b_do), tl.zeros([b_k.shape[0], BLOCK_M], dtype=tl.float32),
                     PRECISION, UPCAST)
+        if BLOCK_DV2 > 0:
+            b_dpt = mma(b_v2, tl.trans(b_do2), b_dpt, PRECISION, UPCAST)
         if HAS_DROPOUT:  # dV sees the dropped P; dP is dropped the same way (FA2, Algorithm 2)
             # drawn as [queries, keys], the layout every kernel shares, then turned to this tile's
             m_keep = tl.trans(dropout_keep(seed, bh, o_rows, n0, drop_threshold, b_k.shape[0]))
             b_dv = mma(tl.where(m_keep, b_pt * drop_scale, 0.0).to(b_do.dtype), b_do, b_dv, PRECISION, UPCAST)
+            if BLOCK_DV2 > 0:
+                b_dv2 = mma(tl.where(m_keep, b_pt * drop_scale, 0.0).to(b_do2.dtype), b_do2, b_dv2, PRECISION, UPCAST)
             b_dpt = tl.where(m_keep, b_dpt * drop_scale, 0.0)
         else:
             b_dv = mma(b_pt.to(b_do.dtype), b_do, b_dv, PRECISION, UPCAST)
+            if BLOCK_DV2 > 0:
+                b_dv2 = mma(b_pt.to(b_do2.dtype), b_do2, b_dv2, PRECISION, UPCAST)
         b_dst = b_pt * (b_dpt - b_delta[None, :]) * b_dmod
         b_dk = mma(b_dst.to(b_qt.dtype), tl.trans(b_qt), b_dk, PRECISION, UPCAST)
+        if BLOCK_D2 > 0:
+            b_dk2 = mma(b_dst.to(b_qt2.dtype), tl.trans(b_qt2), b_dk2, PRECISION, UPCAST)
         if not GATHER:
             p_qt += BLOCK_M * stride_qs
             p_dob += BLOCK_M * stride_dos
-    return b_dk, b_dv
+            if BLOCK_D2 > 0:
+                p_qt2 += BLOCK_M * stride_qs
+            if BLOCK_DV2 > 0:
+                p_dob2 += BLOCK_M * stride_dos
+    return b_dk, b_dv, b_dk2, b_dv2
 
 
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
@@ -157,6 +197,7 @@ def _bwd_dkdv_kernel(
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr, ACCUMULATE: tl.constexpr,
+    BLOCK_D2: tl.constexpr = 0, BLOCK_DV2: tl.constexpr = 0,
 ):
     num_n = tl.cdiv(seqlen_k, BLOCK_N)
     pid = tl.program_id(0)
@@ -183,6 +224,22 @@ def _bwd_dkdv_kernel(
     b_v = tl.load(p_v + o_n[:, None].to(tl.int64) * stride_vs + o_dv[None, :], mask=m_v, other=0.0)
     b_dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     b_dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
+    # a split head dim's second parts (stand-ins without one: passed along, never read)
+    if BLOCK_D2 > 0:
+        o_d2 = tl.arange(0, BLOCK_D2)
+        m_k2 = m_cols[:, None] & (o_d2 < HEAD_DIM - BLOCK_D)[None, :]
+        b_k2 = tl.load(p_k + BLOCK_D + o_n[:, None].to(tl.int64) * stride_ks + o_d2[None, :], mask=m_k2, other=0.0)
+        b_dk2 = tl.zeros([BLOCK_N, BLOCK_D2], dtype=tl.float32)
+    else:
+        o_d2, b_k2, b_dk2 = o_d, b_k, b_dk
+    if BLOCK_DV2 > 0:
+        o_dv2 = tl.arange(0, BLOCK_DV2)
+        m_v2 = m_cols[:, None] & (o_dv2 < HEAD_DIM_V - BLOCK_DV)[None, :]
+        b_v2 = tl.load(p_v + BLOCK_DV + o_n[:, None].to(tl.int64) * stride_vs + o_dv2[None, :], mask=m_v2,
+                       other=0.0)
+        b_dv2 = tl.zeros([BLOCK_N, BLOCK_DV2], dtype=tl.float32)
+    else:
+        o_dv2, b_v2, b_dv2 = o_dv, b_v, b_dv
 
     lo, full_lo, full_hi, hi = q_block_range(start_n * BLOCK_N, seqlen_q, seqlen_k,
                                              window_left, window_right, BLOCK_M, BLOCK_N)
@@ -203,33 +260,48 @@ def _bwd_dkdv_kernel(
             row = b * stride_mb + h * stride_mh + (start_n * BLOCK_N) // SPARSE_KV
             p_row = row.to(tl.int64) * NUM_BLOCKS
             p_tiles = TILES - (start_n * BLOCK_N) // SPARSE_KV * SPARSE_KV
-            b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
-                                     0, tl.load(FULL_NUM + row) * SPARSE_Q, o_m, o_n, o_d, o_dv,
+            b_dk, b_dv, b_dk2, b_dv2 = _dkdv_inner(b_dk, b_dv, b_dk2, b_dv2, b_k, b_v, b_k2, b_v2, p_q, p_do,
+                                     p_lse, p_delta, stride_qs, stride_dos,
+                                     0, tl.load(FULL_NUM + row) * SPARSE_Q, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                                      seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                                      alibi_slope2, TILES, FULL_IDX + p_row, FULL_IDX, seed, bh, b, h,
                                      drop_threshold, drop_scale, False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV,
                                      SPARSE_Q * SPARSE_KV, True, SPARSE_Q, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                                     BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
-            b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
-                                     0, tl.load(BLK_NUM + row) * SPARSE_Q, o_m, o_n, o_d, o_dv,
+                                     BLOCK_M, BLOCK_D, BLOCK_DV, BLOCK_D2, BLOCK_DV2, PRECISION, UPCAST, MASK_FN)
+            b_dk, b_dv, b_dk2, b_dv2 = _dkdv_inner(b_dk, b_dv, b_dk2, b_dv2, b_k, b_v, b_k2, b_v2, p_q, p_do,
+                                     p_lse, p_delta, stride_qs, stride_dos,
+                                     0, tl.load(BLK_NUM + row) * SPARSE_Q, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                                      seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                                      alibi_slope2, p_tiles, BLK_IDX + p_row, BLK_TILE + p_row, seed, bh, b, h,
                                      drop_threshold, drop_scale, True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV,
                                      SPARSE_Q * SPARSE_KV, True, SPARSE_Q, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                                     BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
+                                     BLOCK_M, BLOCK_D, BLOCK_DV, BLOCK_D2, BLOCK_DV2, PRECISION, UPCAST, MASK_FN)
         else:
             for stage in tl.static_range(3):
                 m_begin, m_end = stage_range(stage, lo, full_lo, full_hi, hi)
-                b_dk, b_dv = _dkdv_inner(b_dk, b_dv, b_k, b_v, p_q, p_do, p_lse, p_delta, stride_qs, stride_dos,
-                                         m_begin, m_end, o_m, o_n, o_d, o_dv,
+                b_dk, b_dv, b_dk2, b_dv2 = _dkdv_inner(b_dk, b_dv, b_dk2, b_dv2, b_k, b_v, b_k2, b_v2, p_q, p_do,
+                                         p_lse, p_delta, stride_qs, stride_dos,
+                                         m_begin, m_end, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                                          seqlen_q, seqlen_k, window_left, window_right,
                                          qk_scale, softcap_scale, alibi_slope2, TILES, TILES, TILES, seed, bh, b, h,
                                          drop_threshold, drop_scale, stage > 0, HAS_SOFTCAP, HAS_ALIBI, False,
                                          SPARSE_KV, 1, False, 1, HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                                         BLOCK_M, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
+                                         BLOCK_M, BLOCK_D, BLOCK_DV, BLOCK_D2, BLOCK_DV2, PRECISION, UPCAST,
+                                         MASK_FN)
 
     p_dk = DK + b.to(tl.int64) * stride_dkb + hk.to(tl.int64) * stride_dkh + k_start * stride_dks
     p_dv = DV + b.to(tl.int64) * stride_dvb + hk.to(tl.int64) * stride_dvh + k_start * stride_dvs
+    if BLOCK_D2 > 0:
+        p_dk2 = p_dk + BLOCK_D + o_n[:, None].to(tl.int64) * stride_dks + o_d2[None, :]
+        b_dk2 = b_dk2 * softmax_scale
+        if ACCUMULATE:
+            b_dk2 += tl.load(p_dk2, mask=m_k2, other=0.0).to(tl.float32)
+        tl.store(p_dk2, b_dk2.to(DK.dtype.element_ty), mask=m_k2)
+    if BLOCK_DV2 > 0:
+        p_dv2 = p_dv + BLOCK_DV + o_n[:, None].to(tl.int64) * stride_dvs + o_dv2[None, :]
+        if ACCUMULATE:
+            b_dv2 += tl.load(p_dv2, mask=m_v2, other=0.0).to(tl.float32)
+        tl.store(p_dv2, b_dv2.to(DV.dtype.element_ty), mask=m_v2)
     if ACCUMULATE:  # add to what the buffers hold, in fp32: one rounding
         p_dk += o_n[:, None].to(tl.int64) * stride_dks + o_d[None, :]
         p_dv += o_n[:, None].to(tl.int64) * stride_dvs + o_dv[None, :]
@@ -244,21 +316,30 @@ def _bwd_dkdv_kernel(
 
 
 @triton.jit
-def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
-              n_begin, n_end, o_m, o_n, o_d, o_dv,
+def _dq_inner(b_dq, b_dq2, b_q, b_do, b_q2, b_do2, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
+              n_begin, n_end, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
               seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
               p_list, p_tile_ids, seed, bh, b, h, drop_threshold, drop_scale,
               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
               HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, TILE_ELEMS: tl.constexpr, GATHER: tl.constexpr,
               HAS_DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
               BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+              BLOCK_D2: tl.constexpr, BLOCK_DV2: tl.constexpr,
               PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
     """Keys ``[n_begin, n_end)``; with ``GATHER`` (block-sparse), positions in the listed
-    blocks of ``p_list`` instead (``block_info.listed_block``)."""
+    blocks of ``p_list`` instead (``block_info.listed_block``). ``BLOCK_D2``/``BLOCK_DV2``: a
+    split head dim's second part (``configs.head_dim_parts``): Q's and dQ's in ``b_q2``/``b_dq2``,
+    dO's in ``b_do2``; 0: one block each."""
     m_d = o_d < HEAD_DIM
     m_dv = o_dv < HEAD_DIM_V
     p_kt = p_k + (n_begin + o_n)[None, :].to(tl.int64) * stride_ks + o_d[:, None]    # [BD, BN]
     p_vt = p_v + (n_begin + o_n)[None, :].to(tl.int64) * stride_vs + o_dv[:, None]   # [BDV, BN]
+    if BLOCK_D2 > 0:
+        m_d2 = o_d2 < HEAD_DIM - BLOCK_D
+        p_kt2 = p_k + BLOCK_D + (n_begin + o_n)[None, :].to(tl.int64) * stride_ks + o_d2[:, None]     # [BD2, BN]
+    if BLOCK_DV2 > 0:
+        m_dv2 = o_dv2 < HEAD_DIM_V - BLOCK_DV
+        p_vt2 = p_v + BLOCK_DV + (n_begin + o_n)[None, :].to(tl.int64) * stride_vs + o_dv2[:, None]  # [BDV2, BN]
     if GATHER:  # the first position's key; each step looks up the next one (see listed_block)
         n_next, p_tile_next = listed_block(n_begin, n_end, p_list, p_tile_ids, p_tile, TILE_W, TILE_ELEMS, 1,
                                            HAS_TILES and MASK_FN is None)
@@ -269,23 +350,41 @@ def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
                                                                    HAS_TILES and MASK_FN is None, BLOCK_N)
             p_kt_cur = p_k + (n_start + o_n)[None, :].to(tl.int64) * stride_ks + o_d[:, None]
             p_vt_cur = p_v + (n_start + o_n)[None, :].to(tl.int64) * stride_vs + o_dv[:, None]
+            if BLOCK_D2 > 0:
+                p_kt2_cur = p_k + BLOCK_D + (n_start + o_n)[None, :].to(tl.int64) * stride_ks + o_d2[:, None]
+            if BLOCK_DV2 > 0:
+                p_vt2_cur = p_v + BLOCK_DV + (n_start + o_n)[None, :].to(tl.int64) * stride_vs + o_dv2[:, None]
         else:
             n_start, p_tile_blk, p_kt_cur, p_vt_cur = pos, p_tile, p_kt, p_vt
+            if BLOCK_D2 > 0:
+                p_kt2_cur = p_kt2
+            if BLOCK_DV2 > 0:
+                p_vt2_cur = p_vt2
         o_cols = n_start + o_n
         if MASKED:
             m_cols = o_cols < seqlen_k
             b_kt = tl.load(p_kt_cur, mask=m_d[:, None] & m_cols[None, :], other=0.0)
             b_vt = tl.load(p_vt_cur, mask=m_dv[:, None] & m_cols[None, :], other=0.0)
+            if BLOCK_D2 > 0:
+                b_kt2 = tl.load(p_kt2_cur, mask=m_d2[:, None] & m_cols[None, :], other=0.0)
+            if BLOCK_DV2 > 0:
+                b_vt2 = tl.load(p_vt2_cur, mask=m_dv2[:, None] & m_cols[None, :], other=0.0)
         else:
-            if HEAD_DIM == BLOCK_D:
+            if HEAD_DIM >= BLOCK_D:
                 b_kt = tl.load(p_kt_cur)
             else:
                 b_kt = tl.load(p_kt_cur, mask=m_d[:, None], other=0.0)
-            if HEAD_DIM_V == BLOCK_DV:
+            if HEAD_DIM_V >= BLOCK_DV:
                 b_vt = tl.load(p_vt_cur)
             else:
                 b_vt = tl.load(p_vt_cur, mask=m_dv[:, None], other=0.0)
+            if BLOCK_D2 > 0:
+                b_kt2 = tl.load(p_kt2_cur, mask=m_d2[:, None], other=0.0)
+            if BLOCK_DV2 > 0:
+                b_vt2 = tl.load(p_vt2_cur, mask=m_dv2[:, None], other=0.0)
         b_s = mma(b_q, b_kt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
+        if BLOCK_D2 > 0:
+            b_s = mma(b_q2, b_kt2, b_s, PRECISION, UPCAST)
         b_s, b_dmod = scores_log2(b_s, o_m, o_cols, seqlen_q, seqlen_k, qk_scale, softcap_scale,
                                   alibi_slope2, HAS_SOFTCAP, HAS_ALIBI)
         b_p = tl.math.exp2(b_s - b_lse2[:, None])                                           # [BM, BN]
@@ -293,15 +392,23 @@ def _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
             b_p = tl.where(element_mask(o_m, o_cols, seqlen_q, seqlen_k, window_left, window_right,
                                         p_tile_blk, b, h, HAS_TILES, TILE_W, MASK_FN), b_p, 0.0)
         b_dp = mma(b_do, b_vt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
+        if BLOCK_DV2 > 0:
+            b_dp = mma(b_do2, b_vt2, b_dp, PRECISION, UPCAST)
         if HAS_DROPOUT:
             b_dp = tl.where(dropout_keep(seed, bh, o_m, n_start, drop_threshold, BLOCK_N),
                             b_dp * drop_scale, 0.0)
         b_ds = b_p * (b_dp - b_delta[:, None]) * b_dmod
         b_dq = mma(b_ds.to(b_kt.dtype), tl.trans(b_kt), b_dq, PRECISION, UPCAST)
+        if BLOCK_D2 > 0:
+            b_dq2 = mma(b_ds.to(b_kt2.dtype), tl.trans(b_kt2), b_dq2, PRECISION, UPCAST)
         if not GATHER:
             p_kt += BLOCK_N * stride_ks
             p_vt += BLOCK_N * stride_vs
-    return b_dq
+            if BLOCK_D2 > 0:
+                p_kt2 += BLOCK_N * stride_ks
+            if BLOCK_DV2 > 0:
+                p_vt2 += BLOCK_N * stride_vs
+    return b_dq, b_dq2
 
 
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
@@ -322,6 +429,7 @@ def _bwd_dq_kernel(
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr, ACCUMULATE: tl.constexpr,
+    BLOCK_D2: tl.constexpr = 0, BLOCK_DV2: tl.constexpr = 0,
 ):
     num_m = tl.cdiv(seqlen_q, BLOCK_M)
     pid = tl.program_id(0)
@@ -354,6 +462,20 @@ def _bwd_dq_kernel(
     b_lse2 = tl.load(LSE + p_row, mask=m_rows, other=float("inf")) * LOG2E
     b_delta = tl.load(DELTA + p_row, mask=m_rows, other=0.0)
     b_dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    # a split head dim's second parts (stand-ins without one: passed along, never read)
+    if BLOCK_D2 > 0:
+        o_d2 = tl.arange(0, BLOCK_D2)
+        m_q2 = m_rows[:, None] & (o_d2 < HEAD_DIM - BLOCK_D)[None, :]
+        b_q2 = tl.load(p_q + BLOCK_D + o_m[:, None].to(tl.int64) * stride_qs + o_d2[None, :], mask=m_q2, other=0.0)
+        b_dq2 = tl.zeros([BLOCK_M, BLOCK_D2], dtype=tl.float32)
+    else:
+        o_d2, b_q2, b_dq2 = o_d, b_q, b_dq
+    if BLOCK_DV2 > 0:
+        o_dv2 = tl.arange(0, BLOCK_DV2)
+        b_do2 = tl.load(p_do + BLOCK_DV + o_m[:, None].to(tl.int64) * stride_dos + o_dv2[None, :],
+                        mask=m_rows[:, None] & (o_dv2 < HEAD_DIM_V - BLOCK_DV)[None, :], other=0.0)
+    else:
+        o_dv2, b_do2 = o_dv, b_do
     alibi_slope2, seed = head_scalars(SLOPES, SEED, b, h, stride_sb, stride_sh, alibi_log2, HAS_ALIBI, HAS_DROPOUT)
 
     p_k = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh + k_start * stride_ks
@@ -362,31 +484,40 @@ def _bwd_dq_kernel(
         row = b * stride_mb + h * stride_mh + (start_m * BLOCK_M) // SPARSE_Q
         p_row = row.to(tl.int64) * NUM_BLOCKS
         p_tiles = TILES - ((start_m * BLOCK_M) // SPARSE_Q * SPARSE_Q) * SPARSE_KV
-        b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
-                         0, tl.load(FULL_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv,
+        b_dq, b_dq2 = _dq_inner(b_dq, b_dq2, b_q, b_do, b_q2, b_do2, b_lse2, b_delta, p_k, p_v, stride_ks,
+                         stride_vs, 0, tl.load(FULL_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                          seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                          alibi_slope2, TILES, FULL_IDX + p_row, FULL_IDX, seed, bh, b, h, drop_threshold, drop_scale,
                          False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, SPARSE_Q * SPARSE_KV, True,
-                         HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
-        b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
-                         0, tl.load(BLK_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv,
+                         HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, BLOCK_D2, BLOCK_DV2,
+                         PRECISION, UPCAST, MASK_FN)
+        b_dq, b_dq2 = _dq_inner(b_dq, b_dq2, b_q, b_do, b_q2, b_do2, b_lse2, b_delta, p_k, p_v, stride_ks,
+                         stride_vs, 0, tl.load(BLK_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                          seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                          alibi_slope2, p_tiles, BLK_IDX + p_row, BLK_TILE + p_row, seed, bh, b, h,
                          drop_threshold, drop_scale,
                          True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, SPARSE_Q * SPARSE_KV, True,
-                         HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
+                         HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, BLOCK_D2, BLOCK_DV2,
+                         PRECISION, UPCAST, MASK_FN)
     else:
         lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
                                                   window_left, window_right, BLOCK_M, BLOCK_N)
         for stage in tl.static_range(3):
             n_begin, n_end = stage_range(stage, lo, full_lo, full_hi, hi)
-            b_dq = _dq_inner(b_dq, b_q, b_do, b_lse2, b_delta, p_k, p_v, stride_ks, stride_vs,
-                             n_begin, n_end, o_m, o_n, o_d, o_dv,
+            b_dq, b_dq2 = _dq_inner(b_dq, b_dq2, b_q, b_do, b_q2, b_do2, b_lse2, b_delta, p_k, p_v, stride_ks,
+                             stride_vs, n_begin, n_end, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                              seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale,
                              alibi_slope2, TILES, TILES, TILES, seed, bh, b, h, drop_threshold, drop_scale,
                              stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, 1, False,
-                             HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, PRECISION, UPCAST, MASK_FN)
+                             HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V, BLOCK_N, BLOCK_D, BLOCK_DV, BLOCK_D2, BLOCK_DV2,
+                             PRECISION, UPCAST, MASK_FN)
     p_dq = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + q_start * stride_dqs
+    if BLOCK_D2 > 0:
+        p_dq2 = p_dq + BLOCK_D + o_m[:, None].to(tl.int64) * stride_dqs + o_d2[None, :]
+        b_dq2 = b_dq2 * softmax_scale
+        if ACCUMULATE:
+            b_dq2 += tl.load(p_dq2, mask=m_q2, other=0.0).to(tl.float32)
+        tl.store(p_dq2, b_dq2.to(DQ.dtype.element_ty), mask=m_q2)
     if ACCUMULATE:  # as in the dK/dV kernel
         p_dq += o_m[:, None].to(tl.int64) * stride_dqs + o_d[None, :]
         b_dq = b_dq * softmax_scale + tl.load(p_dq, mask=m_q, other=0.0).to(tl.float32)
@@ -477,7 +608,10 @@ def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accum
     scalars = (p.max_seqlen_q, p.max_seqlen_k, p.window_left, p.window_right,
                p.softmax_scale, p.qk_scale, p.softcap_scale, p.alibi_log2)
     features = feature_constexprs(p, q.dtype)
-    shapes = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=config.block_d, BLOCK_DV=config.block_dv)
+    block_d, block_d2 = head_dim_parts(head_dim, config.block_d, config.split_head_dim)
+    block_dv, block_dv2 = head_dim_parts(head_dim_v, config.block_dv, config.split_head_dim)
+    shapes = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=block_d, BLOCK_DV=block_dv, BLOCK_D2=block_d2,
+                  BLOCK_DV2=block_dv2)
     num_n = cdiv(p.max_seqlen_k, config.block_n_kv)
     num_m = cdiv(p.max_seqlen_q, config.block_m_q)
     if dq_acc is not None:  # dK/dV and dQ by one kernel, then dq = dq_acc * scale

@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..configs import head_dim_parts
 from . import hopper
 from .block_info import kv_block_range, listed_block, listed_step, stage_range
 from .common import LN2, cdiv, feature_constexprs, mma
@@ -36,22 +37,30 @@ def seq_bounds(CU_Q, CU_K, b, seqlen_q, seqlen_k, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
-def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
-               n_begin, n_end, o_m, o_n, o_d, o_dv,
+def _fwd_inner(b_acc, b_acc2, b_l, b_m, b_q, b_q2, p_k, p_v, stride_kn, stride_vn,
+               n_begin, n_end, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                seqlen_q, seqlen_k, window_left, window_right, qk_scale, softcap_scale, alibi_slope2, p_tile,
                p_list, p_tile_ids, seed, bh, b, h, drop_threshold, drop_scale,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                HAS_TILES: tl.constexpr, TILE_W: tl.constexpr, TILE_ELEMS: tl.constexpr, GATHER: tl.constexpr,
                HAS_DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
-               BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
-               PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
+               BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_DV2: tl.constexpr,
+               BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr):
     """Keys ``[n_begin, n_end)``; with ``GATHER`` (block-sparse), positions in the listed
-    blocks of ``p_list`` instead (``block_info.listed_block``)."""
+    blocks of ``p_list`` instead (``block_info.listed_block``). ``BLOCK_D2``/``BLOCK_DV2``: a
+    split head dim (``configs.head_dim_parts``), columns ``BLOCK_D + o_d2`` of Q and K in
+    ``b_q2`` and those of V in ``b_acc2``; 0: one block each."""
     m_d = o_d < HEAD_DIM
     m_dv = o_dv < HEAD_DIM_V
     # pointers to the first block of the range; advanced by BLOCK_N rows each step (64-bit)
     p_kt = p_k + (n_begin + o_n)[None, :].to(tl.int64) * stride_kn + o_d[:, None]   # [BD, BN]
     p_vb = p_v + (n_begin + o_n)[:, None].to(tl.int64) * stride_vn + o_dv[None, :]  # [BN, BDV]
+    if BLOCK_D2 > 0:
+        m_d2 = o_d2 < HEAD_DIM - BLOCK_D
+        p_kt2 = p_k + BLOCK_D + (n_begin + o_n)[None, :].to(tl.int64) * stride_kn + o_d2[:, None]   # [BD2, BN]
+    if BLOCK_DV2 > 0:
+        m_dv2 = o_dv2 < HEAD_DIM_V - BLOCK_DV
+        p_vb2 = p_v + BLOCK_DV + (n_begin + o_n)[:, None].to(tl.int64) * stride_vn + o_dv2[None, :]  # [BN, BDV2]
     if GATHER:  # the first position's key; each step looks up the next one (see listed_block)
         n_next, p_tile_next = listed_block(n_begin, n_end, p_list, p_tile_ids, p_tile, TILE_W, TILE_ELEMS, 1,
                                            HAS_TILES and MASK_FN is None)
@@ -62,17 +71,31 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
                                                                    HAS_TILES and MASK_FN is None, BLOCK_N)
             p_kt_cur = p_k + (n_start + o_n)[None, :].to(tl.int64) * stride_kn + o_d[:, None]
             p_vb_cur = p_v + (n_start + o_n)[:, None].to(tl.int64) * stride_vn + o_dv[None, :]
+            if BLOCK_D2 > 0:
+                p_kt2_cur = p_k + BLOCK_D + (n_start + o_n)[None, :].to(tl.int64) * stride_kn + o_d2[:, None]
+            if BLOCK_DV2 > 0:
+                p_vb2_cur = p_v + BLOCK_DV + (n_start + o_n)[:, None].to(tl.int64) * stride_vn + o_dv2[None, :]
         else:
             n_start, p_tile_blk, p_kt_cur, p_vb_cur = pos, p_tile, p_kt, p_vb
+            if BLOCK_D2 > 0:
+                p_kt2_cur = p_kt2
+            if BLOCK_DV2 > 0:
+                p_vb2_cur = p_vb2
         o_cols = n_start + o_n
         if MASKED:
             m_kn = o_cols < seqlen_k
             b_kt = tl.load(p_kt_cur, mask=m_d[:, None] & m_kn[None, :], other=0.0)
-        elif HEAD_DIM == BLOCK_D:
+        elif HEAD_DIM >= BLOCK_D:
             b_kt = tl.load(p_kt_cur)
         else:
             b_kt = tl.load(p_kt_cur, mask=m_d[:, None], other=0.0)
         b_s = mma(b_q, b_kt, tl.zeros([b_q.shape[0], BLOCK_N], dtype=tl.float32), PRECISION, UPCAST)
+        if BLOCK_D2 > 0:  # the rest of the head dim: its scores added to the first part's
+            if MASKED:
+                b_kt2 = tl.load(p_kt2_cur, mask=m_d2[:, None] & m_kn[None, :], other=0.0)
+            else:
+                b_kt2 = tl.load(p_kt2_cur, mask=m_d2[:, None], other=0.0)
+            b_s = mma(b_q2, b_kt2, b_s, PRECISION, UPCAST)
         if HAS_SOFTCAP or HAS_ALIBI or MASKED:
             b_s, _ = scores_log2(b_s, o_m, o_cols, seqlen_q, seqlen_k, qk_scale, softcap_scale,
                                  alibi_slope2, HAS_SOFTCAP, HAS_ALIBI)
@@ -92,7 +115,7 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
         b_l = b_l * b_alpha + tl.sum(b_p, 1)
         if MASKED:
             b_v = tl.load(p_vb_cur, mask=m_kn[:, None] & m_dv[None, :], other=0.0)
-        elif HEAD_DIM_V == BLOCK_DV:
+        elif HEAD_DIM_V >= BLOCK_DV:
             b_v = tl.load(p_vb_cur)
         else:
             b_v = tl.load(p_vb_cur, mask=m_dv[None, :], other=0.0)
@@ -100,11 +123,21 @@ def _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_kn, stride_vn,
             b_p = tl.where(dropout_keep(seed, bh, o_m, n_start, drop_threshold, BLOCK_N),
                            b_p * drop_scale, 0.0)
         b_acc = mma(b_p.to(b_v.dtype), b_v, b_acc * b_alpha[:, None], PRECISION, UPCAST)
+        if BLOCK_DV2 > 0:
+            if MASKED:
+                b_v2 = tl.load(p_vb2_cur, mask=m_kn[:, None] & m_dv2[None, :], other=0.0)
+            else:
+                b_v2 = tl.load(p_vb2_cur, mask=m_dv2[None, :], other=0.0)
+            b_acc2 = mma(b_p.to(b_v2.dtype), b_v2, b_acc2 * b_alpha[:, None], PRECISION, UPCAST)
         b_m = b_m_new
         if not GATHER:
             p_kt += BLOCK_N * stride_kn
             p_vb += BLOCK_N * stride_vn
-    return b_acc, b_l, b_m
+            if BLOCK_D2 > 0:
+                p_kt2 += BLOCK_N * stride_kn
+            if BLOCK_DV2 > 0:
+                p_vb2 += BLOCK_N * stride_vn
+    return b_acc, b_acc2, b_l, b_m
 
 
 @triton.jit(do_not_specialize=["seqlen_q", "seqlen_k", "window_left", "window_right"])
@@ -124,6 +157,7 @@ def _attn_fwd_kernel(
     IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     IS_SPARSE: tl.constexpr, SPARSE_Q: tl.constexpr, SPARSE_KV: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, MASK_FN: tl.constexpr,
+    BLOCK_D2: tl.constexpr = 0, BLOCK_DV2: tl.constexpr = 0,
 ):
     # 1-D grid, query blocks fastest so that programs in flight share K/V in L2; the
     # heaviest (last, under causal) query blocks of each head go first; under a block mask,
@@ -156,11 +190,23 @@ def _attn_fwd_kernel(
     p_v = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh + k_start * stride_vs
     b_q = tl.load(p_q + o_m[:, None].to(tl.int64) * stride_qs + o_d[None, :],
                   mask=m_rows[:, None] & (o_d < HEAD_DIM)[None, :], other=0.0)  # [BM, BD]
+    # a split head dim's second part (stand-ins without one: passed along, never read)
+    if BLOCK_D2 > 0:
+        o_d2 = tl.arange(0, BLOCK_D2)
+        b_q2 = tl.load(p_q + BLOCK_D + o_m[:, None].to(tl.int64) * stride_qs + o_d2[None, :],
+                       mask=m_rows[:, None] & (o_d2 < HEAD_DIM - BLOCK_D)[None, :], other=0.0)  # [BM, BD2]
+    else:
+        o_d2, b_q2 = o_d, b_q
     alibi_slope2, seed = head_scalars(SLOPES, SEED, b, h, stride_sb, stride_sh, alibi_log2, HAS_ALIBI, HAS_DROPOUT)
 
     b_m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     b_l = tl.zeros([BLOCK_M], dtype=tl.float32)
     b_acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+    if BLOCK_DV2 > 0:
+        o_dv2 = tl.arange(0, BLOCK_DV2)
+        b_acc2 = tl.zeros([BLOCK_M, BLOCK_DV2], dtype=tl.float32)
+    else:
+        o_dv2, b_acc2 = o_dv, b_l
 
     if IS_SPARSE:
         # block-sparse: the listed full blocks unmasked, then the partial ones with their tiles,
@@ -168,35 +214,36 @@ def _attn_fwd_kernel(
         row = b * stride_mb + h * stride_mh + (start_m * BLOCK_M) // SPARSE_Q
         p_row = row.to(tl.int64) * NUM_KV_BLOCKS
         p_tiles = TILES - ((start_m * BLOCK_M) // SPARSE_Q * SPARSE_Q) * SPARSE_KV
-        b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
-                                     0, tl.load(FULL_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv,
+        b_acc, b_acc2, b_l, b_m = _fwd_inner(b_acc, b_acc2, b_l, b_m, b_q, b_q2, p_k, p_v, stride_ks, stride_vs,
+                                     0, tl.load(FULL_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                                      seqlen_q, seqlen_k, window_left, window_right,
                                      qk_scale, softcap_scale, alibi_slope2, TILES, FULL_IDX + p_row, FULL_IDX,
                                      seed, bh, b, h, drop_threshold, drop_scale,
                                      False, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, SPARSE_Q * SPARSE_KV, True,
                                      HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                                     BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
-        b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
-                                     0, tl.load(KV_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv,
+                                     BLOCK_D, BLOCK_DV, BLOCK_D2, BLOCK_DV2, BLOCK_N, PRECISION, UPCAST, MASK_FN)
+        b_acc, b_acc2, b_l, b_m = _fwd_inner(b_acc, b_acc2, b_l, b_m, b_q, b_q2, p_k, p_v, stride_ks, stride_vs,
+                                     0, tl.load(KV_NUM + row) * SPARSE_KV, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                                      seqlen_q, seqlen_k, window_left, window_right,
                                      qk_scale, softcap_scale, alibi_slope2, p_tiles, KV_IDX + p_row, KV_TILE + p_row,
                                      seed, bh, b, h, drop_threshold, drop_scale,
                                      True, HAS_SOFTCAP, HAS_ALIBI, True, SPARSE_KV, SPARSE_Q * SPARSE_KV, True,
                                      HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                                     BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
+                                     BLOCK_D, BLOCK_DV, BLOCK_D2, BLOCK_DV2, BLOCK_N, PRECISION, UPCAST, MASK_FN)
     else:
         lo, full_lo, full_hi, hi = kv_block_range(start_m * BLOCK_M, seqlen_q, seqlen_k,
                                                   window_left, window_right, BLOCK_M, BLOCK_N)
         for stage in tl.static_range(3):
             n_begin, n_end = stage_range(stage, lo, full_lo, full_hi, hi)
-            b_acc, b_l, b_m = _fwd_inner(b_acc, b_l, b_m, b_q, p_k, p_v, stride_ks, stride_vs,
-                                         n_begin, n_end, o_m, o_n, o_d, o_dv,
+            b_acc, b_acc2, b_l, b_m = _fwd_inner(b_acc, b_acc2, b_l, b_m, b_q, b_q2, p_k, p_v, stride_ks,
+                                                 stride_vs, n_begin, n_end, o_m, o_n, o_d, o_dv, o_d2, o_dv2,
                                          seqlen_q, seqlen_k, window_left, window_right,
                                          qk_scale, softcap_scale, alibi_slope2, TILES, TILES, TILES,
                                          seed, bh, b, h, drop_threshold, drop_scale,
                                          stage > 0, HAS_SOFTCAP, HAS_ALIBI, False, SPARSE_KV, 1, False,
                                          HAS_DROPOUT, HEAD_DIM, HEAD_DIM_V,
-                                         BLOCK_D, BLOCK_DV, BLOCK_N, PRECISION, UPCAST, MASK_FN)
+                                         BLOCK_D, BLOCK_DV, BLOCK_D2, BLOCK_DV2, BLOCK_N, PRECISION, UPCAST,
+                                         MASK_FN)
 
     m_empty = b_l == 0.0
     b_l = tl.where(m_empty, 1.0, b_l)
@@ -205,6 +252,10 @@ def _attn_fwd_kernel(
     p_o = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + q_start * stride_os
     tl.store(p_o + o_m[:, None].to(tl.int64) * stride_os + o_dv[None, :], b_o.to(O.dtype.element_ty),
              mask=m_rows[:, None] & (o_dv < HEAD_DIM_V)[None, :])
+    if BLOCK_DV2 > 0:
+        tl.store(p_o + BLOCK_DV + o_m[:, None].to(tl.int64) * stride_os + o_dv2[None, :],
+                 (b_acc2 / b_l[:, None]).to(O.dtype.element_ty),
+                 mask=m_rows[:, None] & (o_dv2 < HEAD_DIM_V - BLOCK_DV)[None, :])
     p_lse = LSE + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start
     tl.store(p_lse + o_m, b_lse, mask=m_rows)
 
@@ -234,8 +285,11 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
             *p.lse_strides(lse), *p.slope_strides(),
             nheads, nheads // nheads_k, p.max_seqlen_q, p.max_seqlen_k, p.window_left, p.window_right,
             p.qk_scale, p.softcap_scale, p.alibi_log2)
+    block_d, block_d2 = head_dim_parts(q4.shape[3], config.block_d, config.split_head_dim)
+    block_dv, block_dv2 = head_dim_parts(v4.shape[3], config.block_dv, config.split_head_dim)
     constexprs = dict(HEAD_DIM=q4.shape[3], HEAD_DIM_V=v4.shape[3],
                       BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-                      BLOCK_D=config.block_d, BLOCK_DV=config.block_dv, **feature_constexprs(p, q.dtype))
+                      BLOCK_D=block_d, BLOCK_DV=block_dv, **feature_constexprs(p, q.dtype),
+                      BLOCK_D2=block_d2, BLOCK_DV2=block_dv2)
     _launch_fwd(grid, args, constexprs, config.num_warps, config.num_stages)
     return out, lse
