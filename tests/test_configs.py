@@ -26,7 +26,7 @@ def test_exact_row_wins_over_the_padded_one():
     exact, padded = table(192), table(160)
     assert exact.block_d == padded.block_d == 256
     assert padded == table(256)
-    assert exact.num_stages != padded.num_stages
+    assert (exact.block_n, exact.block_n_kv) != (padded.block_n, padded.block_n_kv)
     # fp32 has no 192 row: the padded one
     assert table(192, dtype=torch.float32) == table(256, dtype=torch.float32)
 

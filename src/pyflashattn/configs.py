@@ -38,7 +38,8 @@ class KernelConfig:
     num_stages_q: int = 3
     # the Triton kernels: a head dim that is not a power of two as two blocks (192 = 128 + 64)
     # instead of one padded block (256: a quarter of every product on zeros), where that is
-    # narrower (``head_dim_parts``). Experiment: on here, so the interpreter tests run it
+    # narrower (``head_dim_parts``). v13, same table rows, one process: forward +17 to +27 %,
+    # forward+backward +20 to +27 % at d 96 and 192, 1k-16k (sweep-*-split-d-v13.log)
     split_head_dim: bool = True
     # forward under a block mask: it pipelines two loops (full and partial blocks), and with
     # 128 x 128 tiles at d=128 three stages need 256 KB of Hopper's 227
@@ -99,12 +100,16 @@ class KernelConfig:
     # backward 5-9 % faster than with 3 at 1k-16k, and forward+backward 5-8 % faster than the
     # non-fused kernels at 2k-16k, 3 % slower at 1k (docs/logs/fused-dq-double-v12.log)
     hopper_fused_dq_min_seqlen_k: int = 0
-    # the Gluon dQ kernel (hopper_dq_kernel, experiment): key blocks of this many keys, 0: off
-    # (Triton's dQ kernel); programs of hopper_dq_block_m query rows, K/V rings of so many stages
+    # the Gluon dQ kernel (hopper_dq_kernel) where the backward runs a separate dQ pass (causal,
+    # d=64, d=128 under the fused kernel's threshold, deterministic): key blocks of this many keys,
+    # 0: off (Triton's dQ kernel); programs of hopper_dq_block_m query rows, K/V rings of so many
+    # stages. v13, forward+backward against Triton's dQ in one process (sweep-bwd-gluon-dq-v13.log):
+    # d=128 causal +24 / +3 / +2 % at 1k / 4k / 16k (warp-specialized), d=64 +0.4 to +4 %
     hopper_dq_block_n: int = 0
     hopper_dq_block_m: int = 64
     hopper_dq_stages: int = 2
     # ... or its warp-specialized sibling: 128 query rows per program, two consumer warpgroups
+    # (at d=64 1-7 % slower than one warpgroup at 1k-4k, so d=128 only)
     hopper_dq_ws: bool = False
     # and with a causal mask (0: never; v10 measured it slower with 3 stages)
     hopper_fused_dq_min_seqlen_k_causal: int = 0
@@ -117,19 +122,21 @@ _TABLE_16BIT: dict[int, dict] = {
     32: dict(block_m=128, block_n=64, num_warps=4, num_stages=3),
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1,
-             hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True, hopper_dkdv_block_n=64),
+             hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True, hopper_dkdv_block_n=64,
+             hopper_dq_block_n=64),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
               hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=1,
               hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True,
               hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=2048, hopper_fused_dq_min_seqlen_k=2048,
+              hopper_dq_block_n=64, hopper_dq_ws=True,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
-    # head dims 129-256 pad to 256; 192 (padded too) takes one more forward stage
-    # (docs/performance.md, v4 sweeps: 352 vs 328 TFLOP/s at 16k, while 256 is the other way round);
-    # dK/dV 32 queries x 64 keys, 3 stages: forward+backward +2 to +4 % at d=256, -0.3 to +4.5 %
-    # at d=192 over 64 x 64 / 2 stages, which spilled 520-544 B (v11)
-    192: dict(block_m=128, block_n=32, num_warps=8, num_stages=4,
-              block_m_kv=32, block_n_kv=64, num_warps_kv=8, num_stages_kv=3,
+    # head dims 129-256 pad to 256 but 192, split into 128 + 64 (split_head_dim). With the split
+    # (v13 sweeps, one process each): forward 64-key tiles, 3 stages, +15 % over 32 keys / 4
+    # stages; dK/dV 128 keys, 2 stages, +29 to +45 % forward+backward over 64 keys / 3 stages
+    # dK/dV 32 queries x 64 keys, 3 stages at d=256: +2 to +4 % over 64 x 64 / 2 stages (v11)
+    192: dict(block_m=128, block_n=64, num_warps=8, num_stages=3,
+              block_m_kv=32, block_n_kv=128, num_warps_kv=8, num_stages_kv=2,
               block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=2),
     256: dict(block_m=128, block_n=32, num_warps=8, num_stages=3,
               block_m_kv=32, block_n_kv=64, num_warps_kv=8, num_stages_kv=3,
@@ -195,6 +202,10 @@ def _config(head_dim: int, head_dim_v: int, dtype: torch.dtype, interpret: bool,
     # a row for the exact head dim where one was measured, else the padded one's
     row = table.get(max(head_dim, head_dim_v)) or table[max(block_d, block_dv)]
     cfg = replace(cfg, **row)
+    if dtype == torch.float32:
+        # fp32 is the accuracy path, not the speed one: one padded block (its 3xTF32 products
+        # at d=72 split into 64 + 16 failed their float64 check on the H200 in v13)
+        cfg = replace(cfg, split_head_dim=False)
     if override:
         cfg = replace(cfg, **json.loads(override))
     return cfg

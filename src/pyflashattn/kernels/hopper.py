@@ -246,12 +246,13 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
 
 def dq_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, dq: torch.Tensor, p,
               config: KernelConfig, accumulate: bool = False, device_ok: Optional[bool] = None) -> bool:
-    """Whether the Gluon dQ kernel (``hopper_dq_kernel``, experiment: ``hopper_dq_block_n``)
+    """Whether the Gluon dQ kernel (``hopper_dq_kernel``, on where ``hopper_dq_block_n`` is set)
     computes this backward's dQ: what the Gluon dK/dV kernel takes (``usable`` with ``dout``),
     and dQ written, not added, into a contiguous buffer of q's dtype."""
     if not config.hopper_dq_block_n or accumulate or not (dq.is_contiguous() and dq.dtype == q.dtype):
         return False
-    return usable(q, k, v, p, replace(config, hopper_dkdv_block_n=config.hopper_dq_block_n), device_ok, dout)
+    return usable(q, k, v, p, replace(config, hopper_dkdv_block_n=config.hopper_dq_block_n),
+                  device_ok=device_ok, dout=dout)
 
 
 def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
