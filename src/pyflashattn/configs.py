@@ -124,6 +124,11 @@ _TABLE_16BIT: dict[int, dict] = {
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1,
              hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True, hopper_dkdv_block_n=64,
              hopper_dq_block_n=64),
+    # 96 (split into 64 + 32) takes 128's Triton backward; its forward, four warps over 64-key
+    # tiles: +2 to +19 % at 1k-4k over 128's eight over 128 (v13 sweep)
+    96: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
+             block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
+             block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     128: dict(block_m=128, block_n=128, num_warps=8, num_stages=3,
               hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=1,
               hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True,
@@ -133,14 +138,15 @@ _TABLE_16BIT: dict[int, dict] = {
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
     # head dims 129-256 pad to 256 but 192, split into 128 + 64 (split_head_dim). With the split
     # (v13 sweeps, one process each): forward 64-key tiles, 3 stages, +15 % over 32 keys / 4
-    # stages; dK/dV 128 keys, 2 stages, +29 to +45 % forward+backward over 64 keys / 3 stages
+    # stages; dK/dV 128 keys, 2 stages, +29 to +45 % forward+backward over 64 keys / 3 stages;
+    # dQ 3 stages, +12 to +14 % over 2 (at d=256 +5 to +7 %; 128-key dK/dV there: 2x slower).
     # dK/dV 32 queries x 64 keys, 3 stages at d=256: +2 to +4 % over 64 x 64 / 2 stages (v11)
     192: dict(block_m=128, block_n=64, num_warps=8, num_stages=3,
               block_m_kv=32, block_n_kv=128, num_warps_kv=8, num_stages_kv=2,
-              block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=2),
+              block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=3),
     256: dict(block_m=128, block_n=32, num_warps=8, num_stages=3,
               block_m_kv=32, block_n_kv=64, num_warps_kv=8, num_stages_kv=3,
-              block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=2),
+              block_m_q=128, block_n_q=32, num_warps_q=8, num_stages_q=3),
 }
 _TABLE_FP32: dict[int, dict] = {
     16: dict(block_m=64, block_n=32, num_stages=2, block_m_kv=32, block_n_kv=64, block_m_q=64, block_n_q=32, num_stages_kv=2, num_stages_q=2),
@@ -176,12 +182,14 @@ def padded_head_dim(head_dim: int) -> int:
 def head_dim_parts(head_dim: int, padded: int, split: bool) -> tuple[int, int]:
     """The Triton kernels' blocks over a head dim: ``(padded, 0)``, one block masked past
     ``head_dim``; or with ``split`` its largest power of two and the rest padded
-    (``(128, 64)`` for 192, ``(64, 32)`` for 96), where those two are narrower than ``padded``."""
+    (``(128, 64)`` for 192, ``(64, 32)`` for 96), where those two are narrower than ``padded``
+    and the rest is at least 32 wide: a 16-wide second block (72 = 64 + 16, fp32) gave wrong
+    outputs on the H200 in v13 (the interpreter's were right), and only 32 and up were measured."""
     if split:
         first = 1 << (head_dim.bit_length() - 1)
         if first < head_dim:
             second = padded_head_dim(head_dim - first)
-            if first + second < padded:
+            if second >= 32 and first + second < padded:
                 return first, second
     return padded, 0
 
@@ -203,8 +211,8 @@ def _config(head_dim: int, head_dim_v: int, dtype: torch.dtype, interpret: bool,
     row = table.get(max(head_dim, head_dim_v)) or table[max(block_d, block_dv)]
     cfg = replace(cfg, **row)
     if dtype == torch.float32:
-        # fp32 is the accuracy path, not the speed one: one padded block (its 3xTF32 products
-        # at d=72 split into 64 + 16 failed their float64 check on the H200 in v13)
+        # fp32 is the accuracy path, not the speed one: one padded block (its only split
+        # measured on the H200, 72 = 64 + 16, was wrong: ``head_dim_parts``)
         cfg = replace(cfg, split_head_dim=False)
     if override:
         cfg = replace(cfg, **json.loads(override))
