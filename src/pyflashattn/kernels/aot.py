@@ -87,7 +87,7 @@ def triton_kernels_sm90(cfg, head_dim: int, dtype: str = "bf16", group_size: int
 
     from ..configs import head_dim_parts
     from . import bwd, fwd
-    from .common import dot_precision
+    from .common import SOFTCAP_EXACT, SOFTCAP_FAST, dot_precision
     f = {k: bool(features.get(k)) for k in ("varlen", "softcap", "alibi", "sparse", "dropout")}
     unknown = set(features) - set(f)
     if unknown:
@@ -97,7 +97,8 @@ def triton_kernels_sm90(cfg, head_dim: int, dtype: str = "bf16", group_size: int
     common = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=block_d, BLOCK_DV=block_d,
                   BLOCK_D2=block_d2, BLOCK_DV2=block_d2,
                   PRECISION=dot_precision(torch_dtype), UPCAST=False, IS_VARLEN=f["varlen"],
-                  HAS_SOFTCAP=f["softcap"], HAS_ALIBI=f["alibi"], IS_SPARSE=f["sparse"],
+                  HAS_SOFTCAP=(SOFTCAP_EXACT if torch_dtype == torch.float32 else SOFTCAP_FAST) * f["softcap"],
+                  HAS_ALIBI=f["alibi"], IS_SPARSE=f["sparse"],
                   SPARSE_Q=128 if f["sparse"] else 1, SPARSE_KV=128 if f["sparse"] else 1,
                   HAS_DROPOUT=f["dropout"], MASK_FN=None)
     # Triton compiles an int argument equal to 1 as a constexpr: without GQA the dK/dV kernel's

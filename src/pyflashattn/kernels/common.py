@@ -38,9 +38,23 @@ def feature_constexprs(p, dtype: torch.dtype) -> dict:
     """The compile-time flags that the forward and both backward kernels take alike, from ``p``
     (a ``params.KernelParams``) and the inputs' dtype."""
     sparse_q, sparse_kv = p.sparse_blocks
-    return dict(IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi,
+    return dict(IS_VARLEN=p.is_varlen, HAS_SOFTCAP=softcap_mode(p, dtype), HAS_ALIBI=p.has_alibi,
                 IS_SPARSE=p.is_sparse, SPARSE_Q=sparse_q, SPARSE_KV=sparse_kv, HAS_DROPOUT=p.has_dropout,
                 PRECISION=dot_precision(dtype), UPCAST=interpreting(), MASK_FN=p.mask_fn)
+
+
+# ``HAS_SOFTCAP``'s values: no softcap, tanh from exp2 and a division (exact limits, fp32-accurate),
+# or by one ``tanh.approx.f32`` (one MUFU operation instead of two, ~2^-11 relative error: what
+# flash-attn's softcap uses; below 16-bit inputs' own rounding of the scores)
+SOFTCAP_OFF, SOFTCAP_EXACT, SOFTCAP_FAST = 0, 1, 2
+
+
+def softcap_mode(p, dtype: torch.dtype) -> int:
+    """``HAS_SOFTCAP`` for the Triton kernels: the fast tanh for 16-bit inputs on a GPU; fp32
+    keeps the exact one, and so does the interpreter, which has no inline PTX."""
+    if not p.has_softcap:
+        return SOFTCAP_OFF
+    return SOFTCAP_EXACT if dtype == torch.float32 or interpreting() else SOFTCAP_FAST
 
 
 def dot_precision(dtype: torch.dtype) -> str:

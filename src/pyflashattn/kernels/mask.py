@@ -79,9 +79,12 @@ def _keep16(word, threshold):
 
 
 @triton.jit
-def _tanh(x):
-    # 1 - 2 / (e^{2x} + 1): exact limits at +-inf (no NaN), portable to the interpreter
-    return 1.0 - 2.0 / (tl.math.exp2(x * 2.8853900817779268) + 1.0)
+def _tanh(x, FAST: tl.constexpr):
+    if FAST:  # one MUFU.TANH (common.SOFTCAP_FAST)
+        return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    else:  # 1 - 2 / (e^{2x} + 1): exact limits at +-inf (no NaN), portable to the interpreter
+        return 1.0 - 2.0 / (tl.math.exp2(x * 2.8853900817779268) + 1.0)
 
 
 @triton.jit
@@ -92,9 +95,10 @@ def scores_log2(b_qk, o_m, o_n, seqlen_q, seqlen_k, qk_scale, softcap_scale, ali
     ``qk_scale`` is ``scale * log2(e)`` without softcap and ``c * log2(e)`` with it;
     ``softcap_scale`` is ``scale / c``; ``alibi_slope2`` is ``m * log2(e)``. The second result
     is ``1 - tanh^2`` with softcap and 1.0 without (the backward multiplies dS by it).
+    ``HAS_SOFTCAP``: ``common.SOFTCAP_*`` (0 off, 1 the exact tanh, 2 ``tanh.approx``).
     """
     if HAS_SOFTCAP:
-        b_th = _tanh(b_qk * softcap_scale)
+        b_th = _tanh(b_qk * softcap_scale, HAS_SOFTCAP == 2)   # common.SOFTCAP_FAST
         b_s = b_th * qk_scale
         b_dmod = 1.0 - b_th * b_th
     else:
