@@ -277,7 +277,7 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert seen.get("maxnreg") == (hopper._kernel_modules()[3].MAXNREG if ws else None)
 
 
-DQ_ON = {"hopper_dq_block_n": 64}   # the Gluon dQ kernel (experiment, off in the table)
+DQ_ON = {"hopper_dq_block_n": 64}   # the Gluon dQ kernel (on in the table since v13; named for clarity)
 
 
 @pytest.mark.parametrize("ws", [False, True], ids=["1wg", "ws"])
@@ -321,7 +321,7 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
 @pytest.mark.parametrize("stages", [2, 3])
 @pytest.mark.parametrize("ws", [False, True], ids=["1wg", "ws"])
 def test_gpu_gluon_dq_against_float64(shape, causal, dtype, stages, ws, monkeypatch):
-    """The Gluon dQ kernels (experiment) against float64, with the table's forward and dK/dV."""
+    """The Gluon dQ kernels against float64, with the table's forward and dK/dV."""
     import pyflashattn as pfa
     override = json.dumps({**DQ_ON, "hopper_dq_stages": stages, "hopper_dq_ws": ws})
     monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
@@ -420,7 +420,7 @@ def test_compiles_for_sm90_without_spills():
     under ``TRITON_INTERPRET=1`` (this suite on a CPU) Triton cannot compile."""
     results = compiled_json(AOT, timeout=600)
     # both forwards (d 64 and 128 / 128), both dK/dV at 128 and the fused one, causal or not; the
-    # persistent causal pairs; the Gluon dQ kernels (experiment); features
+    # persistent causal pairs; the Gluon dQ kernels; features
     assert len(results) == 28, results
     for res in results:
         # a little stack, no spills: the dK/dV kernel holds two 64 x 128 fp32 accumulators, two

@@ -281,8 +281,9 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
                  alibi: bool = False, fused_dq: bool = False, paired: bool = False) -> dict:
     """Build the forward (``kind="fwd"``; ``"fwd_ws"`` the warp-specialized one; optionally their
     feature variants), dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
-    with ``fused_dq``) or dQ (``"dq"``, experiment) kernel; ``paired: the warp-specialized forward's causal pairs) kernel for sm_90 here, no GPU needed (Triton's
-    bundled ptxas): its shared memory, registers and spills (``kernels.aot.resource_usage``) and
+    with ``fused_dq``) or dQ (``"dq"``; the table's ``hopper_dq_ws`` picks which) kernel for sm_90
+    here, no GPU needed (Triton's bundled ptxas; ``paired``: the warp-specialized forward's causal
+    pairs): its shared memory, registers and spills (``kernels.aot.resource_usage``) and
     its wgmmas and full waits for them (``kernels.aot.wgmma_waits``); with ``dump``, its TTGIR and
     PTX too."""
     import triton
