@@ -272,6 +272,7 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert seen["LSE"] is lse and seen["DELTA"] is delta and seen["DK"] is dk and seen["DV"] is dv
     assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
     assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dks"]) == (p.qk_scale, p.softmax_scale, dk.stride(1))
+    assert seen["softcap_scale"] == p.softcap_scale and seen["HAS_SOFTCAP"] is False
     assert seen["CAUSAL"] is ws and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, bn, 128)
     assert seen["NUM_STAGES"] == (c.hopper_dkdv_ws_stages if ws else c.hopper_dkdv_stages) and seen["num_warps"] == 4
     assert seen.get("maxnreg") == (hopper._kernel_modules()[3].MAXNREG if ws else None)
@@ -301,15 +302,23 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     assert seen.get("maxnreg") == (hopper._kernel_modules()[4].MAXNREG if ws else None)
     assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
     assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dqs"]) == (p.qk_scale, p.softmax_scale, dq.stride(1))
+    assert seen["softcap_scale"] == p.softcap_scale and seen["HAS_SOFTCAP"] is False
     assert seen["CAUSAL"] is True and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (bm, 64, 128)
     assert seen["NUM_STAGES"] == c.hopper_dq_stages and seen["num_warps"] == 4
     # not chosen: off in the table, added into the buffer, a buffer of another dtype or layout,
-    # or what the Gluon dK/dV kernel would not take either (here: softcap)
+    # or what the Gluon dK/dV kernel would not take either (here: softcap, unless hopper_bwd_softcap)
     assert not hopper.dq_usable(q, k, v, dout, dq, p, cfg(override=json.dumps({"hopper_dq_block_n": 0})), device_ok=True)
     assert not hopper.dq_usable(q, k, v, dout, dq, p, c, accumulate=True, device_ok=True)
     assert not hopper.dq_usable(q, k, v, dout, dq.float(), p, c, device_ok=True)
     assert not hopper.dq_usable(q, k, v, dout, dq.transpose(1, 2).contiguous().transpose(1, 2), p, c, device_ok=True)
     assert not hopper.dq_usable(q, k, v, dout, dq, params(q, k, softcap=5.0), c, device_ok=True)
+    c_sc = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_bwd_softcap": 1}))
+    p_sc = params(q, k, causal=True, softcap=5.0)
+    assert hopper.dq_usable(q, k, v, dout, dq, p_sc, c_sc, device_ok=True)
+    launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta, dq, p_sc, c_sc)
+    launcher(grid, args, constexprs, num_warps=num_warps, **options)
+    assert seen["HAS_SOFTCAP"] is True and (seen["qk_scale"], seen["softcap_scale"]) == (p_sc.qk_scale,
+                                                                                         p_sc.softcap_scale)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -578,6 +587,41 @@ def test_gpu_softcap_alibi_window_against_float64(d, causal, fwd, monkeypatch):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True, **kw)
         return out, lse
     compare_with_reference(fn, q, k, v, causal=causal, **kw)
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("shape", [(2, 300, 500, 4, 2, 128), (1, 1000, 1000, 4, 4, 64), (2, 2500, 2500, 2, 1, 128),
+                                   (1, 77, 300, 4, 1, 128)],
+                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("cap", [0.5, 30.0])
+def test_gpu_softcap_gluon_backward_against_float64(shape, causal, dtype, cap, monkeypatch):
+    """Softcap through the Gluon backward (``hopper_bwd_softcap``, experiment): the table's
+    dK/dV (one warpgroup, or at d=128 from 2k keys the warp-specialized or, without causal, the
+    fused dK/dV/dQ kernel) and dQ kernels, against float64; a cap of 0.5 saturates tanh (scores
+    of +-40 there), 30 is the usual."""
+    import pyflashattn as pfa
+    from pyflashattn.kernels import bwd
+    override = json.dumps({"hopper_bwd_softcap": 1})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
+    b, sq, sk, h, hk, d = shape
+    q, k, v = qkv(b, sq, sk, h, hk, d, dtype, "cuda")
+    q = (q * (8 if cap < 1 else 1)).requires_grad_()
+    k, v = k.requires_grad_(), v.requires_grad_()
+    p = params(q, k, causal=causal, softcap=cap)
+    assert hopper.usable(q, k, v, p, cfg(d, dtype, override), dout=torch.randn_like(q))
+    launched = []
+    gluon_launcher = hopper._launcher
+    monkeypatch.setattr(hopper, "_launcher", lambda kernel: launched.append(kernel.fn.__name__)
+                        or gluon_launcher(kernel))
+    monkeypatch.setattr(bwd, "_launch_dkdv", None)   # Triton's dK/dV must not run
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, softcap=cap, return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal, softcap=cap)
+    assert any(name.startswith("dkdv_hopper") for name in launched), launched
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")

@@ -80,6 +80,9 @@ class KernelConfig:
     # the backward alone 4-5 % faster without causal, 4-13 % with it, 1k-16k (fused-reach-v12.log)
     hopper_dkdv_block_n: int = 0
     hopper_dkdv_block_m: int = 64
+    # the Gluon backward kernels (dK/dV, dQ, fused) with softcap too (experiment, 0: Triton's
+    # kernels then); the tanh is the forward's tanh.approx
+    hopper_bwd_softcap: int = 0
     hopper_dkdv_stages: int = 2
     # the warp-specialized dK/dV (two consumer warpgroups of 64 keys and a producer warp) from
     # this many keys on, without causal / with it; 0: never. At d=128 (8th session, kernel time

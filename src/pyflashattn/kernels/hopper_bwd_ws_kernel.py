@@ -35,7 +35,7 @@ def _producer(args, WG: gl.constexpr):
     """One warp: K and V of both consumers, then Q(t) and dO(t) of every step into the ring; a
     slot is refilled once both consumers have released it."""
     (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA,
-     b, nheads, h0, n_q, n_steps, m_first, row0_q, row0_k, n0, kv_col, seqlen_q, causal_shift, qk_scale) = args
+     b, nheads, h0, n_q, n_steps, m_first, row0_q, row0_k, n0, kv_col, seqlen_q, causal_shift, scales) = args
     NUM_STAGES: gl.constexpr = q_smem.type.shape[0]
     BLOCK_M: gl.constexpr = q_smem.type.shape[1]
     HEAD_DIM: gl.constexpr = q_smem.type.shape[2]
@@ -51,11 +51,11 @@ def _producer(args, WG: gl.constexpr):
 
 
 @gluon.jit
-def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, FUSED_DQ: gl.constexpr, group, seqlen_k, softmax_scale,
-              DK, DV, stride_dks, dq_args):
+def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, FUSED_DQ: gl.constexpr, HAS_SOFTCAP: gl.constexpr, group,
+              seqlen_k, softmax_scale, DK, DV, stride_dks, dq_args):
     """One warpgroup, keys ``[n0 + WG * 64, +64)``: every step of the program, then its dK, dV."""
     (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA,
-     b, nheads, h0, n_q, n_steps, m_first, row0_q, row0_k, n0, kv_col, seqlen_q, causal_shift, qk_scale) = args
+     b, nheads, h0, n_q, n_steps, m_first, row0_q, row0_k, n0, kv_col, seqlen_q, causal_shift, scales) = args
     NUM_STAGES: gl.constexpr = q_smem.type.shape[0]
     BLOCK_M: gl.constexpr = q_smem.type.shape[1]
     HEAD_DIM: gl.constexpr = q_smem.type.shape[2]
@@ -66,8 +66,9 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, FUSED_DQ: gl.constex
     n_own = n0 + WG * KEYS
     mbarrier.wait(kv_bar, 0)
     dk, dv = _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem.index(WG), v_smem.index(WG), ready, empty, LSE,
-                        DELTA, n_own, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, qk_scale,
-                        group, dq_args, CAUSAL, True, FUSED_DQ, WG, st_layout, acc_layout, BLOCK_M, NUM_STAGES)
+                        DELTA, n_own, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, scales,
+                        group, dq_args, CAUSAL, True, FUSED_DQ, HAS_SOFTCAP, WG, st_layout, acc_layout, BLOCK_M,
+                        NUM_STAGES)
     if FUSED_DQ:
         tma.store_wait(0)   # the last reduce-add has read its tile before the program ends
     _store_dkdv(dk, dv, n_own, row0_k, kv_col, seqlen_k, softmax_scale, DK, DV, stride_dks, acc_layout)
@@ -75,8 +76,9 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, FUSED_DQ: gl.constex
 
 @gluon.jit
 def dkdv_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, dq_desc, seqlen_q, seqlen_k, nheads,
-                          group, qk_scale, softmax_scale, stride_dks,
-                          CAUSAL: gl.constexpr, FUSED_DQ: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                          group, qk_scale, softcap_scale, softmax_scale, stride_dks,
+                          CAUSAL: gl.constexpr, FUSED_DQ: gl.constexpr, HAS_SOFTCAP: gl.constexpr,
+                          BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                           HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """One program per (128 keys, batch x kv-head); launch with ``maxnreg=MAXNREG``, the K/V
     descriptors' blocks ``64 x d`` (one per consumer), Q/dO's ``BLOCK_M x d``. ``FUSED_DQ``: also
@@ -115,9 +117,9 @@ def dkdv_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, d
 
     args = (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA,
             b, nheads, h0, n_q, n_steps, m_first, row0_q, row0_k, n0, hk * HEAD_DIM, seqlen_q, causal_shift,
-            qk_scale)
-    gl.warp_specialize([(_consumer, (args, 0, CAUSAL, FUSED_DQ, group, seqlen_k, softmax_scale, DK, DV, stride_dks,
-                                     dq_args)),
-                        (_consumer, (args, 1, CAUSAL, FUSED_DQ, group, seqlen_k, softmax_scale, DK, DV, stride_dks,
-                                     dq_args)),
+            (qk_scale, softcap_scale))
+    gl.warp_specialize([(_consumer, (args, 0, CAUSAL, FUSED_DQ, HAS_SOFTCAP, group, seqlen_k, softmax_scale, DK, DV,
+                                     stride_dks, dq_args)),
+                        (_consumer, (args, 1, CAUSAL, FUSED_DQ, HAS_SOFTCAP, group, seqlen_k, softmax_scale, DK, DV,
+                                     stride_dks, dq_args)),
                         (_producer, (args, 0))], [4, 1], [240, 24])

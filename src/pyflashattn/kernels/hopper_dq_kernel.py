@@ -23,31 +23,37 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_init, warpgroup_mma_wait)
 
+from .hopper_bwd_kernel import _softcap
 from .hopper_fwd_kernel import _key_blocks, _load_tile, _program
 
 LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
 
 
 @gluon.jit
-def _dq_probs(s, lse2, block, n_full, offs_m, offs_n, seqlen_k, causal_shift, qk_scale, CAUSAL: gl.constexpr,
-              BLOCK_N: gl.constexpr):
+def _dq_probs(s, lse2, block, n_full, offs_m, offs_n, seqlen_k, causal_shift, scales, CAUSAL: gl.constexpr,
+              HAS_SOFTCAP: gl.constexpr, BLOCK_N: gl.constexpr):
     """P = exp2(S * scale - lse) of key block ``block``, 0 where it is masked (from ``n_full``
     on): past the sequence's keys, which the 2-D descriptor reads from the next sequence, or
-    above the causal diagonal."""
-    p = gl.exp2(s * qk_scale - gl.expand_dims(lse2, 1))
+    above the causal diagonal; with softcap times dS's factor ``1 - tanh^2``
+    (``hopper_bwd_kernel._softcap``), since P is only needed for dS here."""
+    qk_scale, softcap_scale = scales
+    s2, dmod = _softcap(s, qk_scale, softcap_scale, HAS_SOFTCAP)
+    p = gl.exp2(s2 - gl.expand_dims(lse2, 1))
     if block >= n_full:
         cols = gl.expand_dims(block * BLOCK_N + offs_n, 0)
         valid = cols < seqlen_k
         if CAUSAL:
             valid = valid & (cols <= gl.expand_dims(offs_m, 1) + causal_shift)
         p = gl.where(valid, p, 0.0)
+    if HAS_SOFTCAP:
+        p = p * dmod
     return p
 
 
 @gluon.jit
 def _dq_steps(q_smem, do_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, refill, n_steps, j_lo, n_full,
-              lse2, delta, offs_m, seqlen_k, causal_shift, qk_scale, CAUSAL: gl.constexpr, WS: gl.constexpr,
-              s_layout: gl.constexpr, dq_layout: gl.constexpr):
+              lse2, delta, offs_m, seqlen_k, causal_shift, scales, CAUSAL: gl.constexpr, WS: gl.constexpr,
+              HAS_SOFTCAP: gl.constexpr, s_layout: gl.constexpr, dq_layout: gl.constexpr):
     """dQ (unscaled) of the rows of ``q_smem`` over key blocks ``[j_lo, j_lo + n_steps)``, the
     step loop of the module docstring, returned with every wgmma retired. One-warpgroup kernel
     (``WS`` off): the program refills each ring slot itself (``refill`` = the K and V
@@ -79,7 +85,8 @@ def _dq_steps(q_smem, do_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empt
         s, dq, ds_op = warpgroup_mma_wait(1, deps=(s, dq, ds_op))
         if not WS and t >= 1:  # K(t-1) read by S(t-1) and dQ(t-1), both done: its slot takes block t-1+NUM_STAGES
             _load_tile(k_desc, k_smem, k_ready, t - 1 + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
-        p = _dq_probs(s, lse2, j_lo + t, n_full, offs_m, offs_n, seqlen_k, causal_shift, qk_scale, CAUSAL, BLOCK_N)
+        p = _dq_probs(s, lse2, j_lo + t, n_full, offs_m, offs_n, seqlen_k, causal_shift, scales, CAUSAL, HAS_SOFTCAP,
+                      BLOCK_N)
         dp = warpgroup_mma_wait(0, deps=(dp,))
         # V(t) read by dP(t), done: its slot may take block t+NUM_STAGES
         if WS:
@@ -110,8 +117,8 @@ def _store_dq(dq, m0, row0_q, q_col, seqlen_q, softmax_scale, DQ, stride_dqs, dq
 
 @gluon.jit
 def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_q, seqlen_k, nheads, group,
-                     qk_scale, softmax_scale, stride_dqs,
-                     CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                     qk_scale, softcap_scale, softmax_scale, stride_dqs,
+                     CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                      NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """One program per (query block, batch x head), query blocks fastest and each head's last
     (longest under causal) first, as the forward (``_program``). q, dout, dq ``(b, sq, h, d)``
@@ -161,8 +168,8 @@ def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_q, 
     delta = gl.load(DELTA + lse_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
     mbarrier.wait(q_bar, 0)
     dq = _dq_steps(q_smem, do_smem, k_smem, v_smem, k_bar, v_bar, k_bar, v_bar, (k_desc, v_desc, row_k, kv_col),
-                   n_steps, j_lo, n_full, lse2, delta, offs_m, seqlen_k, causal_shift, qk_scale, CAUSAL, False,
-                   s_layout, dq_layout)
+                   n_steps, j_lo, n_full, lse2, delta, offs_m, seqlen_k, causal_shift, (qk_scale, softcap_scale),
+                   CAUSAL, False, HAS_SOFTCAP, s_layout, dq_layout)
 
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(NUM_STAGES):
@@ -183,7 +190,7 @@ def _dq_ws_producer(args):
     """One warp: Q and dO of both consumers, then K(t) and V(t) into their rings, each slot
     refilled once both consumers have released it."""
     (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-     geometry, LSE, DELTA, DQ, qk_scale, softmax_scale, stride_dqs) = args
+     geometry, LSE, DELTA, DQ, scales, softmax_scale, stride_dqs) = args
     m0, row0_q, row_k, q_col, kv_col, n_steps = geometry[:6]
     NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
     BLOCK_N: gl.constexpr = k_smem.type.shape[1]
@@ -206,12 +213,12 @@ def _dq_ws_producer(args):
 
 
 @gluon.jit
-def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr):
+def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr):
     """One warpgroup, query rows ``[m0 + WG * 64, +64)``: the shared step loop (``_dq_steps``,
     ``WS``), then their dQ. Both consumers walk every key block of the program (the rings are
     shared); under causal consumer 0's last block is masked whole."""
     (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-     geometry, LSE, DELTA, DQ, qk_scale, softmax_scale, stride_dqs) = args
+     geometry, LSE, DELTA, DQ, scales, softmax_scale, stride_dqs) = args
     m0, row0_q, row_k, q_col, kv_col, n_steps, j_lo, seqlen_q, seqlen_k, causal_shift, lse_base = geometry
     BLOCK_N: gl.constexpr = k_smem.type.shape[1]
     HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
@@ -228,14 +235,14 @@ def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr):
     mbarrier.wait(q_bar.index(WG), 0)
     dq = _dq_steps(q_smem.index(WG), do_smem.index(WG), k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
                    (k_desc, v_desc, row_k, kv_col), n_steps, j_lo, n_full, lse2, delta, offs_m, seqlen_k,
-                   causal_shift, qk_scale, CAUSAL, True, s_layout, dq_layout)
+                   causal_shift, scales, CAUSAL, True, HAS_SOFTCAP, s_layout, dq_layout)
     _store_dq(dq, start, row0_q, q_col, seqlen_q, softmax_scale, DQ, stride_dqs, dq_layout)
 
 
 @gluon.jit
 def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_q, seqlen_k, nheads, group,
-                        qk_scale, softmax_scale, stride_dqs,
-                        CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                        qk_scale, softcap_scale, softmax_scale, stride_dqs,
+                        CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                         NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """``dq_hopper_kernel``'s work with warp specialization (``hopper_dq_ws``, shipped at d=128): 128
     query rows per program, two consumer warpgroups of 64 rows sharing the K/V tiles a producer
@@ -274,7 +281,7 @@ def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_
     geometry = (m0, row0_q, row0_k + j_lo * BLOCK_N, h * HEAD_DIM, (h // group) * HEAD_DIM, n_steps, j_lo, seqlen_q,
                 seqlen_k, causal_shift, lse_base)
     args = (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
-            v_empty, geometry, LSE, DELTA, DQ, qk_scale, softmax_scale, stride_dqs)
-    gl.warp_specialize([(_dq_ws_consumer, (args, 0, CAUSAL)), (_dq_ws_consumer, (args, 1, CAUSAL)),
+            v_empty, geometry, LSE, DELTA, DQ, (qk_scale, softcap_scale), softmax_scale, stride_dqs)
+    gl.warp_specialize([(_dq_ws_consumer, (args, 0, CAUSAL, HAS_SOFTCAP)), (_dq_ws_consumer, (args, 1, CAUSAL, HAS_SOFTCAP)),
                         (_dq_ws_producer, (args,))],
                        [4, 1], [240, 24])
