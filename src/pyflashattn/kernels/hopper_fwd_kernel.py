@@ -245,12 +245,12 @@ def _key_blocks(r0, r1, seqlen_k, causal_shift, window_left, CAUSAL: gl.constexp
 
 @gluon.jit
 def _store_rows(o, start, O, row0_q, q_col, stride_os, seqlen_q, o_layout: gl.constexpr):
-    """Rows ``[start, start + o.shape[0])`` of out by pointer stores from registers, those past
-    ``seqlen_q`` not stored."""
+    """Rows ``[start, start + o.shape[0])`` of out (fp32, rounded here) by pointer stores from
+    registers, those past ``seqlen_q`` not stored."""
     rows = start + gl.arange(0, o.shape[0], layout=gl.SliceLayout(1, o_layout))
     cols = gl.arange(0, o.shape[1], layout=gl.SliceLayout(0, o_layout))
     p_o = O + gl.expand_dims((row0_q + rows).to(gl.int64) * stride_os, 1) + q_col + gl.expand_dims(cols, 0)
-    gl.store(p_o, o, mask=gl.expand_dims(rows < seqlen_q, 1))
+    gl.store(p_o, o.to(O.dtype.element_ty), mask=gl.expand_dims(rows < seqlen_q, 1))
 
 
 @gluon.jit
@@ -269,12 +269,12 @@ def _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_o
     if MAY_BE_EMPTY:
         empty = l_i == 0.0
         l_i = gl.where(empty, 1.0, l_i)
-    o = (acc / gl.expand_dims(gl.convert_layout(l_i, rows_o), 1)).to(O.dtype.element_ty)
+    o = acc / gl.expand_dims(gl.convert_layout(l_i, rows_o), 1)
     if O_TMA:
         o_desc, o_smem = o_tma
         if start + ROWS <= seqlen_q:
             tma.store_wait(0)           # the tile's previous store has read the staging buffer
-            o_smem.store(o)
+            o_smem.store(o.to(O.dtype.element_ty))
             fence_async_shared()
             tma.async_copy_shared_to_global(o_desc, [row0_q + start, q_col], o_smem)
         else:
