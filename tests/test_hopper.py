@@ -203,6 +203,12 @@ def test_forward_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert (seen["CAUSAL"], seen["IS_VARLEN"], seen["HAS_WINDOW"], seen["MAY_BE_EMPTY"], seen["HAS_SOFTCAP"],
             seen["HAS_ALIBI"]) == (True, False, False, False, False, False)
     assert (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"], seen["NUM_STAGES"]) == (bm, bn, 128, stages)
+    if ws:  # out's TMA stores off as the table ships them: q's descriptor stands in, unused
+        assert seen["O_TMA"] is False and seen["o_desc"].base is q
+        c_tma = cfg(override=overrides(FWD_KERNELS[kernel], {"hopper_ws_tma_store": 1}))
+        out, lse = hopper.attn_fwd(q, k, v, p, c_tma)
+        assert seen["O_TMA"] is True and seen["O"] is out
+        _check_descriptor(seen["o_desc"], out, q_rows)
     # varlen with every feature: the packed layout's strides, cu_seqlens, slopes, lse (h, total)
     on = cfg(override=overrides(FEATURES_ON, FWD_KERNELS[kernel]))
     cu = torch.tensor([0, 100, 300, 600], dtype=torch.int32)
@@ -622,6 +628,36 @@ def test_gpu_softcap_gluon_backward_against_float64(shape, causal, dtype, cap, m
         return out, lse
     compare_with_reference(fn, q, k, v, causal=causal, softcap=cap)
     assert any(name.startswith("dkdv_hopper") for name in launched), launched
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("shape", [(2, 1024, 1024, 16, 16, 128), (2, 300, 500, 4, 2, 128), (1, 4097, 4097, 2, 2, 64),
+                                   (3, 1000, 1000, 8, 2, 64), (1, 17, 300, 4, 1, 128)],
+                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_gpu_forward_tma_store_against_float64(shape, causal, dtype, monkeypatch):
+    """The warp-specialized forward with its out tiles stored by TMA (``hopper_ws_tma_store``,
+    experiment): full tiles through shared memory, a sequence's partial last tile by pointer
+    stores; persistent walks of many tiles per program (1k), a program per tile (4097 keys), GQA,
+    one partial tile only (17 queries); out poisoned first, so a row left unwritten shows."""
+    import pyflashattn as pfa
+    override = json.dumps({"hopper_ws_tma_store": 1})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
+    b, sq, sk, h, hk, d = shape
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
+    p = params(q, k, causal=causal)
+    assert hopper.usable(q, k, v, p, cfg(d, dtype, override)) and hopper.warp_specialized(p, cfg(d, dtype, override))
+    empty = torch.empty_like
+
+    def poisoned(t, **kw):
+        return empty(t, **kw).fill_(float("nan"))
+    monkeypatch.setattr(torch, "empty_like", poisoned)
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")

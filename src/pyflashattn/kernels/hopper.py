@@ -172,13 +172,17 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
             if paired or not causal:
                 grid = (min(units, _sm_count(q.device.index or 0)),)
         walk = (units,)
+    # the warp-specialized kernel's out descriptor (``O_TMA``), or q's as an unused stand-in
+    o_tma = ws and bool(config.hopper_ws_tma_store)
+    o_desc = (_descriptor(out if o_tma else q, q_rows),) if ws else ()
     _launcher(kernel)(
-        grid, (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), out, lse, p.cu_q(lse), p.cu_k(lse),
+        grid, (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), *o_desc, out, lse, p.cu_q(lse),
+               p.cu_k(lse),
                p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale, p.alibi_log2,
                out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
         dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
              HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages,
-             **(dict(PAIRED=paired) if ws else {})),
+             **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
         **options)
     return out, lse
 
@@ -308,11 +312,13 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
             config.hopper_warps
         q_rows, stages = bm, config.hopper_stages
     if kind in ("fwd", "fwd_ws"):
-        descs = dict(q_desc=_descriptor(t, q_rows), k_desc=_descriptor(t, bn), v_desc=_descriptor(t, bn))
+        descs = dict(q_desc=_descriptor(t, q_rows), k_desc=_descriptor(t, bn), v_desc=_descriptor(t, bn),
+                     o_desc=_descriptor(t, q_rows))
         floats = {"qk_scale", "softcap_scale", "alibi_log2"}
         ptrs = {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32", "SLOPES": "*fp32"}
         flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window, HAS_SOFTCAP=softcap,
-                     HAS_ALIBI=alibi, **(dict(PAIRED=paired) if kind == "fwd_ws" else {}))
+                     HAS_ALIBI=alibi, **(dict(PAIRED=paired, O_TMA=bool(config.hopper_ws_tma_store))
+                                         if kind == "fwd_ws" else {}))
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
         flags = {}

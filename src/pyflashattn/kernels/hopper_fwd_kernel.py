@@ -244,10 +244,25 @@ def _key_blocks(r0, r1, seqlen_k, causal_shift, window_left, CAUSAL: gl.constexp
 
 
 @gluon.jit
-def _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q,
-                   MAY_BE_EMPTY: gl.constexpr, o_layout: gl.constexpr):
+def _store_rows(o, start, O, row0_q, q_col, stride_os, seqlen_q, o_layout: gl.constexpr):
+    """Rows ``[start, start + o.shape[0])`` of out (fp32, rounded here) by pointer stores from
+    registers, those past ``seqlen_q`` not stored."""
+    rows = start + gl.arange(0, o.shape[0], layout=gl.SliceLayout(1, o_layout))
+    cols = gl.arange(0, o.shape[1], layout=gl.SliceLayout(0, o_layout))
+    p_o = O + gl.expand_dims((row0_q + rows).to(gl.int64) * stride_os, 1) + q_col + gl.expand_dims(cols, 0)
+    gl.store(p_o, o.to(O.dtype.element_ty), mask=gl.expand_dims(rows < seqlen_q, 1))
+
+
+@gluon.jit
+def _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, o_tma,
+                   MAY_BE_EMPTY: gl.constexpr, O_TMA: gl.constexpr, o_layout: gl.constexpr):
     """The epilogue of query rows ``[start, start + acc.shape[0])``: out = acc / l, lse in natural
-    log; a row that saw no key gets out = 0, lse = +inf (flash-attn's convention)."""
+    log; a row that saw no key gets out = 0, lse = +inf (flash-attn's convention). ``O_TMA``
+    (experiment, ``hopper_ws_tma_store``): rows wholly inside the sequence go out through shared
+    memory by one asynchronous TMA store (``o_tma``: the out descriptor, as q's, and this
+    warpgroup's staging tile), so that the warpgroup moves on to its next tile while the store
+    runs; the sequence's last, partial tile by pointer stores, as without it (a 2-D descriptor
+    would write its rows past the end into the next sequence's)."""
     ROWS: gl.constexpr = acc.shape[0]
     HEAD_DIM: gl.constexpr = acc.shape[1]
     rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
@@ -255,10 +270,17 @@ def _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_o
         empty = l_i == 0.0
         l_i = gl.where(empty, 1.0, l_i)
     o = acc / gl.expand_dims(gl.convert_layout(l_i, rows_o), 1)
-    rows = start + gl.arange(0, ROWS, layout=rows_o)
-    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    p_o = O + gl.expand_dims((row0_q + rows).to(gl.int64) * stride_os, 1) + q_col + gl.expand_dims(cols, 0)
-    gl.store(p_o, o.to(O.dtype.element_ty), mask=gl.expand_dims(rows < seqlen_q, 1))
+    if O_TMA:
+        o_desc, o_smem = o_tma
+        if start + ROWS <= seqlen_q:
+            tma.store_wait(0)           # the tile's previous store has read the staging buffer
+            o_smem.store(o.to(O.dtype.element_ty))
+            fence_async_shared()
+            tma.async_copy_shared_to_global(o_desc, [row0_q + start, q_col], o_smem)
+        else:
+            _store_rows(o, start, O, row0_q, q_col, stride_os, seqlen_q, o_layout)
+    else:
+        _store_rows(o, start, O, row0_q, q_col, stride_os, seqlen_q, o_layout)
     lse = (m_i + gl.log2(l_i)) * LN2
     if MAY_BE_EMPTY:
         lse = gl.where(empty, float("inf"), lse)
@@ -341,5 +363,5 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
         mbarrier.invalidate(k_bar.index(i))
         mbarrier.invalidate(v_bar.index(i))
 
-    _store_out_lse(acc, m_i, l_i, offs_m, m0, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, MAY_BE_EMPTY,
-                   o_layout)
+    _store_out_lse(acc, m_i, l_i, offs_m, m0, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, (),
+                   MAY_BE_EMPTY, False, o_layout)

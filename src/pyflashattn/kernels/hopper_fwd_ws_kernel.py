@@ -108,7 +108,8 @@ def _producer(args, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: g
     registers), then K(t) and V(t) into their rings. A slot is refilled once both consumers
     have arrived on its "empty" barrier (each releases it on its own)."""
     (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
-     geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os) = args
+     geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os,
+     o_tma) = args
     NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
     BLOCK_N: gl.constexpr = k_smem.type.shape[1]
     HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
@@ -145,12 +146,13 @@ def _producer(args, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: g
 @gluon.jit
 def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
               MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-              PAIRED: gl.constexpr):
+              PAIRED: gl.constexpr, O_TMA: gl.constexpr):
     """One warpgroup, 64 query rows of each of the program's tiles: S(t) = Q K(t)^T and
     P(t-1) V(t-1) issued together, the softmax of S(t) while P(t-1) V(t-1) runs; then the
     epilogue (out, lse) of its rows."""
     (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
-     geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os) = args
+     geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os,
+     o_tma) = args
     BLOCK_N: gl.constexpr = k_smem.type.shape[1]
     HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
     BLOCK_M: gl.constexpr = 2 * ROWS
@@ -185,18 +187,24 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.conste
                                        seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
                                        HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, True, 4, s_layout, o_layout)
 
-            _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q,
-                           MAY_BE_EMPTY, o_layout)
+            if O_TMA:
+                o_own = (o_tma[0], o_tma[1].index(WG))
+            else:
+                o_own = ()
+            _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, o_own,
+                           MAY_BE_EMPTY, O_TMA, o_layout)
             step0 += n_steps
             n_done += 1
+    if O_TMA:
+        tma.store_wait(0)   # the last store has read the staging tile before the program ends
 
 
 @gluon.jit
-def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads, group,
-                       window_left, qk_scale, softcap_scale, alibi_log2, stride_os, stride_lh, stride_sb, stride_sh,
-                       n_tiles, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
+def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, O, LSE, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads,
+                       group, window_left, qk_scale, softcap_scale, alibi_log2, stride_os, stride_lh, stride_sb,
+                       stride_sh, n_tiles, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
                        MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                       PAIRED: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                       PAIRED: gl.constexpr, O_TMA: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                        HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """Tiles of 128 query rows of one (batch, head), ``n_tiles`` of them (query blocks x batch x
     heads), walked by each program from its id in steps of the grid's size: two consumer
@@ -205,7 +213,8 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqle
     seen as ``(total, h * d)``, each sequence's rows from ``CU_Q``/``CU_K`` (``seqlen_q``/
     ``seqlen_k`` are then the maxima). ``HAS_WINDOW``: keys below ``i + shift - window_left`` are
     masked and their blocks skipped. ``HAS_SOFTCAP``, ``HAS_ALIBI``: as the Triton forward (ALiBi
-    slopes per head or per (batch, head) through ``stride_sb``/``stride_sh``)."""
+    slopes per head or per (batch, head) through ``stride_sb``/``stride_sh``). ``O_TMA``: out's
+    full tiles by TMA stores through ``o_desc`` (out seen as q, 64-row blocks; otherwise unused)."""
     gl.static_assert(BLOCK_M == 2 * ROWS)     # two consumer warpgroups
     gl.static_assert(num_warps == 4)          # the default partition is consumer 0
     gl.static_assert(NUM_STAGES >= 2)
@@ -227,16 +236,21 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, seqle
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(k_empty.index(i), count=2)   # one arrival per consumer warpgroup
         mbarrier.init(v_empty.index(i), count=2)
+    if O_TMA:  # each consumer's staging tile for its out rows
+        o_tma = (o_desc, gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], o_desc.layout))
+    else:
+        o_tma = ()
     fence_async_shared()
 
     geometry = (CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group, window_left, stride_lh)
     args = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
-            geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os)
+            geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os,
+            o_tma)
     # registers: 240 for each consumer, 24 for the producer (setmaxnreg moves them at run time)
     gl.warp_specialize([(_consumer, (args, 0, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI,
-                                     PAIRED)),
+                                     PAIRED, O_TMA)),
                         (_consumer, (args, 1, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI,
-                                     PAIRED)),
+                                     PAIRED, O_TMA)),
                         (_producer, (args, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI,
                                      PAIRED))],
                        [4, 1], [240, 24])
