@@ -70,6 +70,10 @@ class KernelConfig:
     # one head per work unit, so that units have equal work. v12, persistent pairs vs a program
     # per tile, d 128 / 64: +17 / +26 % at 1k, +11 / +13 % at 2k, +13 / -2 % at 4k, +1 / 0 % at 16k
     hopper_ws_persistent_causal: bool = False
+    # and under a causal sliding window (right side 0) of at most this many keys on the left, at
+    # any length (experiment; 0: never): each tile sees ~window / 128 + 1 key blocks, as few as a
+    # dense 1k tile, where the persistent walk gained 10-26 %
+    hopper_ws_persistent_window: int = 0
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
     # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward
