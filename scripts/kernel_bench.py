@@ -158,6 +158,9 @@ def features(args):
             # a config experiment without a table edit: smaller key blocks, fewer masked ones per row
             "window n64": (lambda: pfa.flash_attn_func(q, k, v, window_size=(1024, 0)), (q, k, v),
                            '{"block_n": 64, "block_m_q": 64, "block_n_kv": 64}'),
+            # the warp-specialized forward persistent under the band (hopper_ws_persistent_window)
+            "window persistent": (lambda: pfa.flash_attn_func(q, k, v, window_size=(1024, 0)), (q, k, v),
+                                  '{"hopper_ws_persistent_window": 4096}'),
         }
         for mode in args.modes:
             for name, (fn, leaves, config) in variants.items():

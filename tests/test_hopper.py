@@ -240,6 +240,21 @@ def test_forward_persistent_where_tiles_are_equal(monkeypatch):
         hopper.attn_fwd(q, k, v, params(q, k, causal=causal, window=window), c)
         tiles = (300 + 127) // 128 * 2 * 4
         assert seen["n_tiles"] == tiles and seen["grid"] == ((5 if persistent else tiles),), (sk, causal, window)
+    # a causal band within hopper_ws_persistent_window keys, at any length: persistent too
+    # (experiment); a band wider than that, a right side other than 0, varlen: a program per tile
+    c_band = cfg(override=overrides(FWD_KERNELS["fwdws"], {"hopper_ws_persistent_max_seqlen_k": 500,
+                                                           "hopper_ws_persistent_window": 1024}))
+    for sk, window, persistent in ((4000, (1024, 0), True), (4000, (1025, 0), False), (4000, (100, 5), False),
+                                   (300, (0, 0), True)):
+        q, k, v = qkv(b=2, sq=300, sk=sk, h=4, hk=2)
+        hopper.attn_fwd(q, k, v, params(q, k, window=window), c_band)
+        tiles = (300 + 127) // 128 * 2 * 4
+        assert seen["n_tiles"] == tiles and seen["PAIRED"] is False, window
+        assert seen["grid"] == ((5 if persistent else tiles),), (sk, window)
+    cu = torch.tensor([0, 100, 300], dtype=torch.int32)
+    qp, kp, vp = (t.reshape(600, *t.shape[2:])[:300] for t in qkv(b=2, sq=300, sk=300, h=4, hk=2))
+    hopper.attn_fwd(qp, kp, vp, varlen_params(qp, kp, cu, cu, 200, 200, window=(64, 0)), c_band)
+    assert seen["grid"] == ((200 + 127) // 128 * 2 * 4,)
     # fewer tiles than SMs: a program per tile
     q, k, v = qkv(b=1, sq=100, sk=100, h=2, hk=2)
     hopper.attn_fwd(q, k, v, params(q, k), c)
@@ -658,6 +673,32 @@ def test_gpu_forward_tma_store_against_float64(shape, causal, dtype, monkeypatch
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
         return out, lse
     compare_with_reference(fn, q, k, v, causal=causal)
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("shape,window", [((2, 4096, 4096, 8, 2, 128), (1000, 0)), ((2, 4096, 4096, 8, 8, 64), (300, 0)),
+                                          ((1, 3000, 3500, 8, 4, 128), (0, 0)), ((2, 2100, 1900, 4, 2, 128), (200, 0))],
+                         ids=["d128-w1000", "d64-w300", "diagonal-sk>sq", "sq>sk-empty-rows"])
+def test_gpu_window_persistent_against_float64(shape, window, monkeypatch):
+    """The warp-specialized forward persistent under a causal band (``hopper_ws_persistent_window``,
+    experiment): 132 programs walking 128-1024 tiles each of a few key blocks, GQA, keys past the
+    queries, and rows that see no key (more queries than keys: out 0, lse +inf); out and lse
+    against float64, gradients through the table's backward."""
+    import pyflashattn as pfa
+    override = json.dumps({"hopper_ws_persistent_window": 4096})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
+    b, sq, sk, h, hk, d = shape
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, torch.bfloat16, "cuda"))
+    grids = []
+    launcher = hopper._launcher
+    monkeypatch.setattr(hopper, "_launcher", lambda kernel: (lambda grid, *a, **kw: grids.append(grid) or
+                                                             launcher(kernel)(grid, *a, **kw)))
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, window_size=window, return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, window_size=window)
+    assert grids[0] == (torch.cuda.get_device_properties(0).multi_processor_count,), grids
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")

@@ -74,6 +74,10 @@ class KernelConfig:
     # from registers (experiment, 0: off): the epilogue's share is largest at 1k, where the
     # forward trails cuDNN by 5-14 %
     hopper_ws_tma_store: int = 0
+    # and under a causal sliding window (right side 0) of at most this many keys on the left, at
+    # any length (experiment; 0: never): each tile sees ~window / 128 + 1 key blocks, as few as a
+    # dense 1k tile, where the persistent walk gained 10-26 %
+    hopper_ws_persistent_window: int = 0
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
     # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward

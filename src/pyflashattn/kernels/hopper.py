@@ -163,9 +163,15 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
         units = grid[0]
         # persistent (a program per SM walking work units) where every unit has the same work:
         # tiles without causal; under causal (no more queries than keys) pairs of a heavy and a
-        # light query block of one head (the kernel's PAIRED). Varlen and windows: a static walk
-        # would leave SMs idle at the end, so a program per tile
-        if sk <= config.hopper_ws_persistent_max_seqlen_k and not (window or p.is_varlen):
+        # light query block of one head (the kernel's PAIRED); a causal band (right side 0) of at
+        # most hopper_ws_persistent_window keys, whose tiles past the first band's worth all see
+        # the same key blocks (experiment). Varlen and other windows: a static walk would leave
+        # SMs idle at the end, so a program per tile
+        if window:
+            band = p.window_right == 0 and p.window_left <= config.hopper_ws_persistent_window and not p.is_varlen
+            if band:
+                grid = (min(units, _sm_count(q.device.index or 0)),)
+        elif sk <= config.hopper_ws_persistent_max_seqlen_k and not p.is_varlen:
             paired = causal and sq <= sk and config.hopper_ws_persistent_causal
             if paired:
                 units = (num_m + 1) // 2 * p.batch * h
