@@ -24,7 +24,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma_init, warpgroup_mma_wait)
 
 from .hopper_bwd_kernel import _softcap
-from .hopper_fwd_kernel import _key_blocks, _load_tile, _program
+from .hopper_fwd_kernel import _key_blocks, _kv_barriers, _load_tile, _program
 
 LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
 
@@ -142,12 +142,8 @@ def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_q, 
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k_bar = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_bar = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(k_bar.index(i), count=1)
-        mbarrier.init(v_bar.index(i), count=1)
+    k_bar, v_bar, _, _ = _kv_barriers(NUM_STAGES, 0)
     fence_async_shared()
 
     m0 = start_m * BLOCK_M
@@ -265,17 +261,9 @@ def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(q_bar.index(i), count=1)
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)   # one arrival per consumer warpgroup
-        mbarrier.init(v_empty.index(i), count=2)
+    k_ready, v_ready, k_empty, v_empty = _kv_barriers(NUM_STAGES, 2)   # two consumer warpgroups
     fence_async_shared()
 
     geometry = (m0, row0_q, row0_k + j_lo * BLOCK_N, h * HEAD_DIM, (h // group) * HEAD_DIM, n_steps, j_lo, seqlen_q,

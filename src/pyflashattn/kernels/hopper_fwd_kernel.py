@@ -40,6 +40,32 @@ def _load_tile(desc, smem, bars, block, row0, col, n_blocks, NUM_STAGES: gl.cons
 
 
 @gluon.jit
+def _kv_barriers(NUM_STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
+    """The K and V rings' mbarriers, allocated and initialized (the caller fences): a "ready"
+    one per slot (TMA's transaction count) and, for ``CONSUMERS`` warpgroups fed by a producer
+    warp, an "empty" one per slot that takes an arrival from each; with ``CONSUMERS = 0`` the
+    program refills each slot itself and the ready barriers stand in for the empty ones.
+    Returns ``(k_ready, v_ready, k_empty, v_empty)``."""
+    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    if CONSUMERS:
+        k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    else:
+        k_empty = k_ready
+    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    if CONSUMERS:
+        v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    else:
+        v_empty = v_ready
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        if CONSUMERS:
+            mbarrier.init(k_empty.index(i), count=CONSUMERS)
+            mbarrier.init(v_empty.index(i), count=CONSUMERS)
+    return k_ready, v_ready, k_empty, v_empty
+
+
+@gluon.jit
 def _tanh_approx(x):
     """tanh by ``tanh.approx.f32``: one MUFU operation where ``1 - 2 / (e^{2x} + 1)`` took two
     (the exp2 and the division's reciprocal) beside the softmax's exp2, for a budget of about two
@@ -324,12 +350,8 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k_bar = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_bar = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(k_bar.index(i), count=1)
-        mbarrier.init(v_bar.index(i), count=1)
+    k_bar, v_bar, _, _ = _kv_barriers(NUM_STAGES, 0)
     fence_async_shared()
 
     m0 = start_m * BLOCK_M

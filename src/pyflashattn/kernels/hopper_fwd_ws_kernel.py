@@ -35,7 +35,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
-from .hopper_fwd_kernel import _alibi_slope2, _fwd_steps, _key_blocks, _program, _store_out_lse
+from .hopper_fwd_kernel import _alibi_slope2, _fwd_steps, _key_blocks, _kv_barriers, _program, _store_out_lse
 
 ROWS: gl.constexpr = gl.constexpr(64)   # query rows per consumer warpgroup
 # registers per thread at launch: 12 warps (two consumer warpgroups, the producer warp rounded
@@ -224,18 +224,10 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, O, LSE, CU_Q, CU_K, SLOPE
     v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(q_bar.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=1)
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)   # one arrival per consumer warpgroup
-        mbarrier.init(v_empty.index(i), count=2)
+    k_ready, v_ready, k_empty, v_empty = _kv_barriers(NUM_STAGES, 2)   # two consumer warpgroups
     if O_TMA:  # each consumer's staging tile for its out rows
         o_tma = (o_desc, gl.allocate_shared_memory(dtype, [2, ROWS, HEAD_DIM], o_desc.layout))
     else:
