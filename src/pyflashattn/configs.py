@@ -71,13 +71,15 @@ class KernelConfig:
     # per tile, d 128 / 64: +17 / +26 % at 1k, +11 / +13 % at 2k, +13 / -2 % at 4k, +1 / 0 % at 16k
     hopper_ws_persistent_causal: bool = False
     # its out tiles by TMA stores through shared memory, asynchronous, instead of pointer stores
-    # from registers (experiment, 0: off): the epilogue's share is largest at 1k, where the
-    # forward trails cuDNN by 5-14 %
-    hopper_ws_tma_store: int = 0
+    # from registers (0: off), so a consumer starts its next tile while the last one's store
+    # runs. v14, one process (sweep-fwd-tma-store-v14.log): d=128 +6 to +13 % at 1k-4k (causal
+    # or not), -1 to +2 % at 16k; d=64 -1 to +7 %
+    hopper_ws_tma_store: int = 1
     # and under a causal sliding window (right side 0) of at most this many keys on the left, at
-    # any length (experiment; 0: never): each tile sees ~window / 128 + 1 key blocks, as few as a
-    # dense 1k tile, where the persistent walk gained 10-26 %
-    hopper_ws_persistent_window: int = 0
+    # any length (0: never): each tile sees ~window / 128 + 1 key blocks, as few as a dense 1k
+    # tile, where the persistent walk gained 10-26 %. v14, window (1024, 0), d=128: forward
+    # +6 % at 4k and 16k, 5.8x faster than causal at 16k (5.4x a program per tile)
+    hopper_ws_persistent_window: int = 4096
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
     # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward
@@ -88,9 +90,10 @@ class KernelConfig:
     # the backward alone 4-5 % faster without causal, 4-13 % with it, 1k-16k (fused-reach-v12.log)
     hopper_dkdv_block_n: int = 0
     hopper_dkdv_block_m: int = 64
-    # the Gluon backward kernels (dK/dV, dQ, fused) with softcap too (experiment, 0: Triton's
-    # kernels then); the tanh is the forward's tanh.approx
-    hopper_bwd_softcap: int = 0
+    # the Gluon backward kernels (dK/dV, dQ, fused) with softcap too (0: Triton's kernels then);
+    # the tanh is the forward's tanh.approx. v14, d=128 causal forward+backward with softcap:
+    # 29 % / 24 % faster than with Triton's backward at 4k / 16k (softcap-gluon-bwd-v14.log)
+    hopper_bwd_softcap: int = 1
     hopper_dkdv_stages: int = 2
     # the warp-specialized dK/dV (two consumer warpgroups of 64 keys and a producer warp) from
     # this many keys on, without causal / with it; 0: never. At d=128 (8th session, kernel time

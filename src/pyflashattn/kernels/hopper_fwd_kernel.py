@@ -284,7 +284,7 @@ def _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_o
                    MAY_BE_EMPTY: gl.constexpr, O_TMA: gl.constexpr, o_layout: gl.constexpr):
     """The epilogue of query rows ``[start, start + acc.shape[0])``: out = acc / l, lse in natural
     log; a row that saw no key gets out = 0, lse = +inf (flash-attn's convention). ``O_TMA``
-    (experiment, ``hopper_ws_tma_store``): rows wholly inside the sequence go out through shared
+    (``hopper_ws_tma_store``, on since v14): rows wholly inside the sequence go out through shared
     memory by one asynchronous TMA store (``o_tma``: the out descriptor, as q's, and this
     warpgroup's staging tile), so that the warpgroup moves on to its next tile while the store
     runs; the sequence's last, partial tile by pointer stores, as without it (a 2-D descriptor
