@@ -77,9 +77,10 @@ class KernelConfig:
     hopper_ws_tma_store: int = 1
     # and under a causal sliding window (right side 0) of at most this many keys on the left, at
     # any length (0: never): each tile sees ~window / 128 + 1 key blocks, as few as a dense 1k
-    # tile, where the persistent walk gained 10-26 %. v14, window (1024, 0), d=128: forward
-    # +6 % at 4k and 16k, 5.8x faster than causal at 16k (5.4x a program per tile)
-    hopper_ws_persistent_window: int = 4096
+    # tile, where the persistent walk gained 10-26 %. v14, d=128 forward at 16k, on / off in
+    # one process: window 256 +22 %, 1024 +7 %, 2048 +6 %, 4096 -5 % (window-width-v14.log);
+    # window 1024 is 5.8-5.9x faster than causal there (5.4x a program per tile)
+    hopper_ws_persistent_window: int = 2048
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
     # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward
