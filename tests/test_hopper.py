@@ -85,7 +85,7 @@ def test_dkdv_chosen_when_turned_on():
     assert hopper.usable(q, k, v, p, off, device_ok=True)                            # the forward is not
 
 
-FEATURES_ON = {"hopper_features": 1, "hopper_alibi": 1}   # ALiBi is off in the shipped table
+FEATURES_ON = {"hopper_features": 1, "hopper_alibi": 1}   # as the table ships them (ALiBi since v14)
 
 
 def varlen_params(q, k, cu_q, cu_k, max_q, max_k, causal=False, window=(-1, -1), softcap=0.0, alibi=None):
@@ -95,7 +95,7 @@ def varlen_params(q, k, cu_q, cu_k, max_q, max_k, causal=False, window=(-1, -1),
 
 def test_features_as_the_table_says():
     """Varlen, softcap, left windows and causal rows with no key: the forward takes them in the
-    shipped table (``hopper_features``); ALiBi only with ``hopper_alibi`` (off: slower, v7)."""
+    shipped table (``hopper_features``), ALiBi with ``hopper_alibi`` (on since v14)."""
     shipped, on, off = cfg(), cfg(override=json.dumps(FEATURES_ON)), cfg(override=json.dumps({"hopper_features": 0}))
     q, k, v = qkv()
     cu = torch.tensor([0, 100, 300, 600], dtype=torch.int32)
@@ -108,7 +108,8 @@ def test_features_as_the_table_says():
     for p in (params(q, k, causal=True, alibi=torch.rand(2, 4)),
               varlen_params(qp, kp, cu, cu, 300, 300, causal=True, softcap=5.0, alibi=torch.rand(4))):
         args = (qp, kp, vp) if p.is_varlen else (q, k, v)
-        assert hopper.usable(*args, p, on, device_ok=True) and not hopper.usable(*args, p, shipped, device_ok=True)
+        assert hopper.usable(*args, p, on, device_ok=True) and hopper.usable(*args, p, shipped, device_ok=True)
+        assert not hopper.usable(*args, p, cfg(override=json.dumps({"hopper_alibi": 0})), device_ok=True)
     q2, k2, v2 = qkv(sq=301, sk=300)
     assert hopper.usable(q2, k2, v2, params(q2, k2, causal=True), shipped, device_ok=True)  # rows with no key
     assert not hopper.usable(q2, k2, v2, params(q2, k2, causal=True), off, device_ok=True)
@@ -127,7 +128,8 @@ def test_refused_where_it_does_not_apply():
         assert not usable(*qkv(d=d)), d
     assert not usable(q, k, torch.randn(2, 300, 4, 64, dtype=q.dtype))               # dv != d
     assert not usable(q, k, v, window=(64, 64)) and not usable(q, k, v, dropout_p=0.1)
-    assert not usable(q, k, v, alibi=torch.rand(4))
+    assert not hopper.usable(q, k, v, params(q, k, alibi=torch.rand(4)),
+                             cfg(override=json.dumps({"hopper_alibi": 0})), device_ok=True)
     assert not usable(q, k[:, :0], v[:, :0])                                          # no keys
     heads_first = torch.randn(2, 4, 300, 128, dtype=q.dtype).transpose(1, 2)
     assert not usable(heads_first, k, v)                                              # (b, h, s, d) storage

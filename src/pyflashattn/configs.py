@@ -82,10 +82,11 @@ class KernelConfig:
     # window 1024 is 5.8-5.9x faster than causal there (5.4x a program per tile)
     hopper_ws_persistent_window: int = 2048
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
-    # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi apart: 21 %
-    # slower at 16k with the warp-specialized kernel, so it keeps the Triton forward
+    # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi too since
+    # v14 (21 % slower at 16k in v7; with v14's forwards 13 % / 8 % faster than the Triton
+    # forward at 4k / 16k, d=128 causal, alibi-v14.log)
     hopper_features: int = 1
-    hopper_alibi: int = 0
+    hopper_alibi: int = 1
     # dK/dV: 64 keys per program, 64 queries per step; on at d=128 (+6 to +13 % forward+backward
     # over the Triton dK/dV, v7); at d=64 off in v6 (7 % slower in its experiment), on since v12:
     # the backward alone 4-5 % faster without causal, 4-13 % with it, 1k-16k (fused-reach-v12.log)

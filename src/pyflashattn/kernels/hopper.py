@@ -62,7 +62,7 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     kernel and, without ``hopper_features``, the forward also need dense inputs, no softcap or
     ALiBi, and full or causal attention with ``seqlen_q <= seqlen_k``; with ``hopper_features``
     the forward takes varlen, softcap, a left window (right side 0 or unbounded) and rows that
-    see no key, and ALiBi too with ``hopper_alibi``; the backward takes softcap with
+    see no key, and ALiBi with ``hopper_alibi``; the backward takes softcap with
     ``hopper_bwd_softcap``.
     ``device_ok`` overrides the device check (tests on the CPU)."""
     block = config.hopper_block_m if dout is None else config.hopper_dkdv_block_n
