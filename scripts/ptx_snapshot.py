@@ -3,7 +3,7 @@ lines and labels, one file per variant: a refactor that leaves every file the sa
 kernels the same, with no device time spent (session 12 checked the shared forward step loop
 ``_fwd_steps`` this way: 34 variants, identical).
 
-    PYTHONPATH=<tree>/src python scripts/ptx_snapshot.py DIR [--kinds fwd fwd_ws dkdv dkdv_ws]
+    PYTHONPATH=<tree>/src python scripts/ptx_snapshot.py DIR [--kinds fwd fwd_ws dkdv dkdv_ws dq]
     python scripts/ptx_snapshot.py --compare DIR_BEFORE DIR_AFTER
 """
 from __future__ import annotations
@@ -42,8 +42,9 @@ def variants(kinds):
                 if kind.startswith("fwd"):
                     extra = [dict(paired=True)] if kind == "fwd_ws" and causal else []
                     flags_list = FEATURES + extra
-                else:
-                    flags_list = [dict()] + ([dict(fused_dq=True)] if kind == "dkdv_ws" else [])
+                else:  # the backward's score modifiers (hopper_bwd_softcap, hopper_bwd_alibi)
+                    flags_list = [dict(), dict(softcap=True), dict(alibi=True), dict(softcap=True, alibi=True)]
+                    flags_list += [dict(fused_dq=True)] if kind == "dkdv_ws" else []
                 for flags in flags_list:
                     yield f"{kind}-d{d}-c{int(causal)}-" + "-".join(sorted(flags)), d, causal, kind, flags
 

@@ -296,9 +296,20 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
     assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dks"]) == (p.qk_scale, p.softmax_scale, dk.stride(1))
     assert seen["softcap_scale"] == p.softcap_scale and seen["HAS_SOFTCAP"] is False
+    assert seen["HAS_ALIBI"] is False and seen["SLOPES"] is lse and (seen["stride_sb"], seen["stride_sh"]) == (0, 0)
     assert seen["CAUSAL"] is ws and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, bn, 128)
     assert seen["NUM_STAGES"] == (c.hopper_dkdv_ws_stages if ws else c.hopper_dkdv_stages) and seen["num_warps"] == 4
     assert seen.get("maxnreg") == (hopper._kernel_modules()[3].MAXNREG if ws else None)
+    # ALiBi (hopper_bwd_alibi, experiment): slopes per (batch, head) through their strides
+    slopes = torch.rand(2, 4)   # (batch, heads)
+    p_al = params(q, k, causal=ws, alibi=slopes)
+    assert not hopper.usable(q, k, v, p_al, c, device_ok=True, dout=dout)
+    c_al = cfg(override=json.dumps({**DKDV_KERNELS[kernel], "hopper_bwd_alibi": 1}))
+    assert hopper.usable(q, k, v, p_al, c_al, device_ok=True, dout=dout)
+    hopper.attn_dkdv(q, k, v, dout, lse, delta, dk, dv, p_al, c_al)
+    assert seen["HAS_ALIBI"] is True and seen["SLOPES"] is p_al.alibi_slopes and seen["alibi_log2"] == p_al.alibi_log2
+    assert torch.equal(p_al.alibi_slopes, slopes)
+    assert (seen["stride_sb"], seen["stride_sh"]) == p_al.alibi_slopes.stride()
 
 
 DQ_ON = {"hopper_dq_block_n": 64}   # the Gluon dQ kernel (on in the table since v13; named for clarity)
@@ -323,6 +334,7 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
         _check_descriptor(seen[name], t, rows)
     assert seen["LSE"] is lse and seen["DELTA"] is delta and seen["DQ"] is dq
     assert seen.get("maxnreg") == (hopper._kernel_modules()[4].MAXNREG if ws else None)
+    assert seen["HAS_ALIBI"] is False and seen["SLOPES"] is lse and (seen["stride_sb"], seen["stride_sh"]) == (0, 0)
     assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
     assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dqs"]) == (p.qk_scale, p.softmax_scale, dq.stride(1))
     assert seen["softcap_scale"] == p.softcap_scale and seen["HAS_SOFTCAP"] is False
@@ -343,6 +355,16 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     launcher(grid, args, constexprs, num_warps=num_warps, **options)
     assert seen["HAS_SOFTCAP"] is True and (seen["qk_scale"], seen["softcap_scale"]) == (p_sc.qk_scale,
                                                                                          p_sc.softcap_scale)
+    # ALiBi with hopper_bwd_alibi (experiment), slopes per head: softcap's path, the bias added
+    slopes = torch.rand(4)
+    p_al = params(q, k, causal=True, softcap=5.0, alibi=slopes)
+    assert not hopper.dq_usable(q, k, v, dout, dq, p_al, c_sc, device_ok=True)
+    c_al = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_bwd_softcap": 1, "hopper_bwd_alibi": 1}))
+    assert hopper.dq_usable(q, k, v, dout, dq, p_al, c_al, device_ok=True)
+    launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta, dq, p_al, c_al)
+    launcher(grid, args, constexprs, num_warps=num_warps, **options)
+    assert seen["HAS_ALIBI"] is True and seen["HAS_SOFTCAP"] is True and seen["SLOPES"] is p_al.alibi_slopes
+    assert (seen["stride_sb"], seen["stride_sh"], seen["alibi_log2"]) == (0, 1, p_al.alibi_log2)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -646,6 +668,43 @@ def test_gpu_softcap_gluon_backward_against_float64(shape, causal, dtype, cap, m
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, softcap=cap, return_attn_probs=True)
         return out, lse
     compare_with_reference(fn, q, k, v, causal=causal, softcap=cap)
+    assert any(name.startswith("dkdv_hopper") for name in launched), launched
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("shape", [(2, 300, 500, 4, 2, 128), (1, 1000, 1000, 4, 4, 64), (2, 2500, 2500, 2, 1, 128),
+                                   (1, 77, 300, 4, 1, 128)],
+                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("mods", [dict(per_batch=False), dict(per_batch=True), dict(per_batch=True, softcap=30.0)],
+                         ids=["slopes_h", "slopes_bh", "slopes_bh-softcap"])
+def test_gpu_alibi_gluon_backward_against_float64(shape, causal, dtype, mods, monkeypatch):
+    """ALiBi through the Gluon backward (``hopper_bwd_alibi``, experiment): the table's dK/dV
+    (one warpgroup, or at d=128 from 2k keys the warp-specialized or, without causal, the fused
+    dK/dV/dQ kernel) and dQ kernels, slopes per head or per (batch, head), with softcap once;
+    large slopes (up to 2, ALiBi's first head is 0.5) so the bias dominates far keys."""
+    import pyflashattn as pfa
+    from pyflashattn.kernels import bwd
+    override = json.dumps({"hopper_bwd_alibi": 1})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
+    b, sq, sk, h, hk, d = shape
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
+    slopes = 2 * torch.rand(*((b, h) if mods["per_batch"] else (h,)), device="cuda")
+    cap = mods.get("softcap", 0.0)
+    p = params(q, k, causal=causal, softcap=cap, alibi=slopes)
+    assert hopper.usable(q, k, v, p, cfg(d, dtype, override), dout=torch.randn_like(q))
+    launched = []
+    gluon_launcher = hopper._launcher
+    monkeypatch.setattr(hopper, "_launcher", lambda kernel: launched.append(kernel.fn.__name__)
+                        or gluon_launcher(kernel))
+    monkeypatch.setattr(bwd, "_launch_dkdv", None)   # Triton's dK/dV must not run
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, softcap=cap, alibi_slopes=slopes,
+                                          return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal, softcap=cap, alibi_slopes=slopes)
     assert any(name.startswith("dkdv_hopper") for name in launched), launched
 
 

@@ -63,7 +63,7 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     ALiBi, and full or causal attention with ``seqlen_q <= seqlen_k``; with ``hopper_features``
     the forward takes varlen, softcap, a left window (right side 0 or unbounded) and rows that
     see no key, and ALiBi with ``hopper_alibi``; the backward takes softcap with
-    ``hopper_bwd_softcap``.
+    ``hopper_bwd_softcap`` and ALiBi with ``hopper_bwd_alibi``.
     ``device_ok`` overrides the device check (tests on the CPU)."""
     block = config.hopper_block_m if dout is None else config.hopper_dkdv_block_n
     if not block or q.dtype not in (torch.float16, torch.bfloat16):
@@ -71,11 +71,11 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     if p.is_sparse or p.has_dropout:
         return False
     features = dout is None and config.hopper_features
-    if (p.is_varlen or p.has_alibi) and not features:
+    if p.is_varlen and not features:
         return False
     if p.has_softcap and not (features or (dout is not None and config.hopper_bwd_softcap)):
         return False
-    if p.has_alibi and not config.hopper_alibi:
+    if p.has_alibi and not (features and config.hopper_alibi or dout is not None and config.hopper_bwd_alibi):
         return False
     d = q.shape[-1]
     sq, sk = p.max_seqlen_q, p.max_seqlen_k
@@ -252,10 +252,10 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
     grid = ((sk + bn - 1) // bn * b * hk,)
     return (_launcher(kernel), grid,
             (_descriptor(q, bm), _descriptor(k, kv_rows), _descriptor(v, kv_rows), _descriptor(dout, bm),
-             lse, delta, dk, dv, *ws_args, sq, sk, h, h // hk, p.qk_scale, p.softcap_scale, p.softmax_scale,
-             dk.stride(1)),
-            dict(CAUSAL=p.window_right < sq, **ws_flags, HAS_SOFTCAP=p.has_softcap, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4,
-            None, options)
+             lse, delta, dk, dv, *ws_args, p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale, p.softcap_scale,
+             p.alibi_log2, p.softmax_scale, dk.stride(1), *p.slope_strides()),
+            dict(CAUSAL=p.window_right < sq, **ws_flags, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm,
+                 BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4, None, options)
 
 
 def dq_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, dq: torch.Tensor, p,
@@ -285,8 +285,10 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
     grid = ((sq + bm - 1) // bm * b * h,)
     return (_launcher(kernel), grid,
             (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), _descriptor(dout, q_rows),
-             lse, delta, dq, sq, sk, h, h // hk, p.qk_scale, p.softcap_scale, p.softmax_scale, dq.stride(1)),
-            dict(CAUSAL=p.window_right < sq, HAS_SOFTCAP=p.has_softcap, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
+             lse, delta, dq, p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale, p.softcap_scale, p.alibi_log2,
+             p.softmax_scale, dq.stride(1), *p.slope_strides()),
+            dict(CAUSAL=p.window_right < sq, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn,
+                 HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
             4, None, options)
 
 
@@ -346,9 +348,9 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
                      do_desc=_descriptor(t, q_rows))
         if fused_dq:
             descs["dq_desc"] = _descriptor(t.float(), bm, head_dim // 2)
-        floats = {"qk_scale", "softcap_scale", "softmax_scale"}
-        flags["HAS_SOFTCAP"] = softcap
-        ptrs = {"DK": ptr, "DV": ptr, "DQ": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr}
+        floats = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale"}
+        flags.update(HAS_SOFTCAP=softcap, HAS_ALIBI=alibi)
+        ptrs = {"DK": ptr, "DV": ptr, "DQ": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr, "SLOPES": "*fp32"}
     consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,
                   **flags)
     names = list(kernel.arg_names)

@@ -28,7 +28,7 @@ from triton.experimental.gluon.language._core import builtin
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_init, warpgroup_mma_wait)
 
-from .hopper_fwd_kernel import _tanh_approx
+from .hopper_fwd_kernel import _alibi_slope2, _tanh_approx
 
 LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
 
@@ -50,33 +50,50 @@ def _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, t, n_steps, n_q, m_first,
 
 
 @gluon.jit
-def _softcap(s, qk_scale, softcap_scale, HAS_SOFTCAP: gl.constexpr):
+def _scores(s, scales, rel, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
     """Raw scores -> base-2 scores and ``dS / d(scale * qk)`` (multiplies dS), as
-    ``mask.scores_log2``: with softcap ``c``, ``c * tanh(scale * qk / c) * log2 e`` by one
-    ``tanh.approx`` (the forward's, so that P here is the forward's P) and ``1 - tanh^2``;
-    without, ``qk * scale * log2 e`` and 1."""
+    ``mask.scores_log2`` and the forward's ``_softmax_step``: with softcap ``c``,
+    ``c * tanh(scale * qk / c) * log2 e`` by one ``tanh.approx`` (the forward's, so that P here
+    is the forward's P) and ``1 - tanh^2``; without, ``qk * scale * log2 e`` and 1. ALiBi then
+    subtracts ``slope * |rel|`` in base 2 (``rel``: key - query - (seqlen_k - seqlen_q), the
+    tile's; a bias of the positions only, so dS is unchanged). ``scales``:
+    ``(qk_scale, softcap_scale, slope2)``."""
+    qk_scale, softcap_scale, slope2 = scales
     if HAS_SOFTCAP:
         th = _tanh_approx(s * softcap_scale)
-        return th * qk_scale, 1.0 - th * th
+        s2 = th * qk_scale
+        dmod = 1.0 - th * th
     else:
-        return s * qk_scale, 1.0
+        s2 = s * qk_scale
+        dmod = 1.0
+    if HAS_ALIBI:
+        s2 = s2 - slope2 * gl.abs(rel).to(gl.float32)
+    return s2, dmod
+
+
+@gluon.jit
+def _head_scales(score_args, b, h, HAS_ALIBI: gl.constexpr):
+    """``_scores``'s ``scales`` for query head ``h`` of batch ``b`` from the kernels' score
+    arguments ``(qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh)``."""
+    qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh = score_args
+    return qk_scale, softcap_scale, _alibi_slope2(SLOPES, b, h, alibi_log2, stride_sb, stride_sh, HAS_ALIBI)
 
 
 @gluon.jit
 def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars,
                 empty, LSE, DELTA, offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q,
                 causal_shift, scales, dq_args, MASKED: gl.constexpr, WS: gl.constexpr, FUSED_DQ: gl.constexpr,
-                HAS_SOFTCAP: gl.constexpr, WG: gl.constexpr, st_layout: gl.constexpr, p_op: gl.constexpr,
-                BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
+                HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, WG: gl.constexpr, st_layout: gl.constexpr,
+                p_op: gl.constexpr, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
     """Flat steps ``[t_begin, t_end)`` (see the module docstring); ``MASKED``: apply the causal
     mask (the diagonal's blocks only, a loop of its own so the rest carries no branch). ``WS``:
     a consumer warpgroup of the warp-specialized kernel (``hopper_bwd_ws_kernel``), which
     releases a finished slot on ``empty`` for the producer warp instead of refilling it itself,
     and (without ``FUSED_DQ``) retires every wgmma at each step's end.
     ``FUSED_DQ`` (warp-specialized only): consumer ``WG`` also adds its share of each step's dQ
-    into an fp32 buffer (``_dq_step``; ``dq_args``). ``scales``: ``(qk_scale, softcap_scale)``;
-    ``HAS_SOFTCAP``: the scores through ``softcap * tanh`` as the forward's (``_softcap``)."""
-    qk_scale, softcap_scale = scales
+    into an fp32 buffer (``_dq_step``; ``dq_args``). ``scales``: ``(qk_scale, softcap_scale,
+    slope2)`` of this range's query head; ``HAS_SOFTCAP``, ``HAS_ALIBI``: the scores as the
+    forward's (``_scores``)."""
     dtype: gl.constexpr = q_desc.dtype
     BLOCK_N: gl.constexpr = k_smem.shape[0]
     # the score and dP accumulators of the last step are the (ignored, use_acc=False) inputs of
@@ -106,7 +123,10 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
                 _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, t - 1 + NUM_STAGES, n_steps, n_q, m_first,
                            row0_q, h0, NUM_STAGES, BLOCK_M, HEAD_DIM)
         st = warpgroup_mma_wait(1, deps=(st,))
-        s2, dmod = _softcap(st, qk_scale, softcap_scale, HAS_SOFTCAP)
+        rel = 0
+        if HAS_ALIBI:  # ALiBi's distance, keys down and queries across as S^T
+            rel = gl.expand_dims(offs_n - causal_shift, 1) - gl.expand_dims(rows, 0)
+        s2, dmod = _scores(st, scales, rel, HAS_SOFTCAP, HAS_ALIBI)
         if MASKED:
             visible = gl.expand_dims(offs_n - causal_shift, 1) <= gl.expand_dims(rows, 0)
             s2 = gl.where(visible, s2, float("-inf"))
@@ -208,12 +228,13 @@ def _dkdv_program(seqlen_q, seqlen_k, nheads, group, CAUSAL: gl.constexpr, BLOCK
 
 @gluon.jit
 def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, n0, b, nheads, h0, n_q,
-               n_steps, m_first, row0_q, seqlen_q, causal_shift, scales, group, dq_args, CAUSAL: gl.constexpr,
-               WS: gl.constexpr, FUSED_DQ: gl.constexpr, HAS_SOFTCAP: gl.constexpr, WG: gl.constexpr,
-               st_layout: gl.constexpr, acc_layout: gl.constexpr, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+               n_steps, m_first, row0_q, seqlen_q, causal_shift, score_args, group, dq_args, CAUSAL: gl.constexpr,
+               WS: gl.constexpr, FUSED_DQ: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+               WG: gl.constexpr, st_layout: gl.constexpr, acc_layout: gl.constexpr, BLOCK_M: gl.constexpr,
+               NUM_STAGES: gl.constexpr):
     """dK, dV of keys ``[n0, n0 + k_smem.shape[0])`` over every step of the program: per query
     head of the group, the diagonal steps with the causal mask, then the rest without; returned
-    with every dot retired."""
+    with every dot retired. ``score_args``: as ``_head_scales`` takes them."""
     dtype: gl.constexpr = q_desc.dtype
     BLOCK_N: gl.constexpr = k_smem.shape[0]
     HEAD_DIM: gl.constexpr = k_smem.shape[1]
@@ -234,18 +255,19 @@ def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, LS
         n_masked = 0
     for g in range(group):
         t0 = g * n_q
+        scales = _head_scales(score_args, b, h0 + g, HAS_ALIBI)
         if CAUSAL:
             dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, t0 + n_masked, q_desc, do_desc, q_smem,
                                                do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, offs_n, offs_m, b,
                                                nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
-                                               scales, dq_args, True, WS, FUSED_DQ, HAS_SOFTCAP, WG, st_layout, p_op,
-                                               BLOCK_M, HEAD_DIM, NUM_STAGES)
+                                               scales, dq_args, True, WS, FUSED_DQ, HAS_SOFTCAP, HAS_ALIBI, WG,
+                                               st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
             t0 += n_masked
         dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, (g + 1) * n_q, q_desc, do_desc, q_smem,
                                            do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, offs_n, offs_m, b,
                                            nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
-                                           scales, dq_args, False, WS, FUSED_DQ, HAS_SOFTCAP, WG, st_layout, p_op,
-                                           BLOCK_M, HEAD_DIM, NUM_STAGES)
+                                           scales, dq_args, False, WS, FUSED_DQ, HAS_SOFTCAP, HAS_ALIBI, WG,
+                                           st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
     dk, dv, pt_op, ds_op = warpgroup_mma_wait(0, deps=(dk, dv, pt_op, ds_op))
     return dk, dv
 
@@ -262,9 +284,10 @@ def _store_dkdv(dk, dv, n0, row0_k, kv_col, seqlen_k, softmax_scale, DK, DV, str
 
 
 @gluon.jit
-def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seqlen_q, seqlen_k, nheads, group,
-                       qk_scale, softcap_scale, softmax_scale, stride_dks,
-                       CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, SLOPES, seqlen_q, seqlen_k, nheads,
+                       group, qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dks, stride_sb, stride_sh,
+                       CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                        NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     gl.static_assert(NUM_STAGES >= 2)
     dtype: gl.constexpr = q_desc.dtype
@@ -296,8 +319,9 @@ def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, seql
                    NUM_STAGES, BLOCK_M, HEAD_DIM)
     mbarrier.wait(kv_bar, 0)
     dk, dv = _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, bars, LSE, DELTA, n0, b, nheads, h0,
-                        n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, (qk_scale, softcap_scale), group, (),
-                        CAUSAL, False, False, HAS_SOFTCAP, 0, st_layout, acc_layout, BLOCK_M, NUM_STAGES)
+                        n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
+                        (qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh), group, (), CAUSAL, False,
+                        False, HAS_SOFTCAP, HAS_ALIBI, 0, st_layout, acc_layout, BLOCK_M, NUM_STAGES)
 
     mbarrier.invalidate(kv_bar)
     for i in gl.static_range(NUM_STAGES):

@@ -23,7 +23,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_init, warpgroup_mma_wait)
 
-from .hopper_bwd_kernel import _softcap
+from .hopper_bwd_kernel import _head_scales, _scores
 from .hopper_fwd_kernel import _key_blocks, _kv_barriers, _load_tile, _program
 
 LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
@@ -31,13 +31,15 @@ LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
 
 @gluon.jit
 def _dq_probs(s, lse2, block, n_full, offs_m, offs_n, seqlen_k, causal_shift, scales, CAUSAL: gl.constexpr,
-              HAS_SOFTCAP: gl.constexpr, BLOCK_N: gl.constexpr):
+              HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, BLOCK_N: gl.constexpr):
     """P = exp2(S * scale - lse) of key block ``block``, 0 where it is masked (from ``n_full``
     on): past the sequence's keys, which the 2-D descriptor reads from the next sequence, or
     above the causal diagonal; with softcap times dS's factor ``1 - tanh^2``
-    (``hopper_bwd_kernel._softcap``), since P is only needed for dS here."""
-    qk_scale, softcap_scale = scales
-    s2, dmod = _softcap(s, qk_scale, softcap_scale, HAS_SOFTCAP)
+    (``hopper_bwd_kernel._scores``), since P is only needed for dS here; ALiBi's bias as there."""
+    rel = 0
+    if HAS_ALIBI:  # ALiBi's distance, queries down and keys across
+        rel = gl.expand_dims(block * BLOCK_N + offs_n, 0) - gl.expand_dims(offs_m + causal_shift, 1)
+    s2, dmod = _scores(s, scales, rel, HAS_SOFTCAP, HAS_ALIBI)
     p = gl.exp2(s2 - gl.expand_dims(lse2, 1))
     if block >= n_full:
         cols = gl.expand_dims(block * BLOCK_N + offs_n, 0)
@@ -53,7 +55,7 @@ def _dq_probs(s, lse2, block, n_full, offs_m, offs_n, seqlen_k, causal_shift, sc
 @gluon.jit
 def _dq_steps(q_smem, do_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, refill, n_steps, j_lo, n_full,
               lse2, delta, offs_m, seqlen_k, causal_shift, scales, CAUSAL: gl.constexpr, WS: gl.constexpr,
-              HAS_SOFTCAP: gl.constexpr, s_layout: gl.constexpr, dq_layout: gl.constexpr):
+              HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, s_layout: gl.constexpr, dq_layout: gl.constexpr):
     """dQ (unscaled) of the rows of ``q_smem`` over key blocks ``[j_lo, j_lo + n_steps)``, the
     step loop of the module docstring, returned with every wgmma retired. One-warpgroup kernel
     (``WS`` off): the program refills each ring slot itself (``refill`` = the K and V
@@ -86,7 +88,7 @@ def _dq_steps(q_smem, do_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empt
         if not WS and t >= 1:  # K(t-1) read by S(t-1) and dQ(t-1), both done: its slot takes block t-1+NUM_STAGES
             _load_tile(k_desc, k_smem, k_ready, t - 1 + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
         p = _dq_probs(s, lse2, j_lo + t, n_full, offs_m, offs_n, seqlen_k, causal_shift, scales, CAUSAL, HAS_SOFTCAP,
-                      BLOCK_N)
+                      HAS_ALIBI, BLOCK_N)
         dp = warpgroup_mma_wait(0, deps=(dp,))
         # V(t) read by dP(t), done: its slot may take block t+NUM_STAGES
         if WS:
@@ -116,10 +118,10 @@ def _store_dq(dq, m0, row0_q, q_col, seqlen_q, softmax_scale, DQ, stride_dqs, dq
 
 
 @gluon.jit
-def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_q, seqlen_k, nheads, group,
-                     qk_scale, softcap_scale, softmax_scale, stride_dqs,
-                     CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                     NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, SLOPES, seqlen_q, seqlen_k, nheads, group,
+                     qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dqs, stride_sb, stride_sh,
+                     CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, BLOCK_M: gl.constexpr,
+                     BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """One program per (query block, batch x head), query blocks fastest and each head's last
     (longest under causal) first, as the forward (``_program``). q, dout, dq ``(b, sq, h, d)``
     and k, v ``(b, sk, hk, d)`` seen as 2-D ``(b * s, h * d)``; lse and delta ``(b, h, sq)``."""
@@ -164,8 +166,9 @@ def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_q, 
     delta = gl.load(DELTA + lse_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
     mbarrier.wait(q_bar, 0)
     dq = _dq_steps(q_smem, do_smem, k_smem, v_smem, k_bar, v_bar, k_bar, v_bar, (k_desc, v_desc, row_k, kv_col),
-                   n_steps, j_lo, n_full, lse2, delta, offs_m, seqlen_k, causal_shift, (qk_scale, softcap_scale),
-                   CAUSAL, False, HAS_SOFTCAP, s_layout, dq_layout)
+                   n_steps, j_lo, n_full, lse2, delta, offs_m, seqlen_k, causal_shift,
+                   _head_scales((qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh), b, h, HAS_ALIBI),
+                   CAUSAL, False, HAS_SOFTCAP, HAS_ALIBI, s_layout, dq_layout)
 
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(NUM_STAGES):
@@ -209,7 +212,7 @@ def _dq_ws_producer(args):
 
 
 @gluon.jit
-def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr):
+def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
     """One warpgroup, query rows ``[m0 + WG * 64, +64)``: the shared step loop (``_dq_steps``,
     ``WS``), then their dQ. Both consumers walk every key block of the program (the rings are
     shared); under causal consumer 0's last block is masked whole."""
@@ -231,14 +234,15 @@ def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_SOFTCAP: g
     mbarrier.wait(q_bar.index(WG), 0)
     dq = _dq_steps(q_smem.index(WG), do_smem.index(WG), k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
                    (k_desc, v_desc, row_k, kv_col), n_steps, j_lo, n_full, lse2, delta, offs_m, seqlen_k,
-                   causal_shift, scales, CAUSAL, True, HAS_SOFTCAP, s_layout, dq_layout)
+                   causal_shift, scales, CAUSAL, True, HAS_SOFTCAP, HAS_ALIBI, s_layout, dq_layout)
     _store_dq(dq, start, row0_q, q_col, seqlen_q, softmax_scale, DQ, stride_dqs, dq_layout)
 
 
 @gluon.jit
-def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_q, seqlen_k, nheads, group,
-                        qk_scale, softcap_scale, softmax_scale, stride_dqs,
-                        CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, SLOPES, seqlen_q, seqlen_k, nheads, group,
+                        qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dqs, stride_sb, stride_sh,
+                        CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                         NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """``dq_hopper_kernel``'s work with warp specialization (``hopper_dq_ws``, shipped at d=128): 128
     query rows per program, two consumer warpgroups of 64 rows sharing the K/V tiles a producer
@@ -269,7 +273,10 @@ def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, seqlen_
     geometry = (m0, row0_q, row0_k + j_lo * BLOCK_N, h * HEAD_DIM, (h // group) * HEAD_DIM, n_steps, j_lo, seqlen_q,
                 seqlen_k, causal_shift, lse_base)
     args = (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
-            v_empty, geometry, LSE, DELTA, DQ, (qk_scale, softcap_scale), softmax_scale, stride_dqs)
-    gl.warp_specialize([(_dq_ws_consumer, (args, 0, CAUSAL, HAS_SOFTCAP)), (_dq_ws_consumer, (args, 1, CAUSAL, HAS_SOFTCAP)),
+            v_empty, geometry, LSE, DELTA, DQ,
+            _head_scales((qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh), b, h, HAS_ALIBI),
+            softmax_scale, stride_dqs)
+    gl.warp_specialize([(_dq_ws_consumer, (args, 0, CAUSAL, HAS_SOFTCAP, HAS_ALIBI)),
+                        (_dq_ws_consumer, (args, 1, CAUSAL, HAS_SOFTCAP, HAS_ALIBI)),
                         (_dq_ws_producer, (args,))],
                        [4, 1], [240, 24])
