@@ -75,7 +75,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("dirs", nargs="+")
     p.add_argument("--compare", action="store_true")
-    p.add_argument("--kinds", nargs="+", default=["fwd", "fwd_ws", "dkdv", "dkdv_ws"])
+    p.add_argument("--kinds", nargs="+", default=["fwd", "fwd_ws", "dkdv", "dkdv_ws", "dq"])
     args = p.parse_args()
     if args.compare:
         sys.exit(compare(*args.dirs))

@@ -300,10 +300,11 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert seen["CAUSAL"] is ws and (seen["BLOCK_M"], seen["BLOCK_N"], seen["HEAD_DIM"]) == (64, bn, 128)
     assert seen["NUM_STAGES"] == (c.hopper_dkdv_ws_stages if ws else c.hopper_dkdv_stages) and seen["num_warps"] == 4
     assert seen.get("maxnreg") == (hopper._kernel_modules()[3].MAXNREG if ws else None)
-    # ALiBi (hopper_bwd_alibi, experiment): slopes per (batch, head) through their strides
+    # ALiBi (hopper_bwd_alibi, on since v14): slopes per (batch, head) through their strides
     slopes = torch.rand(2, 4)   # (batch, heads)
     p_al = params(q, k, causal=ws, alibi=slopes)
-    assert not hopper.usable(q, k, v, p_al, c, device_ok=True, dout=dout)
+    c_off = cfg(override=json.dumps({**DKDV_KERNELS[kernel], "hopper_bwd_alibi": 0}))
+    assert not hopper.usable(q, k, v, p_al, c_off, device_ok=True, dout=dout)
     c_al = cfg(override=json.dumps({**DKDV_KERNELS[kernel], "hopper_bwd_alibi": 1}))
     assert hopper.usable(q, k, v, p_al, c_al, device_ok=True, dout=dout)
     hopper.attn_dkdv(q, k, v, dout, lse, delta, dk, dv, p_al, c_al)
@@ -355,10 +356,11 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     launcher(grid, args, constexprs, num_warps=num_warps, **options)
     assert seen["HAS_SOFTCAP"] is True and (seen["qk_scale"], seen["softcap_scale"]) == (p_sc.qk_scale,
                                                                                          p_sc.softcap_scale)
-    # ALiBi with hopper_bwd_alibi (experiment), slopes per head: softcap's path, the bias added
+    # ALiBi with hopper_bwd_alibi (on since v14), slopes per head: softcap's path, the bias added
     slopes = torch.rand(4)
     p_al = params(q, k, causal=True, softcap=5.0, alibi=slopes)
-    assert not hopper.dq_usable(q, k, v, dout, dq, p_al, c_sc, device_ok=True)
+    c_sc_only = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_bwd_softcap": 1, "hopper_bwd_alibi": 0}))
+    assert not hopper.dq_usable(q, k, v, dout, dq, p_al, c_sc_only, device_ok=True)
     c_al = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_bwd_softcap": 1, "hopper_bwd_alibi": 1}))
     assert hopper.dq_usable(q, k, v, dout, dq, p_al, c_al, device_ok=True)
     launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta, dq, p_al, c_al)
@@ -680,7 +682,7 @@ def test_gpu_softcap_gluon_backward_against_float64(shape, causal, dtype, cap, m
 @pytest.mark.parametrize("mods", [dict(per_batch=False), dict(per_batch=True), dict(per_batch=True, softcap=30.0)],
                          ids=["slopes_h", "slopes_bh", "slopes_bh-softcap"])
 def test_gpu_alibi_gluon_backward_against_float64(shape, causal, dtype, mods, monkeypatch):
-    """ALiBi through the Gluon backward (``hopper_bwd_alibi``, experiment): the table's dK/dV
+    """ALiBi through the Gluon backward (``hopper_bwd_alibi``, on since v14): the table's dK/dV
     (one warpgroup, or at d=128 from 2k keys the warp-specialized or, without causal, the fused
     dK/dV/dQ kernel) and dQ kernels, slopes per head or per (batch, head), with softcap once;
     large slopes (up to 2, ALiBi's first head is 0.5) so the bias dominates far keys."""
