@@ -311,6 +311,24 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert seen["HAS_ALIBI"] is True and seen["SLOPES"] is p_al.alibi_slopes and seen["alibi_log2"] == p_al.alibi_log2
     assert torch.equal(p_al.alibi_slopes, slopes)
     assert (seen["stride_sb"], seen["stride_sh"]) == p_al.alibi_slopes.stride()
+    assert seen["IS_VARLEN"] is False and seen["CU_Q"] is lse and seen["CU_K"] is lse
+    # varlen (hopper_bwd_varlen, experiment): packed rows, cu_seqlens, lse (h, total), a grid over
+    # the longest sequence's key blocks
+    cu_q, cu_k = torch.tensor([0, 100, 300], dtype=torch.int32), torch.tensor([0, 250, 400], dtype=torch.int32)
+    qp, kp, vp = torch.randn(300, 4, 128, dtype=q.dtype), *(torch.randn(400, 2, 128, dtype=q.dtype) for _ in range(2))
+    dop, lsep, deltap = torch.randn_like(qp), torch.randn(4, 300), torch.randn(4, 300)
+    dkp, dvp = torch.empty_like(kp), torch.empty_like(vp)
+    p_vl = varlen_params(qp, kp, cu_q, cu_k, 200, 250, causal=ws)
+    assert not hopper.usable(qp, kp, vp, p_vl, c, device_ok=True, dout=dop)
+    c_vl = cfg(override=json.dumps({**DKDV_KERNELS[kernel], "hopper_bwd_varlen": 1}))
+    assert hopper.usable(qp, kp, vp, p_vl, c_vl, device_ok=True, dout=dop)
+    hopper.attn_dkdv(qp, kp, vp, dop, lsep, deltap, dkp, dvp, p_vl, c_vl)
+    assert seen["IS_VARLEN"] is True and seen["CU_Q"] is cu_q and seen["CU_K"] is cu_k
+    assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (200, 250, 4, 2)
+    assert (seen["stride_dks"], seen["stride_lh"]) == (dkp.stride(0), lsep.stride(0)) == (2 * 128, 300)
+    assert seen["grid"] == ((250 + bn - 1) // bn * 2 * 2,) and seen["DK"] is dkp and seen["LSE"] is lsep
+    for name, t, rows in (("q_desc", qp, 64), ("k_desc", kp, 64), ("v_desc", vp, 64), ("do_desc", dop, 64)):
+        _check_descriptor(seen[name], t, rows)
 
 
 DQ_ON = {"hopper_dq_block_n": 64}   # the Gluon dQ kernel (on in the table since v13; named for clarity)
@@ -336,6 +354,7 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     assert seen["LSE"] is lse and seen["DELTA"] is delta and seen["DQ"] is dq
     assert seen.get("maxnreg") == (hopper._kernel_modules()[4].MAXNREG if ws else None)
     assert seen["HAS_ALIBI"] is False and seen["SLOPES"] is lse and (seen["stride_sb"], seen["stride_sh"]) == (0, 0)
+    assert seen["IS_VARLEN"] is False and seen["CU_Q"] is lse and seen["stride_lh"] == lse.stride(1)
     assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
     assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dqs"]) == (p.qk_scale, p.softmax_scale, dq.stride(1))
     assert seen["softcap_scale"] == p.softcap_scale and seen["HAS_SOFTCAP"] is False
@@ -367,6 +386,19 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     launcher(grid, args, constexprs, num_warps=num_warps, **options)
     assert seen["HAS_ALIBI"] is True and seen["HAS_SOFTCAP"] is True and seen["SLOPES"] is p_al.alibi_slopes
     assert (seen["stride_sb"], seen["stride_sh"], seen["alibi_log2"]) == (0, 1, p_al.alibi_log2)
+    # varlen with hopper_bwd_varlen (experiment): a grid over the longest sequence's query blocks
+    cu_q, cu_k = torch.tensor([0, 100, 300], dtype=torch.int32), torch.tensor([0, 250, 400], dtype=torch.int32)
+    qp, kp, vp = torch.randn(300, 4, 128, dtype=q.dtype), *(torch.randn(400, 2, 128, dtype=q.dtype) for _ in range(2))
+    dop, lsep, deltap, dqp = torch.randn_like(qp), torch.randn(4, 300), torch.randn(4, 300), torch.empty_like(qp)
+    p_vl = varlen_params(qp, kp, cu_q, cu_k, 200, 250, causal=True)
+    assert not hopper.dq_usable(qp, kp, vp, dop, dqp, p_vl, c, device_ok=True)
+    c_vl = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_bwd_varlen": 1}))
+    assert hopper.dq_usable(qp, kp, vp, dop, dqp, p_vl, c_vl, device_ok=True)
+    launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(qp, kp, vp, dop, lsep, deltap, dqp,
+                                                                               p_vl, c_vl)
+    launcher(grid, args, constexprs, num_warps=num_warps, **options)
+    assert seen["IS_VARLEN"] is True and seen["CU_Q"] is cu_q and seen["CU_K"] is cu_k and seen["DQ"] is dqp
+    assert (seen["stride_dqs"], seen["stride_lh"]) == (4 * 128, 300) and seen["grid"] == ((200 + bm - 1) // bm * 2 * 4,)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -708,6 +740,50 @@ def test_gpu_alibi_gluon_backward_against_float64(shape, causal, dtype, mods, mo
         return out, lse
     compare_with_reference(fn, q, k, v, causal=causal, softcap=cap, alibi_slopes=slopes)
     assert any(name.startswith("dkdv_hopper") for name in launched), launched
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("lengths", ["mixed", "long"])
+def test_gpu_varlen_gluon_backward_against_float64(lengths, causal, d, dtype, monkeypatch):
+    """Varlen through the Gluon backward (``hopper_bwd_varlen``, experiment): the table's dK/dV
+    and dQ kernels on packed sequences, GQA. "mixed": empty sequences on either side, more
+    queries than keys (causal rows that see no key), lengths off the blocks; "long": up to
+    2500 keys, where d=128 runs the warp-specialized dK/dV, and without causal the fused
+    dK/dV/dQ kernel."""
+    import pyflashattn as pfa
+    from pyflashattn.kernels import bwd
+    from pyflashattn.reference import varlen_attention_ref
+    override = json.dumps({"hopper_bwd_varlen": 1})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
+    lq, lk = {"mixed": ([5, 0, 300, 33, 1, 129, 70], [9, 4, 300, 20, 0, 700, 3]),
+              "long": ([2500, 17, 1000], [2500, 999, 2047])}[lengths]
+    cu_q, cu_k = (torch.tensor([0] + n, device="cuda").cumsum(0).to(torch.int32) for n in (lq, lk))
+    q = torch.randn(sum(lq), 4, d, dtype=dtype, device="cuda", requires_grad=True)
+    k, v = (torch.randn(sum(lk), 2, d, dtype=dtype, device="cuda", requires_grad=True) for _ in range(2))
+    p = varlen_params(q, k, cu_q, cu_k, max(lq), max(lk), causal=causal)
+    assert hopper.usable(q, k, v, p, cfg(d, dtype, override), dout=torch.randn_like(q))
+    launched = []
+    gluon_launcher = hopper._launcher
+    monkeypatch.setattr(hopper, "_launcher", lambda kernel: launched.append(kernel.fn.__name__)
+                        or gluon_launcher(kernel))
+    monkeypatch.setattr(bwd, "_launch_dkdv", None)   # Triton's dK/dV must not run
+    empty = torch.empty_like
+
+    def poisoned(t, **kw):   # gradients and buffers start as NaN: a row left unwritten shows
+        return empty(t, **kw).fill_(float("nan")) if t.is_floating_point() else empty(t, **kw)
+    monkeypatch.setattr(torch, "empty_like", poisoned)
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lq), max(lk), causal=causal,
+                                                 return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal, ref=varlen_attention_ref, cu_seqlens_q=cu_q,
+                           cu_seqlens_k=cu_k)
+    assert any(name.startswith("dkdv_hopper") for name in launched), launched
+    assert any(name.startswith("dq_hopper") or name == "dkdv_hopper_ws_kernel" for name in launched), launched
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")

@@ -100,6 +100,8 @@ class KernelConfig:
     # forward+backward with ALiBi: 28 % / 27 % faster than with Triton's backward at 4k / 16k
     # (alibi-gluon-bwd-v14.log)
     hopper_bwd_alibi: int = 1
+    # ... and with varlen (experiment, 0: Triton's kernels then): the forward's per-sequence walk
+    hopper_bwd_varlen: int = 0
     hopper_dkdv_stages: int = 2
     # the warp-specialized dK/dV (two consumer warpgroups of 64 keys and a producer warp) from
     # this many keys on, without causal / with it; 0: never. At d=128 (8th session, kernel time

@@ -63,7 +63,9 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     ALiBi, and full or causal attention with ``seqlen_q <= seqlen_k``; with ``hopper_features``
     the forward takes varlen, softcap, a left window (right side 0 or unbounded) and rows that
     see no key, and ALiBi with ``hopper_alibi``; the backward takes softcap with
-    ``hopper_bwd_softcap`` and ALiBi with ``hopper_bwd_alibi``.
+    ``hopper_bwd_softcap``, ALiBi with ``hopper_bwd_alibi`` and varlen with ``hopper_bwd_varlen``
+    (no window there: full or causal, whose rows may see no key in a sequence shorter on the key
+    side).
     ``device_ok`` overrides the device check (tests on the CPU)."""
     block = config.hopper_block_m if dout is None else config.hopper_dkdv_block_n
     if not block or q.dtype not in (torch.float16, torch.bfloat16):
@@ -71,7 +73,7 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     if p.is_sparse or p.has_dropout:
         return False
     features = dout is None and config.hopper_features
-    if p.is_varlen and not features:
+    if p.is_varlen and not (features or dout is not None and config.hopper_bwd_varlen):
         return False
     if p.has_softcap and not (features or (dout is not None and config.hopper_bwd_softcap)):
         return False
@@ -234,8 +236,8 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
     (fp32, q's shape, contiguous, zeroed) the warp-specialized kernel also adds dQ / softmax_scale
     into it (``fused_dq``)."""
     _, one_mod, _, ws_mod, _ = _kernel_modules()
-    b, sq, h, d = q.shape
-    sk, hk = k.shape[1], k.shape[2]
+    b, sq, sk = p.batch, p.max_seqlen_q, p.max_seqlen_k     # varlen: the longest sequences
+    h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
     bm = config.hopper_dkdv_block_m
     if dq_acc is not None or dkdv_warp_specialized(p, config):
         # 128 keys per program, read as one 64-key K/V tile per consumer warpgroup
@@ -252,10 +254,11 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
     grid = ((sk + bn - 1) // bn * b * hk,)
     return (_launcher(kernel), grid,
             (_descriptor(q, bm), _descriptor(k, kv_rows), _descriptor(v, kv_rows), _descriptor(dout, bm),
-             lse, delta, dk, dv, *ws_args, p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale, p.softcap_scale,
-             p.alibi_log2, p.softmax_scale, dk.stride(1), *p.slope_strides()),
-            dict(CAUSAL=p.window_right < sq, **ws_flags, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm,
-                 BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4, None, options)
+             lse, delta, dk, dv, *ws_args, p.cu_q(lse), p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk,
+             p.qk_scale, p.softcap_scale, p.alibi_log2, p.softmax_scale, dk.stride(-3), lse.stride(-2),
+             *p.slope_strides()),
+            dict(CAUSAL=p.window_right < sq, **ws_flags, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
+                 HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4, None, options)
 
 
 def dq_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, dq: torch.Tensor, p,
@@ -274,8 +277,8 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
     """The Gluon dQ kernel's launch, not yet made, as ``dkdv_launch``'s: one program of
     ``hopper_dq_block_m`` query rows per (query block, batch x head)."""
     dq_mod = _kernel_modules()[4]
-    b, sq, h, d = q.shape
-    sk, hk = k.shape[1], k.shape[2]
+    b, sq, sk = p.batch, p.max_seqlen_q, p.max_seqlen_k     # varlen: the longest sequences
+    h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
     bn = config.hopper_dq_block_n
     if config.hopper_dq_ws:  # 128 rows per program: a 64-row Q/dO tile per consumer warpgroup
         kernel, bm, q_rows, options = dq_mod.dq_hopper_ws_kernel, 128, 64, dict(maxnreg=dq_mod.MAXNREG)
@@ -285,10 +288,10 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
     grid = ((sq + bm - 1) // bm * b * h,)
     return (_launcher(kernel), grid,
             (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), _descriptor(dout, q_rows),
-             lse, delta, dq, p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale, p.softcap_scale, p.alibi_log2,
-             p.softmax_scale, dq.stride(1), *p.slope_strides()),
-            dict(CAUSAL=p.window_right < sq, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn,
-                 HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
+             lse, delta, dq, p.cu_q(lse), p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale,
+             p.softcap_scale, p.alibi_log2, p.softmax_scale, dq.stride(-3), lse.stride(-2), *p.slope_strides()),
+            dict(CAUSAL=p.window_right < sq, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi,
+                 BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
             4, None, options)
 
 
@@ -349,8 +352,9 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         if fused_dq:
             descs["dq_desc"] = _descriptor(t.float(), bm, head_dim // 2)
         floats = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale"}
-        flags.update(HAS_SOFTCAP=softcap, HAS_ALIBI=alibi)
-        ptrs = {"DK": ptr, "DV": ptr, "DQ": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr, "SLOPES": "*fp32"}
+        flags.update(IS_VARLEN=varlen, HAS_SOFTCAP=softcap, HAS_ALIBI=alibi)
+        ptrs = {"DK": ptr, "DV": ptr, "DQ": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr, "SLOPES": "*fp32",
+                "CU_Q": "*i32", "CU_K": "*i32"}
     consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,
                   **flags)
     names = list(kernel.arg_names)
