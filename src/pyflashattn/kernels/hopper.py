@@ -77,7 +77,7 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
         return False
     if p.has_softcap and not (features or (dout is not None and config.hopper_bwd_softcap)):
         return False
-    if p.has_alibi and not (features and config.hopper_alibi or dout is not None and config.hopper_bwd_alibi):
+    if p.has_alibi and not ((features and config.hopper_alibi) or (dout is not None and config.hopper_bwd_alibi)):
         return False
     d = q.shape[-1]
     sq, sk = p.max_seqlen_q, p.max_seqlen_k
@@ -185,9 +185,8 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     o_desc = (_descriptor(out if o_tma else q, q_rows),) if ws else ()
     _launcher(kernel)(
         grid, (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), *o_desc, out, lse, p.cu_q(lse),
-               p.cu_k(lse),
-               p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale, p.alibi_log2,
-               out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
+               p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale,
+               p.alibi_log2, out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
         dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
              HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages,
              **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
