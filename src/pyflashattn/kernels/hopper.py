@@ -73,7 +73,7 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     if p.is_sparse or p.has_dropout:
         return False
     features = dout is None and config.hopper_features
-    if p.is_varlen and not (features or dout is not None and config.hopper_bwd_varlen):
+    if p.is_varlen and not (features or (dout is not None and config.hopper_bwd_varlen)):
         return False
     if p.has_softcap and not (features or (dout is not None and config.hopper_bwd_softcap)):
         return False
