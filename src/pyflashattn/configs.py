@@ -100,6 +100,10 @@ class KernelConfig:
     # forward+backward with ALiBi: 28 % / 27 % faster than with Triton's backward at 4k / 16k
     # (alibi-gluon-bwd-v14.log)
     hopper_bwd_alibi: int = 1
+    # the dK/dV kernels' lse and delta from a padded (b, h, 2, n) buffer the preprocess writes
+    # (lse in base 2), read without masks (experiment; 0: lse and delta as the forward and the
+    # preprocess leave them, masked per step)
+    hopper_bwd_stats: int = 0
     hopper_dkdv_stages: int = 2
     # the warp-specialized dK/dV (two consumer warpgroups of 64 keys and a producer warp) from
     # this many keys on, without causal / with it; 0: never. At d=128 (8th session, kernel time
