@@ -3,6 +3,7 @@ sm_90 within the SM's registers and shared memory (on any machine, ahead of time
 H200 its results against the float64 reference."""
 import importlib.util
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -929,6 +930,76 @@ def test_fused_dq_launches_zero_and_scale_its_buffer():
     acc.copy_(torch.randn(q.shape, device=dev))
     scale[0](*scale[1:6], **scale[6])
     torch.testing.assert_close(dq, acc * p.softmax_scale)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["dkdv", "fused"])
+def test_preprocess_writes_padded_stats(fused, monkeypatch):
+    """``hopper_bwd_stats`` (experiment): the preprocess also writes the Gluon dK/dV kernels'
+    ``(b, h, 2, n)`` statistics, lse in base 2 then delta, rows past seqlen_q up to n (128 here
+    for 37 queries) +inf and 0 (poisoned first, so a row left unwritten shows); the dK/dV launch
+    reads them instead of lse and delta (``PADDED_STATS``, the row count as ``stats_len``)."""
+    from pyflashattn import ops
+    from pyflashattn.kernels import bwd
+    dev = "cuda" if HAS_CUDA else "cpu"
+    q, k, v = qkv(b=2, sq=37, sk=45, h=3, hk=3, d=128, dtype=torch.float32, device=dev)
+    out, dout = torch.randn_like(q), torch.randn_like(q)
+    lse, delta = torch.randn(2, 3, 37, device=dev), torch.full((2, 3, 37), float("nan"), device=dev)
+    p = params(q, k)
+    c = replace(ops._config(q, v, p), hopper_dkdv_block_n=64, hopper_bwd_stats=1)   # the table's Gluon tiles
+    dq, dk, dv = bwd._new_grads(q, k, v)
+    acc = torch.full(q.shape, float("nan"), device=dev) if fused else None
+    stats = bwd._new_stats(lse).fill_(float("nan"))
+    assert stats.shape == (2, 3, 2, 128)
+    monkeypatch.setattr(bwd, "_gluon_dkdv", lambda *args: True)   # the Gluon dK/dV launch, built only
+    launches = bwd._launches(dout, q, k, v, out, lse, None, p, c, delta, dq, dk, dv, False, acc, stats)
+    pre, dkdv = launches[0], launches[1]
+    assert pre[3]["WRITE_STATS"] is True and dkdv[3]["PADDED_STATS"] is True
+    assert dkdv[2][4] is stats and dkdv[2][-1] == 128   # LSE's slot and stats_len
+    pre[0](*pre[1:6], **pre[6])
+    torch.testing.assert_close(delta, (out * dout).sum(-1).transpose(1, 2))
+    torch.testing.assert_close(stats[:, :, 0, :37], lse * 1.4426950408889634)
+    torch.testing.assert_close(stats[:, :, 1, :37], delta)
+    assert torch.all(stats[:, :, 0, 37:] == float("inf")) and torch.all(stats[:, :, 1, 37:] == 0)
+    # without the switch, or where Triton's dK/dV runs, no statistics
+    assert not bwd._uses_stats(q, k, v, dout, dk, dv, p, cfg(override=json.dumps({"hopper_bwd_stats": 0})),
+                               False, fused)
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("shape", [(2, 300, 500, 4, 2, 128), (1, 1000, 1000, 4, 4, 64), (2, 2500, 2500, 2, 1, 128),
+                                   (1, 77, 300, 4, 1, 128), (1, 4097, 4097, 2, 2, 64)],
+                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("deterministic", [False, True], ids=["", "det"])
+def test_gpu_padded_stats_against_float64(shape, causal, deterministic, dtype, monkeypatch):
+    """``hopper_bwd_stats`` (experiment): the table's Gluon dK/dV kernels (one warpgroup; at
+    d=128 from 2k keys the fused or, deterministic, the warp-specialized one) reading the
+    preprocess's padded statistics, gradients poisoned first, against float64; query lengths off
+    the 128-row padding, GQA."""
+    import pyflashattn as pfa
+    from pyflashattn.kernels import bwd
+    override = json.dumps({"hopper_bwd_stats": 1})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
+    b, sq, sk, h, hk, d = shape
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
+    made = []
+    new_stats = bwd._new_stats
+    monkeypatch.setattr(bwd, "_new_stats", lambda lse, device=None: made.append(device)
+                        or new_stats(lse, device).fill_(float("nan")))   # every padded row must be written
+    monkeypatch.setattr(bwd, "_launch_dkdv", None)   # Triton's dK/dV must not run
+    empty = torch.empty_like
+
+    def poisoned(t, **kw):
+        return empty(t, **kw).fill_(float("nan")) if t.is_floating_point() else empty(t, **kw)
+    monkeypatch.setattr(torch, "empty_like", poisoned)
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, deterministic=deterministic,
+                                          return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal)
+    assert made, "no statistics were made"
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")

@@ -105,6 +105,10 @@ class KernelConfig:
     hopper_bwd_alibi: int = 1
     # ... and with varlen (experiment, 0: Triton's kernels then): the forward's per-sequence walk
     hopper_bwd_varlen: int = 0
+    # the dK/dV kernels' lse and delta from a padded (b, h, 2, n) buffer the preprocess writes
+    # (lse in base 2), read without masks (experiment; 0: lse and delta as the forward and the
+    # preprocess leave them, masked per step)
+    hopper_bwd_stats: int = 0
     hopper_dkdv_stages: int = 2
     # the warp-specialized dK/dV (two consumer warpgroups of 64 keys and a producer warp) from
     # this many keys on, without causal / with it; 0: never. At d=128 (8th session, kernel time

@@ -232,11 +232,13 @@ def _dkdv_ws_stages(config: KernelConfig, fused_dq: bool) -> int:
 
 def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
                 delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, p, config: KernelConfig,
-                dq_acc: Optional[torch.Tensor] = None) -> tuple:
+                dq_acc: Optional[torch.Tensor] = None, stats: Optional[torch.Tensor] = None) -> tuple:
     """``attn_dkdv``'s launch, not yet made: (launcher, grid, args, constexprs, num_warps,
     num_stages, options), for ``bwd.attn_bwd`` and its plans (``bwd.plan_bwd``). With ``dq_acc``
     (fp32, q's shape, contiguous, zeroed) the warp-specialized kernel also adds dQ / softmax_scale
-    into it (``fused_dq``)."""
+    into it (``fused_dq``). With ``stats`` (``bwd._new_stats``: lse in base 2 and delta,
+    ``(b, h, 2, n)`` padded, ``hopper_bwd_stats``) the kernels read those instead of lse and delta,
+    without masks."""
     _, one_mod, _, ws_mod, _ = _kernel_modules()
     b, sq, sk = p.batch, p.max_seqlen_q, p.max_seqlen_k     # varlen: the longest sequences
     h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
@@ -256,11 +258,12 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
     grid = ((sk + bn - 1) // bn * b * hk,)
     return (_launcher(kernel), grid,
             (_descriptor(q, bm), _descriptor(k, kv_rows), _descriptor(v, kv_rows), _descriptor(dout, bm),
-             lse, delta, dk, dv, *ws_args, p.cu_q(lse), p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk,
-             p.qk_scale, p.softcap_scale, p.alibi_log2, p.softmax_scale, dk.stride(-3), lse.stride(-2),
-             *p.slope_strides()),
+             *((lse, delta) if stats is None else (stats, stats)), dk, dv, *ws_args, p.cu_q(lse), p.cu_k(lse),
+             p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale, p.softcap_scale, p.alibi_log2, p.softmax_scale,
+             dk.stride(-3), lse.stride(-2), *p.slope_strides(), 0 if stats is None else stats.shape[-1]),
             dict(CAUSAL=p.window_right < sq, **ws_flags, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
-                 HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4, None, options)
+                 HAS_ALIBI=p.has_alibi, PADDED_STATS=stats is not None, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
+                 NUM_STAGES=stages), 4, None, options)
 
 
 def dq_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, dq: torch.Tensor, p,
@@ -299,7 +302,7 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
                  dump: bool = False, varlen: bool = False, window: bool = False, softcap: bool = False,
-                 alibi: bool = False, fused_dq: bool = False, paired: bool = False) -> dict:
+                 alibi: bool = False, fused_dq: bool = False, paired: bool = False, stats: bool = False) -> dict:
     """Build the forward (``kind="fwd"``; ``"fwd_ws"`` the warp-specialized one; optionally their
     feature variants), dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
     with ``fused_dq``) or dQ (``"dq"``; the table's ``hopper_dq_ws`` picks which) kernel for sm_90
@@ -334,11 +337,12 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
                                          if kind == "fwd_ws" else {}))
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
-        flags = {}
+        flags = {} if kind == "dq" else dict(PADDED_STATS=stats)
         if kind == "dkdv_ws":
             kernel, bn, kv_rows = bwd_ws_mod.dkdv_hopper_ws_kernel, 128, 64
             stages = _dkdv_ws_stages(config, fused_dq)
-            options, flags = dict(maxnreg=bwd_ws_mod.MAXNREG), dict(FUSED_DQ=fused_dq)
+            options = dict(maxnreg=bwd_ws_mod.MAXNREG)
+            flags["FUSED_DQ"] = fused_dq
         elif kind == "dq":
             kernel, bm, bn, stages = dq_mod.dq_hopper_kernel, config.hopper_dq_block_m, config.hopper_dq_block_n, \
                 config.hopper_dq_stages
