@@ -670,11 +670,28 @@ def test_gpu_softcap_alibi_window_against_float64(d, causal, fwd, monkeypatch):
     compare_with_reference(fn, q, k, v, causal=causal, **kw)
 
 
+def _gluon_backward_only(monkeypatch) -> list:
+    """The names of the Gluon kernels launched from now on (a list that fills as they run), with
+    Triton's dK/dV kernel made unlaunchable: a backward that falls back to it fails."""
+    from pyflashattn.kernels import bwd
+    launched = []
+    gluon_launcher = hopper._launcher
+    monkeypatch.setattr(hopper, "_launcher", lambda kernel: launched.append(kernel.fn.__name__)
+                        or gluon_launcher(kernel))
+    monkeypatch.setattr(bwd, "_launch_dkdv", None)
+    return launched
+
+
+# the Gluon backward's feature tests: GQA, 2.5k keys (warp-specialized and fused dK/dV at d=128),
+# lengths off the blocks, seqlen_q != seqlen_k
+GLUON_BWD_SHAPES = pytest.mark.parametrize(
+    "shape", [(2, 300, 500, 4, 2, 128), (1, 1000, 1000, 4, 4, 64), (2, 2500, 2500, 2, 1, 128), (1, 77, 300, 4, 1, 128)],
+    ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+
+
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("shape", [(2, 300, 500, 4, 2, 128), (1, 1000, 1000, 4, 4, 64), (2, 2500, 2500, 2, 1, 128),
-                                   (1, 77, 300, 4, 1, 128)],
-                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+@GLUON_BWD_SHAPES
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("cap", [0.5, 30.0])
 def test_gpu_softcap_gluon_backward_against_float64(shape, causal, dtype, cap, monkeypatch):
@@ -683,7 +700,6 @@ def test_gpu_softcap_gluon_backward_against_float64(shape, causal, dtype, cap, m
     fused dK/dV/dQ kernel) and dQ kernels, against float64; a cap of 0.5 saturates tanh (scores
     of +-40 there), 30 is the usual."""
     import pyflashattn as pfa
-    from pyflashattn.kernels import bwd
     override = json.dumps({"hopper_bwd_softcap": 1})
     monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     b, sq, sk, h, hk, d = shape
@@ -692,11 +708,7 @@ def test_gpu_softcap_gluon_backward_against_float64(shape, causal, dtype, cap, m
     k, v = k.requires_grad_(), v.requires_grad_()
     p = params(q, k, causal=causal, softcap=cap)
     assert hopper.usable(q, k, v, p, cfg(d, dtype, override), dout=torch.randn_like(q))
-    launched = []
-    gluon_launcher = hopper._launcher
-    monkeypatch.setattr(hopper, "_launcher", lambda kernel: launched.append(kernel.fn.__name__)
-                        or gluon_launcher(kernel))
-    monkeypatch.setattr(bwd, "_launch_dkdv", None)   # Triton's dK/dV must not run
+    launched = _gluon_backward_only(monkeypatch)
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, softcap=cap, return_attn_probs=True)
@@ -707,9 +719,7 @@ def test_gpu_softcap_gluon_backward_against_float64(shape, causal, dtype, cap, m
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-@pytest.mark.parametrize("shape", [(2, 300, 500, 4, 2, 128), (1, 1000, 1000, 4, 4, 64), (2, 2500, 2500, 2, 1, 128),
-                                   (1, 77, 300, 4, 1, 128)],
-                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+@GLUON_BWD_SHAPES
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("mods", [dict(per_batch=False), dict(per_batch=True), dict(per_batch=True, softcap=30.0)],
                          ids=["slopes_h", "slopes_bh", "slopes_bh-softcap"])
@@ -719,7 +729,6 @@ def test_gpu_alibi_gluon_backward_against_float64(shape, causal, dtype, mods, mo
     dK/dV/dQ kernel) and dQ kernels, slopes per head or per (batch, head), with softcap once;
     large slopes (up to 2, ALiBi's first head is 0.5) so the bias dominates far keys."""
     import pyflashattn as pfa
-    from pyflashattn.kernels import bwd
     override = json.dumps({"hopper_bwd_alibi": 1})
     monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     b, sq, sk, h, hk, d = shape
@@ -728,11 +737,7 @@ def test_gpu_alibi_gluon_backward_against_float64(shape, causal, dtype, mods, mo
     cap = mods.get("softcap", 0.0)
     p = params(q, k, causal=causal, softcap=cap, alibi=slopes)
     assert hopper.usable(q, k, v, p, cfg(d, dtype, override), dout=torch.randn_like(q))
-    launched = []
-    gluon_launcher = hopper._launcher
-    monkeypatch.setattr(hopper, "_launcher", lambda kernel: launched.append(kernel.fn.__name__)
-                        or gluon_launcher(kernel))
-    monkeypatch.setattr(bwd, "_launch_dkdv", None)   # Triton's dK/dV must not run
+    launched = _gluon_backward_only(monkeypatch)
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, softcap=cap, alibi_slopes=slopes,
