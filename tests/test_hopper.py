@@ -770,7 +770,6 @@ def test_gpu_varlen_gluon_backward_against_float64(lengths, causal, d, dtype, mo
     2500 keys, where d=128 runs the warp-specialized dK/dV, and without causal the fused
     dK/dV/dQ kernel."""
     import pyflashattn as pfa
-    from pyflashattn.kernels import bwd
     from pyflashattn.reference import varlen_attention_ref
     override = json.dumps({"hopper_bwd_varlen": 1})
     monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
@@ -781,11 +780,7 @@ def test_gpu_varlen_gluon_backward_against_float64(lengths, causal, d, dtype, mo
     k, v = (torch.randn(sum(lk), 2, d, dtype=dtype, device="cuda", requires_grad=True) for _ in range(2))
     p = varlen_params(q, k, cu_q, cu_k, max(lq), max(lk), causal=causal)
     assert hopper.usable(q, k, v, p, cfg(d, dtype, override), dout=torch.randn_like(q))
-    launched = []
-    gluon_launcher = hopper._launcher
-    monkeypatch.setattr(hopper, "_launcher", lambda kernel: launched.append(kernel.fn.__name__)
-                        or gluon_launcher(kernel))
-    monkeypatch.setattr(bwd, "_launch_dkdv", None)   # Triton's dK/dV must not run
+    launched = _gluon_backward_only(monkeypatch)
     empty = torch.empty_like
 
     def poisoned(t, **kw):   # gradients and buffers start as NaN: a row left unwritten shows
