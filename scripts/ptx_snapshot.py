@@ -42,9 +42,10 @@ def variants(kinds):
                 if kind.startswith("fwd"):
                     extra = [dict(paired=True)] if kind == "fwd_ws" and causal else []
                     flags_list = FEATURES + extra
-                else:  # the backward's score modifiers (hopper_bwd_softcap, hopper_bwd_alibi)
-                    flags_list = [dict(), dict(softcap=True), dict(alibi=True), dict(softcap=True, alibi=True)]
-                    flags_list += [dict(fused_dq=True)] if kind == "dkdv_ws" else []
+                else:  # the backward's features (hopper_bwd_softcap, hopper_bwd_alibi, hopper_bwd_varlen)
+                    flags_list = [dict(), dict(softcap=True), dict(alibi=True), dict(softcap=True, alibi=True),
+                                  dict(varlen=True)]
+                    flags_list += [dict(fused_dq=True), dict(fused_dq=True, varlen=True)] if kind == "dkdv_ws" else []
                 for flags in flags_list:
                     yield f"{kind}-d{d}-c{int(causal)}-" + "-".join(sorted(flags)), d, causal, kind, flags
 

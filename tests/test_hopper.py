@@ -3,6 +3,7 @@ sm_90 within the SM's registers and shared memory (on any machine, ahead of time
 H200 its results against the float64 reference."""
 import importlib.util
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -257,6 +258,16 @@ def test_forward_persistent_where_tiles_are_equal(monkeypatch):
     qp, kp, vp = (t.reshape(600, *t.shape[2:])[:300] for t in qkv(b=2, sq=300, sk=300, h=4, hk=2))
     hopper.attn_fwd(qp, kp, vp, varlen_params(qp, kp, cu, cu, 200, 200, window=(64, 0)), c_band)
     assert seen["grid"] == ((200 + 127) // 128 * 2 * 4,)
+    # varlen persistent with hopper_ws_persistent_varlen (experiment): the band, pairs under causal,
+    # tiles without it; units counted over the longest sequence
+    c_vl = cfg(override=overrides(FWD_KERNELS["fwdws"], {"hopper_ws_persistent_max_seqlen_k": 500,
+                                                         "hopper_ws_persistent_window": 1024,
+                                                         "hopper_ws_persistent_varlen": 1}))
+    for causal, window, paired in ((False, (64, 0), False), (True, (-1, -1), True), (False, (-1, -1), False)):
+        hopper.attn_fwd(qp, kp, vp, varlen_params(qp, kp, cu, cu, 200, 200, causal=causal, window=window), c_vl)
+        units = ((2 + 1) // 2 if paired else 2) * 2 * 4
+        assert seen["grid"] == (5,) and seen["n_tiles"] == units and seen["PAIRED"] is paired, (causal, window)
+        assert seen["IS_VARLEN"] is True and seen["CU_Q"] is cu
     # fewer tiles than SMs: a program per tile
     q, k, v = qkv(b=1, sq=100, sk=100, h=2, hk=2)
     hopper.attn_fwd(q, k, v, params(q, k), c)
@@ -311,6 +322,24 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert seen["HAS_ALIBI"] is True and seen["SLOPES"] is p_al.alibi_slopes and seen["alibi_log2"] == p_al.alibi_log2
     assert torch.equal(p_al.alibi_slopes, slopes)
     assert (seen["stride_sb"], seen["stride_sh"]) == p_al.alibi_slopes.stride()
+    assert seen["IS_VARLEN"] is False and seen["CU_Q"] is lse and seen["CU_K"] is lse
+    # varlen (hopper_bwd_varlen, experiment): packed rows, cu_seqlens, lse (h, total), a grid over
+    # the longest sequence's key blocks
+    cu_q, cu_k = torch.tensor([0, 100, 300], dtype=torch.int32), torch.tensor([0, 250, 400], dtype=torch.int32)
+    qp, kp, vp = torch.randn(300, 4, 128, dtype=q.dtype), *(torch.randn(400, 2, 128, dtype=q.dtype) for _ in range(2))
+    dop, lsep, deltap = torch.randn_like(qp), torch.randn(4, 300), torch.randn(4, 300)
+    dkp, dvp = torch.empty_like(kp), torch.empty_like(vp)
+    p_vl = varlen_params(qp, kp, cu_q, cu_k, 200, 250, causal=ws)
+    assert not hopper.usable(qp, kp, vp, p_vl, c, device_ok=True, dout=dop)
+    c_vl = cfg(override=json.dumps({**DKDV_KERNELS[kernel], "hopper_bwd_varlen": 1}))
+    assert hopper.usable(qp, kp, vp, p_vl, c_vl, device_ok=True, dout=dop)
+    hopper.attn_dkdv(qp, kp, vp, dop, lsep, deltap, dkp, dvp, p_vl, c_vl)
+    assert seen["IS_VARLEN"] is True and seen["CU_Q"] is cu_q and seen["CU_K"] is cu_k
+    assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (200, 250, 4, 2)
+    assert (seen["stride_dks"], seen["stride_lh"]) == (dkp.stride(0), lsep.stride(0)) == (2 * 128, 300)
+    assert seen["grid"] == ((250 + bn - 1) // bn * 2 * 2,) and seen["DK"] is dkp and seen["LSE"] is lsep
+    for name, t, rows in (("q_desc", qp, 64), ("k_desc", kp, 64), ("v_desc", vp, 64), ("do_desc", dop, 64)):
+        _check_descriptor(seen[name], t, rows)
 
 
 DQ_ON = {"hopper_dq_block_n": 64}   # the Gluon dQ kernel (on in the table since v13; named for clarity)
@@ -336,6 +365,7 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     assert seen["LSE"] is lse and seen["DELTA"] is delta and seen["DQ"] is dq
     assert seen.get("maxnreg") == (hopper._kernel_modules()[4].MAXNREG if ws else None)
     assert seen["HAS_ALIBI"] is False and seen["SLOPES"] is lse and (seen["stride_sb"], seen["stride_sh"]) == (0, 0)
+    assert seen["IS_VARLEN"] is False and seen["CU_Q"] is lse and seen["stride_lh"] == lse.stride(1)
     assert (seen["seqlen_q"], seen["seqlen_k"], seen["nheads"], seen["group"]) == (300, 500, 4, 2)
     assert (seen["qk_scale"], seen["softmax_scale"], seen["stride_dqs"]) == (p.qk_scale, p.softmax_scale, dq.stride(1))
     assert seen["softcap_scale"] == p.softcap_scale and seen["HAS_SOFTCAP"] is False
@@ -367,6 +397,19 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     launcher(grid, args, constexprs, num_warps=num_warps, **options)
     assert seen["HAS_ALIBI"] is True and seen["HAS_SOFTCAP"] is True and seen["SLOPES"] is p_al.alibi_slopes
     assert (seen["stride_sb"], seen["stride_sh"], seen["alibi_log2"]) == (0, 1, p_al.alibi_log2)
+    # varlen with hopper_bwd_varlen (experiment): a grid over the longest sequence's query blocks
+    cu_q, cu_k = torch.tensor([0, 100, 300], dtype=torch.int32), torch.tensor([0, 250, 400], dtype=torch.int32)
+    qp, kp, vp = torch.randn(300, 4, 128, dtype=q.dtype), *(torch.randn(400, 2, 128, dtype=q.dtype) for _ in range(2))
+    dop, lsep, deltap, dqp = torch.randn_like(qp), torch.randn(4, 300), torch.randn(4, 300), torch.empty_like(qp)
+    p_vl = varlen_params(qp, kp, cu_q, cu_k, 200, 250, causal=True)
+    assert not hopper.dq_usable(qp, kp, vp, dop, dqp, p_vl, c, device_ok=True)
+    c_vl = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_bwd_varlen": 1}))
+    assert hopper.dq_usable(qp, kp, vp, dop, dqp, p_vl, c_vl, device_ok=True)
+    launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(qp, kp, vp, dop, lsep, deltap, dqp,
+                                                                               p_vl, c_vl)
+    launcher(grid, args, constexprs, num_warps=num_warps, **options)
+    assert seen["IS_VARLEN"] is True and seen["CU_Q"] is cu_q and seen["CU_K"] is cu_k and seen["DQ"] is dqp
+    assert (seen["stride_dqs"], seen["stride_lh"]) == (4 * 128, 300) and seen["grid"] == ((200 + bm - 1) // bm * 2 * 4,)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -717,6 +760,45 @@ def test_gpu_alibi_gluon_backward_against_float64(shape, causal, dtype, mods, mo
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("lengths", ["mixed", "long"])
+def test_gpu_varlen_gluon_backward_against_float64(lengths, causal, d, dtype, monkeypatch):
+    """Varlen through the Gluon backward (``hopper_bwd_varlen``, experiment): the table's dK/dV
+    and dQ kernels on packed sequences, GQA. "mixed": empty sequences on either side, more
+    queries than keys (causal rows that see no key), lengths off the blocks; "long": up to
+    2500 keys, where d=128 runs the warp-specialized dK/dV, and without causal the fused
+    dK/dV/dQ kernel."""
+    import pyflashattn as pfa
+    from pyflashattn.reference import varlen_attention_ref
+    override = json.dumps({"hopper_bwd_varlen": 1})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
+    lq, lk = {"mixed": ([5, 0, 300, 33, 1, 129, 70], [9, 4, 300, 20, 0, 700, 3]),
+              "long": ([2500, 17, 1000], [2500, 999, 2047])}[lengths]
+    cu_q, cu_k = (torch.tensor([0] + n, device="cuda").cumsum(0).to(torch.int32) for n in (lq, lk))
+    q = torch.randn(sum(lq), 4, d, dtype=dtype, device="cuda", requires_grad=True)
+    k, v = (torch.randn(sum(lk), 2, d, dtype=dtype, device="cuda", requires_grad=True) for _ in range(2))
+    p = varlen_params(q, k, cu_q, cu_k, max(lq), max(lk), causal=causal)
+    assert hopper.usable(q, k, v, p, cfg(d, dtype, override), dout=torch.randn_like(q))
+    launched = _gluon_backward_only(monkeypatch)
+    empty = torch.empty_like
+
+    def poisoned(t, **kw):   # gradients and buffers start as NaN: a row left unwritten shows
+        return empty(t, **kw).fill_(float("nan")) if t.is_floating_point() else empty(t, **kw)
+    monkeypatch.setattr(torch, "empty_like", poisoned)
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lq), max(lk), causal=causal,
+                                                 return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal, ref=varlen_attention_ref, cu_seqlens_q=cu_q,
+                           cu_seqlens_k=cu_k)
+    assert any(name.startswith("dkdv_hopper") for name in launched), launched
+    assert any(name.startswith("dq_hopper") or name == "dkdv_hopper_ws_kernel" for name in launched), launched
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("shape", [(2, 1024, 1024, 16, 16, 128), (2, 300, 500, 4, 2, 128), (1, 4097, 4097, 2, 2, 64),
                                    (3, 1000, 1000, 8, 2, 64), (1, 17, 300, 4, 1, 128)],
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
@@ -772,6 +854,40 @@ def test_gpu_window_persistent_against_float64(shape, window, monkeypatch):
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("mask", ["full", "causal", "band"])
+def test_gpu_varlen_persistent_against_float64(mask, d, monkeypatch):
+    """The warp-specialized forward persistent over packed sequences (``hopper_ws_persistent_varlen``,
+    experiment): 132 programs walking tiles numbered over the longest sequence, pairs under
+    causal, the band under a causal window; empty sequences on either side, more queries than
+    keys, lengths off the blocks, GQA; out poisoned first, so a row left unwritten shows."""
+    import pyflashattn as pfa
+    from pyflashattn.reference import varlen_attention_ref
+    override = json.dumps({"hopper_ws_persistent_varlen": 1})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
+    lq, lk = [5, 0, 3000, 33, 1, 129, 700, 2048], [9, 4, 3000, 20, 0, 700, 650, 2048]
+    cu_q, cu_k = (torch.tensor([0] + n, device="cuda").cumsum(0).to(torch.int32) for n in (lq, lk))
+    q = torch.randn(sum(lq), 8, d, dtype=torch.bfloat16, device="cuda", requires_grad=True)
+    k, v = (torch.randn(sum(lk), 2, d, dtype=torch.bfloat16, device="cuda", requires_grad=True) for _ in range(2))
+    kw = dict(causal=mask == "causal", window_size=(300, 0) if mask == "band" else (-1, -1))
+    grids = []
+    launcher = hopper._launcher
+    monkeypatch.setattr(hopper, "_launcher", lambda kernel: (lambda grid, *a, **k_: grids.append(grid) or
+                                                             launcher(kernel)(grid, *a, **k_)))
+    empty = torch.empty_like
+
+    def poisoned(t, **kw_):
+        return empty(t, **kw_).fill_(float("nan")) if t.is_floating_point() else empty(t, **kw_)
+    monkeypatch.setattr(torch, "empty_like", poisoned)
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lq), max(lk), return_attn_probs=True, **kw)
+        return out, lse
+    compare_with_reference(fn, q, k, v, ref=varlen_attention_ref, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, **kw)
+    assert grids[0] == (torch.cuda.get_device_properties(0).multi_processor_count,), grids
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
 @pytest.mark.parametrize("fwd", list(FWD_KERNELS))
 def test_gpu_softcap_saturates(fwd, monkeypatch):
     """Softcap where tanh saturates: scores of +-40 against a cap of 0.5 (tanh's argument up to
@@ -814,6 +930,76 @@ def test_fused_dq_launches_zero_and_scale_its_buffer():
     acc.copy_(torch.randn(q.shape, device=dev))
     scale[0](*scale[1:6], **scale[6])
     torch.testing.assert_close(dq, acc * p.softmax_scale)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["dkdv", "fused"])
+def test_preprocess_writes_padded_stats(fused, monkeypatch):
+    """``hopper_bwd_stats`` (experiment): the preprocess also writes the Gluon dK/dV kernels'
+    ``(b, h, 2, n)`` statistics, lse in base 2 then delta, rows past seqlen_q up to n (128 here
+    for 37 queries) +inf and 0 (poisoned first, so a row left unwritten shows); the dK/dV launch
+    reads them instead of lse and delta (``PADDED_STATS``, the row count as ``stats_len``)."""
+    from pyflashattn import ops
+    from pyflashattn.kernels import bwd
+    dev = "cuda" if HAS_CUDA else "cpu"
+    q, k, v = qkv(b=2, sq=37, sk=45, h=3, hk=3, d=128, dtype=torch.float32, device=dev)
+    out, dout = torch.randn_like(q), torch.randn_like(q)
+    lse, delta = torch.randn(2, 3, 37, device=dev), torch.full((2, 3, 37), float("nan"), device=dev)
+    p = params(q, k)
+    c = replace(ops._config(q, v, p), hopper_dkdv_block_n=64, hopper_bwd_stats=1)   # the table's Gluon tiles
+    dq, dk, dv = bwd._new_grads(q, k, v)
+    acc = torch.full(q.shape, float("nan"), device=dev) if fused else None
+    stats = bwd._new_stats(lse).fill_(float("nan"))
+    assert stats.shape == (2, 3, 2, 128)
+    monkeypatch.setattr(bwd, "_gluon_dkdv", lambda *args: True)   # the Gluon dK/dV launch, built only
+    launches = bwd._launches(dout, q, k, v, out, lse, None, p, c, delta, dq, dk, dv, False, acc, stats)
+    pre, dkdv = launches[0], launches[1]
+    assert pre[3]["WRITE_STATS"] is True and dkdv[3]["PADDED_STATS"] is True
+    assert dkdv[2][4] is stats and dkdv[2][-1] == 128   # LSE's slot and stats_len
+    pre[0](*pre[1:6], **pre[6])
+    torch.testing.assert_close(delta, (out * dout).sum(-1).transpose(1, 2))
+    torch.testing.assert_close(stats[:, :, 0, :37], lse * 1.4426950408889634)
+    torch.testing.assert_close(stats[:, :, 1, :37], delta)
+    assert torch.all(stats[:, :, 0, 37:] == float("inf")) and torch.all(stats[:, :, 1, 37:] == 0)
+    # without the switch, or where Triton's dK/dV runs, no statistics
+    assert not bwd._uses_stats(q, k, v, dout, dk, dv, p, cfg(override=json.dumps({"hopper_bwd_stats": 0})),
+                               False, fused)
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("shape", [(2, 300, 500, 4, 2, 128), (1, 1000, 1000, 4, 4, 64), (2, 2500, 2500, 2, 1, 128),
+                                   (1, 77, 300, 4, 1, 128), (1, 4097, 4097, 2, 2, 64)],
+                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("deterministic", [False, True], ids=["", "det"])
+def test_gpu_padded_stats_against_float64(shape, causal, deterministic, dtype, monkeypatch):
+    """``hopper_bwd_stats`` (experiment): the table's Gluon dK/dV kernels (one warpgroup; at
+    d=128 from 2k keys the fused or, deterministic, the warp-specialized one) reading the
+    preprocess's padded statistics, gradients poisoned first, against float64; query lengths off
+    the 128-row padding, GQA."""
+    import pyflashattn as pfa
+    from pyflashattn.kernels import bwd
+    override = json.dumps({"hopper_bwd_stats": 1})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
+    b, sq, sk, h, hk, d = shape
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
+    made = []
+    new_stats = bwd._new_stats
+    monkeypatch.setattr(bwd, "_new_stats", lambda lse, device=None: made.append(device)
+                        or new_stats(lse, device).fill_(float("nan")))   # every padded row must be written
+    monkeypatch.setattr(bwd, "_launch_dkdv", None)   # Triton's dK/dV must not run
+    empty = torch.empty_like
+
+    def poisoned(t, **kw):
+        return empty(t, **kw).fill_(float("nan")) if t.is_floating_point() else empty(t, **kw)
+    monkeypatch.setattr(torch, "empty_like", poisoned)
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, deterministic=deterministic,
+                                          return_attn_probs=True)
+        return out, lse
+    compare_with_reference(fn, q, k, v, causal=causal)
+    assert made, "no statistics were made"
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")

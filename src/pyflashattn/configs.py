@@ -81,6 +81,9 @@ class KernelConfig:
     # one process: window 256 +22 %, 1024 +7 %, 2048 +6 %, 4096 -5 % (window-width-v14.log);
     # window 1024 is 5.8-5.9x faster than causal there (5.4x a program per tile)
     hopper_ws_persistent_window: int = 2048
+    # the two persistent walks above for varlen too (experiment; 0: a program per tile): tiles
+    # over the longest sequence, a shorter sequence's last ones empty
+    hopper_ws_persistent_varlen: int = 0
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi too since
     # v14 (21 % slower at 16k in v7; with v14's forwards 13 % / 8 % faster than the Triton
@@ -100,6 +103,12 @@ class KernelConfig:
     # forward+backward with ALiBi: 28 % / 27 % faster than with Triton's backward at 4k / 16k
     # (alibi-gluon-bwd-v14.log)
     hopper_bwd_alibi: int = 1
+    # ... and with varlen (experiment, 0: Triton's kernels then): the forward's per-sequence walk
+    hopper_bwd_varlen: int = 0
+    # the dK/dV kernels' lse and delta from a padded (b, h, 2, n) buffer the preprocess writes
+    # (lse in base 2), read without masks (experiment; 0: lse and delta as the forward and the
+    # preprocess leave them, masked per step)
+    hopper_bwd_stats: int = 0
     hopper_dkdv_stages: int = 2
     # the warp-specialized dK/dV (two consumer warpgroups of 64 keys and a producer warp) from
     # this many keys on, without causal / with it; 0: never. At d=128 (8th session, kernel time

@@ -26,13 +26,14 @@ from .launch import Launcher, LightDescriptor
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
 
-@triton.jit(do_not_specialize=["seqlen_q"])
-def _bwd_preprocess_kernel(O, DO, DLSE, DELTA, DQ_ACC,
+@triton.jit(do_not_specialize=["seqlen_q", "stats_len"])
+def _bwd_preprocess_kernel(O, DO, DLSE, DELTA, DQ_ACC, LSE, STATS,
                            stride_ob, stride_os, stride_oh,
                            stride_dob, stride_dos, stride_doh,
-                           nheads, seqlen_q,
+                           nheads, seqlen_q, stats_len,
                            HEAD_DIM_V: tl.constexpr, BLOCK_M: tl.constexpr,
-                           BLOCK_DV: tl.constexpr, HAS_DLSE: tl.constexpr, ZERO_DQ_ACC: tl.constexpr):
+                           BLOCK_DV: tl.constexpr, HAS_DLSE: tl.constexpr, ZERO_DQ_ACC: tl.constexpr,
+                           WRITE_STATS: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // nheads
@@ -49,6 +50,14 @@ def _bwd_preprocess_kernel(O, DO, DLSE, DELTA, DQ_ACC,
     if HAS_DLSE:
         b_delta -= tl.load(DLSE + p_row, mask=o_m < seqlen_q, other=0.0)
     tl.store(DELTA + p_row, b_delta, mask=o_m < seqlen_q)
+    if WRITE_STATS:
+        # the Gluon dK/dV kernels' (b, h, 2, stats_len): lse in base 2, then delta; rows past
+        # seqlen_q (up to stats_len, the grid's rows) +inf and 0, so that those kernels read them
+        # without masks and their P is 0 (``_new_stats``)
+        b_lse2 = tl.load(LSE + p_row, mask=o_m < seqlen_q, other=float("inf")) * 1.4426950408889634
+        p_stats = STATS + bh.to(tl.int64) * (2 * stats_len) + o_m
+        tl.store(p_stats, b_lse2, mask=o_m < stats_len)
+        tl.store(p_stats + stats_len, tl.where(o_m < seqlen_q, b_delta, 0.0), mask=o_m < stats_len)
     if ZERO_DQ_ACC:
         # the fused dK/dV/dQ kernel's fp32 dQ buffer, contiguous (b, sq, h, d) with d == dv
         p_acc = DQ_ACC + ((b.to(tl.int64) * seqlen_q + o_m[:, None]) * nheads + h) * HEAD_DIM_V + o_dv[None, :]
@@ -547,9 +556,11 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if dq is None and dk is None:
         dq, dk, dv = _new_grads(q, k, v)
     delta = torch.empty_like(lse)
-    dq_acc = _new_dq_acc(q) if _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, accumulate) else None
+    fused = _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, accumulate)
+    dq_acc = _new_dq_acc(q) if fused else None
+    stats = _new_stats(lse) if _uses_stats(q, k, v, dout, dk, dv, p, config, accumulate, fused) else None
     for launcher, grid, args, constexprs, num_warps, num_stages, options in _launches(
-            dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate, dq_acc):
+            dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate, dq_acc, stats):
         launcher(grid, args, constexprs, num_warps, num_stages, **options)
     return dq, dk, dv
 
@@ -569,6 +580,24 @@ def _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, accumulate: bool) -> bool:
     return hopper.fused_dq(p, config) and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate)
 
 
+def _uses_stats(q, k, v, dout, dk, dv, p, config, accumulate: bool, fused: bool) -> bool:
+    """Whether the preprocess also writes ``_new_stats`` for the Gluon dK/dV kernel
+    (``hopper_bwd_stats``, dense inputs): where that kernel runs."""
+    if not config.hopper_bwd_stats or p.is_varlen or dk is None:
+        return False
+    return fused or _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate)
+
+
+def _new_stats(lse: torch.Tensor, device=None) -> torch.Tensor:
+    """The Gluon dK/dV kernels' per-row statistics, ``(b, h, 2, n)`` fp32 with ``n`` the query
+    length rounded up to 128: lse in base 2, then delta, padded with +inf and 0 (the preprocess
+    writes them). Why: read per step and per query column, lse and delta with their bounds masks
+    and addresses took ~100 of the dK/dV step's 576 instructions (v14 SASS); the padded pair is
+    read without masks, from 16-byte aligned rows."""
+    b, h, sq = lse.shape
+    return torch.empty(b, h, 2, -(-sq // 128) * 128, dtype=torch.float32, device=device or lse.device)
+
+
 def _new_dq_acc(q: torch.Tensor, device=None) -> torch.Tensor:
     """The fused kernel's dQ buffer: fp32, q's shape, contiguous (the preprocess zeroes it); on
     q's device, or on ``device`` (the plans' meta stand-ins)."""
@@ -576,7 +605,7 @@ def _new_dq_acc(q: torch.Tensor, device=None) -> torch.Tensor:
 
 
 def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate: bool,
-              dq_acc: torch.Tensor | None = None) -> list:
+              dq_acc: torch.Tensor | None = None, stats: torch.Tensor | None = None) -> list:
     """The backward's launches, not yet made: (launcher, grid, args, constexprs, num_warps,
     num_stages, options) for the preprocess, then dK/dV (Triton's or ``hopper``'s) where dk is
     given, then dQ where dq is. With ``dq_acc`` (where ``_fuses_dq``): the preprocess zeroes
@@ -589,12 +618,13 @@ def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accum
     varlen = p.is_varlen
     rows = q4.shape[0] * q4.shape[1] if varlen else q4.shape[1]
     pre_batch = 1 if varlen else q4.shape[0]
+    stats_len = 0 if stats is None else stats.shape[-1]
     launches.append((
-        _launch_preprocess, (cdiv(rows, config.block_m_pre), pre_batch * nheads),
-        (o4, do4, dlse if dlse is not None else lse, delta, delta if dq_acc is None else dq_acc,
-         *o4.stride()[:3], *do4.stride()[:3], nheads, rows),
+        _launch_preprocess, (cdiv(max(rows, stats_len), config.block_m_pre), pre_batch * nheads),
+        (o4, do4, dlse if dlse is not None else lse, delta, delta if dq_acc is None else dq_acc, lse,
+         delta if stats is None else stats, *o4.stride()[:3], *do4.stride()[:3], nheads, rows, stats_len),
         dict(HEAD_DIM_V=head_dim_v, BLOCK_M=config.block_m_pre, BLOCK_DV=config.block_dv, HAS_DLSE=dlse is not None,
-             ZERO_DQ_ACC=dq_acc is not None),
+             ZERO_DQ_ACC=dq_acc is not None, WRITE_STATS=stats is not None),
         4, 3, {},  # Triton's defaults (warps, stages), which this launch always used
     ))
 
@@ -615,13 +645,13 @@ def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accum
     num_n = cdiv(p.max_seqlen_k, config.block_n_kv)
     num_m = cdiv(p.max_seqlen_q, config.block_m_q)
     if dq_acc is not None:  # dK/dV and dQ by one kernel, then dq = dq_acc * scale
-        launches.append(hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, config, dq_acc=dq_acc))
+        launches.append(hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, config, dq_acc=dq_acc, stats=stats))
         launches.append((
             _launch_dq_scale, (cdiv(q4.numel(), _DQ_SCALE_BLOCK),),
             (dq_acc, dq, q4.numel(), p.softmax_scale), dict(BLOCK=_DQ_SCALE_BLOCK), 4, 2, {}))
         return launches
     if dk is not None and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate):  # dense 16-bit d=128, Hopper
-        launches.append(hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, config))
+        launches.append(hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, config, stats=stats))
     elif dk is not None:
         launches.append((
             _launch_dkdv, (num_n * p.batch * nheads_k,),
@@ -664,11 +694,13 @@ class BackwardPlan:
     the plan was bound for: dtype, shape, strides and 16-byte alignment (the kernels'
     specialization), and the same device."""
 
-    __slots__ = ("launches", "layouts", "device", "knobs", "fused_dq")
+    __slots__ = ("launches", "layouts", "device", "knobs", "fused_dq", "stats")
 
-    def __init__(self, launches: list, layouts: tuple, device: int, knob_values: tuple, fused_dq: bool = False):
+    def __init__(self, launches: list, layouts: tuple, device: int, knob_values: tuple, fused_dq: bool = False,
+                 stats: bool = False):
         self.launches, self.layouts, self.device, self.knobs = launches, layouts, device, knob_values
         self.fused_dq = fused_dq   # the launches need the fused kernel's dQ buffer (slot 10)
+        self.stats = stats         # ... and the Gluon dK/dV's padded statistics (slot 11)
 
     def run(self, dout, q, k, v, out, lse) -> tuple | None:
         given = (dout, q, k, v, out, lse)
@@ -680,9 +712,9 @@ class BackwardPlan:
         if launch.driver.active.get_current_device() != self.device or _knob_values() != self.knobs:
             return None
         dq, dk, dv = _new_grads(q, k, v)
-        tensors = given + (torch.empty_like(lse), dq, dk, dv)
-        if self.fused_dq:
-            tensors += (_new_dq_acc(q),)
+        tensors = given + (torch.empty_like(lse), dq, dk, dv, _new_dq_acc(q) if self.fused_dq else None)
+        if self.stats:
+            tensors += (_new_stats(lse),)
         for bound, template, slots in self.launches:
             args = list(template)
             for i, which, desc in slots:   # desc: a descriptor's (shape, strides, block shape, layout)
@@ -718,11 +750,13 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     dq, dk, dv = (torch.empty_like(t, memory_format=torch.contiguous_format, device="meta") for t in (q, k, v))
     fused = _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, False)
     dq_acc = _new_dq_acc(q, device="meta") if fused else None
-    ids = {id(t): which for which, t in enumerate((dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc))
+    uses_stats = _uses_stats(q, k, v, dout, dk, dv, p, config, False, fused)
+    stats = _new_stats(lse, device="meta") if uses_stats else None
+    ids = {id(t): which for which, t in enumerate((dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc, stats))
            if t is not None}
     launches = []
     for launcher, grid, args, constexprs, num_warps, num_stages, options in _launches(
-            dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False, dq_acc):
+            dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False, dq_acc, stats):
         bound = launcher.bind(grid, args, constexprs, num_warps, num_stages, **options)
         if bound is None:
             return None
@@ -739,7 +773,7 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
             template[i] = None
         launches.append((bound, tuple(template), tuple(slots)))
     layouts = tuple((t.dtype, t.shape, t.stride()) for t in (dout, q, k, v, out, lse))
-    return BackwardPlan(launches, layouts, launches[0][0].device, _knob_values(), fused)
+    return BackwardPlan(launches, layouts, launches[0][0].device, _knob_values(), fused, uses_stats)
 
 
 def _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate: bool) -> bool:

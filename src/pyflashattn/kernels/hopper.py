@@ -63,7 +63,9 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     ALiBi, and full or causal attention with ``seqlen_q <= seqlen_k``; with ``hopper_features``
     the forward takes varlen, softcap, a left window (right side 0 or unbounded) and rows that
     see no key, and ALiBi with ``hopper_alibi``; the backward takes softcap with
-    ``hopper_bwd_softcap`` and ALiBi with ``hopper_bwd_alibi``.
+    ``hopper_bwd_softcap``, ALiBi with ``hopper_bwd_alibi`` and varlen with ``hopper_bwd_varlen``
+    (no window there: full or causal, whose rows may see no key in a sequence shorter on the key
+    side).
     ``device_ok`` overrides the device check (tests on the CPU)."""
     block = config.hopper_block_m if dout is None else config.hopper_dkdv_block_n
     if not block or q.dtype not in (torch.float16, torch.bfloat16):
@@ -71,7 +73,7 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     if p.is_sparse or p.has_dropout:
         return False
     features = dout is None and config.hopper_features
-    if p.is_varlen and not features:
+    if p.is_varlen and not (features or (dout is not None and config.hopper_bwd_varlen)):
         return False
     if p.has_softcap and not (features or (dout is not None and config.hopper_bwd_softcap)):
         return False
@@ -165,13 +167,16 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
         # tiles without causal; under causal (no more queries than keys) pairs of a heavy and a
         # light query block of one head (the kernel's PAIRED); a causal band (right side 0) of at
         # most hopper_ws_persistent_window keys, whose tiles past the first band's worth all see
-        # the same key blocks (v14: +6 % at 16k). Varlen and other windows: a static walk would leave
-        # SMs idle at the end, so a program per tile
+        # the same key blocks (v14: +6 % at 16k). Other windows: a static walk would leave SMs idle
+        # at the end, so a program per tile. Varlen only with hopper_ws_persistent_varlen
+        # (experiment): units numbered over the longest sequence, a shorter one's last query
+        # blocks empty (skipped in a few instructions), so balanced where lengths are alike
+        static_ok = not p.is_varlen or config.hopper_ws_persistent_varlen
         if window:
-            band = p.window_right == 0 and p.window_left <= config.hopper_ws_persistent_window and not p.is_varlen
+            band = p.window_right == 0 and p.window_left <= config.hopper_ws_persistent_window and static_ok
             if band:
                 grid = (min(units, _sm_count(q.device.index or 0)),)
-        elif sk <= config.hopper_ws_persistent_max_seqlen_k and not p.is_varlen:
+        elif sk <= config.hopper_ws_persistent_max_seqlen_k and static_ok:
             paired = causal and sq <= sk and config.hopper_ws_persistent_causal
             if paired:
                 units = (num_m + 1) // 2 * p.batch * h
@@ -227,14 +232,16 @@ def _dkdv_ws_stages(config: KernelConfig, fused_dq: bool) -> int:
 
 def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
                 delta: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, p, config: KernelConfig,
-                dq_acc: Optional[torch.Tensor] = None) -> tuple:
+                dq_acc: Optional[torch.Tensor] = None, stats: Optional[torch.Tensor] = None) -> tuple:
     """``attn_dkdv``'s launch, not yet made: (launcher, grid, args, constexprs, num_warps,
     num_stages, options), for ``bwd.attn_bwd`` and its plans (``bwd.plan_bwd``). With ``dq_acc``
     (fp32, q's shape, contiguous, zeroed) the warp-specialized kernel also adds dQ / softmax_scale
-    into it (``fused_dq``)."""
+    into it (``fused_dq``). With ``stats`` (``bwd._new_stats``: lse in base 2 and delta,
+    ``(b, h, 2, n)`` padded, ``hopper_bwd_stats``) the kernels read those instead of lse and delta,
+    without masks."""
     _, one_mod, _, ws_mod, _ = _kernel_modules()
-    b, sq, h, d = q.shape
-    sk, hk = k.shape[1], k.shape[2]
+    b, sq, sk = p.batch, p.max_seqlen_q, p.max_seqlen_k     # varlen: the longest sequences
+    h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
     bm = config.hopper_dkdv_block_m
     if dq_acc is not None or dkdv_warp_specialized(p, config):
         # 128 keys per program, read as one 64-key K/V tile per consumer warpgroup
@@ -251,10 +258,12 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
     grid = ((sk + bn - 1) // bn * b * hk,)
     return (_launcher(kernel), grid,
             (_descriptor(q, bm), _descriptor(k, kv_rows), _descriptor(v, kv_rows), _descriptor(dout, bm),
-             lse, delta, dk, dv, *ws_args, p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale, p.softcap_scale,
-             p.alibi_log2, p.softmax_scale, dk.stride(1), *p.slope_strides()),
-            dict(CAUSAL=p.window_right < sq, **ws_flags, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm,
-                 BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4, None, options)
+             *((lse, delta) if stats is None else (stats, stats)), dk, dv, *ws_args, p.cu_q(lse), p.cu_k(lse),
+             p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale, p.softcap_scale, p.alibi_log2, p.softmax_scale,
+             dk.stride(-3), lse.stride(-2), *p.slope_strides(), 0 if stats is None else stats.shape[-1]),
+            dict(CAUSAL=p.window_right < sq, **ws_flags, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
+                 HAS_ALIBI=p.has_alibi, PADDED_STATS=stats is not None, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
+                 NUM_STAGES=stages), 4, None, options)
 
 
 def dq_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, dq: torch.Tensor, p,
@@ -273,8 +282,8 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
     """The Gluon dQ kernel's launch, not yet made, as ``dkdv_launch``'s: one program of
     ``hopper_dq_block_m`` query rows per (query block, batch x head)."""
     dq_mod = _kernel_modules()[4]
-    b, sq, h, d = q.shape
-    sk, hk = k.shape[1], k.shape[2]
+    b, sq, sk = p.batch, p.max_seqlen_q, p.max_seqlen_k     # varlen: the longest sequences
+    h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
     bn = config.hopper_dq_block_n
     if config.hopper_dq_ws:  # 128 rows per program: a 64-row Q/dO tile per consumer warpgroup
         kernel, bm, q_rows, options = dq_mod.dq_hopper_ws_kernel, 128, 64, dict(maxnreg=dq_mod.MAXNREG)
@@ -284,16 +293,16 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
     grid = ((sq + bm - 1) // bm * b * h,)
     return (_launcher(kernel), grid,
             (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), _descriptor(dout, q_rows),
-             lse, delta, dq, p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale, p.softcap_scale, p.alibi_log2,
-             p.softmax_scale, dq.stride(1), *p.slope_strides()),
-            dict(CAUSAL=p.window_right < sq, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn,
-                 HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
+             lse, delta, dq, p.cu_q(lse), p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale,
+             p.softcap_scale, p.alibi_log2, p.softmax_scale, dq.stride(-3), lse.stride(-2), *p.slope_strides()),
+            dict(CAUSAL=p.window_right < sq, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi,
+                 BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
             4, None, options)
 
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
                  dump: bool = False, varlen: bool = False, window: bool = False, softcap: bool = False,
-                 alibi: bool = False, fused_dq: bool = False, paired: bool = False) -> dict:
+                 alibi: bool = False, fused_dq: bool = False, paired: bool = False, stats: bool = False) -> dict:
     """Build the forward (``kind="fwd"``; ``"fwd_ws"`` the warp-specialized one; optionally their
     feature variants), dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
     with ``fused_dq``) or dQ (``"dq"``; the table's ``hopper_dq_ws`` picks which) kernel for sm_90
@@ -328,11 +337,12 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
                                          if kind == "fwd_ws" else {}))
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
-        flags = {}
+        flags = {} if kind == "dq" else dict(PADDED_STATS=stats)
         if kind == "dkdv_ws":
             kernel, bn, kv_rows = bwd_ws_mod.dkdv_hopper_ws_kernel, 128, 64
             stages = _dkdv_ws_stages(config, fused_dq)
-            options, flags = dict(maxnreg=bwd_ws_mod.MAXNREG), dict(FUSED_DQ=fused_dq)
+            options = dict(maxnreg=bwd_ws_mod.MAXNREG)
+            flags["FUSED_DQ"] = fused_dq
         elif kind == "dq":
             kernel, bm, bn, stages = dq_mod.dq_hopper_kernel, config.hopper_dq_block_m, config.hopper_dq_block_n, \
                 config.hopper_dq_stages
@@ -348,8 +358,9 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         if fused_dq:
             descs["dq_desc"] = _descriptor(t.float(), bm, head_dim // 2)
         floats = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale"}
-        flags.update(HAS_SOFTCAP=softcap, HAS_ALIBI=alibi)
-        ptrs = {"DK": ptr, "DV": ptr, "DQ": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr, "SLOPES": "*fp32"}
+        flags.update(IS_VARLEN=varlen, HAS_SOFTCAP=softcap, HAS_ALIBI=alibi)
+        ptrs = {"DK": ptr, "DV": ptr, "DQ": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr, "SLOPES": "*fp32",
+                "CU_Q": "*i32", "CU_K": "*i32"}
     consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,
                   **flags)
     names = list(kernel.arg_names)

@@ -81,10 +81,11 @@ def _head_scales(score_args, b, h, HAS_ALIBI: gl.constexpr):
 
 @gluon.jit
 def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars,
-                empty, LSE, DELTA, offs_n, offs_m, b, nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q,
-                causal_shift, scales, dq_args, MASKED: gl.constexpr, WS: gl.constexpr, FUSED_DQ: gl.constexpr,
-                HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, WG: gl.constexpr, st_layout: gl.constexpr,
-                p_op: gl.constexpr, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
+                empty, stats, offs_n, offs_m, b, nheads, stride_lh, h0, n_q, n_steps, m_first, row0_q,
+                seqlen_q, causal_shift, scales, dq_args, MASKED: gl.constexpr, WS: gl.constexpr,
+                FUSED_DQ: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                PADDED_STATS: gl.constexpr, WG: gl.constexpr, st_layout: gl.constexpr, p_op: gl.constexpr,
+                BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
     """Flat steps ``[t_begin, t_end)`` (see the module docstring); ``MASKED``: apply the causal
     mask (the diagonal's blocks only, a loop of its own so the rest carries no branch). ``WS``:
     a consumer warpgroup of the warp-specialized kernel (``hopper_bwd_ws_kernel``), which
@@ -93,7 +94,12 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
     ``FUSED_DQ`` (warp-specialized only): consumer ``WG`` also adds its share of each step's dQ
     into an fp32 buffer (``_dq_step``; ``dq_args``). ``scales``: ``(qk_scale, softcap_scale,
     slope2)`` of this range's query head; ``HAS_SOFTCAP``, ``HAS_ALIBI``: the scores as the
-    forward's (``_scores``)."""
+    forward's (``_scores``). ``stats``: ``(LSE, DELTA, stats_len)``, lse and delta ``(b, h, sq)``
+    (``IS_VARLEN``: ``(h, total_q)``, row stride ``stride_lh``, this sequence's rows from
+    ``row0_q``); with ``PADDED_STATS`` (dense only) ``LSE`` is the preprocess's
+    ``(b, h, 2, stats_len)`` buffer instead, lse in base 2 then delta, padded past ``seqlen_q``
+    with +inf and 0, read without masks (``bwd._new_stats``)."""
+    LSE, DELTA, stats_len = stats
     dtype: gl.constexpr = q_desc.dtype
     BLOCK_N: gl.constexpr = k_smem.shape[0]
     # the score and dP accumulators of the last step are the (ignored, use_acc=False) inputs of
@@ -110,8 +116,15 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
         st = warpgroup_mma(k_smem, q_smem.index(slot).permute((1, 0)), st, use_acc=False, is_async=True)
         # lse and delta of this step's query rows (rows past the end: P = 0)
         rows = (m_first + t % n_q) * BLOCK_M + offs_m
-        p_row = (b * nheads + h0 + t // n_q).to(gl.int64) * seqlen_q + rows
-        lse2 = gl.load(LSE + p_row, mask=rows < seqlen_q, other=float("inf")) * LOG2E
+        if PADDED_STATS:
+            p_row = (b * nheads + h0 + t // n_q).to(gl.int64) * (2 * stats_len) + rows
+            lse2 = gl.load(LSE + p_row)
+        else:
+            if IS_VARLEN:
+                p_row = (h0 + t // n_q).to(gl.int64) * stride_lh + row0_q + rows
+            else:
+                p_row = (b * nheads + h0 + t // n_q).to(gl.int64) * seqlen_q + rows
+            lse2 = gl.load(LSE + p_row, mask=rows < seqlen_q, other=float("inf")) * LOG2E
         # dK(t-1) and dV(t-1) done, so slot t-1 is free for step t-1+NUM_STAGES; dP^T is issued
         # only now: with it in flight beside them, d=128 spilled and ran 3-10 % slower (v6)
         dk, dv, pt_op, ds_op = warpgroup_mma_wait(1, deps=(dk, dv, pt_op, ds_op))
@@ -135,7 +148,10 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
         if HAS_SOFTCAP:  # dS^T's factor folded in now: P^T * (1 - tanh^2) stays live in P^T's registers
             pt = pt * dmod
         dv = warpgroup_mma(pt_op, do_smem.index(slot), dv, is_async=True)
-        delta = gl.load(DELTA + p_row, mask=rows < seqlen_q, other=0.0)
+        if PADDED_STATS:
+            delta = gl.load(LSE + p_row + stats_len)
+        else:
+            delta = gl.load(DELTA + p_row, mask=rows < seqlen_q, other=0.0)
         dpt = warpgroup_mma_wait(1, deps=(dpt,))
         dst = pt * (dpt - gl.expand_dims(delta, 0))
         ds_op = gl.convert_layout(dst.to(dtype), p_op)
@@ -202,12 +218,14 @@ def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
 
 
 @gluon.jit
-def _dkdv_program(seqlen_q, seqlen_k, nheads, group, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr,
-                  BLOCK_N: gl.constexpr):
+def _dkdv_program(CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr,
+                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
     """This program's key block, batch and kv-head, and its walk: the query blocks that see any
     of keys ``[n0, n0 + BLOCK_N)`` from ``m_first`` on, ``n_q`` per query head of the group, as
     ``n_steps`` flat steps. The 2-D descriptors are ``(b * s, h * d)``: batch b's rows start at
-    ``row0_q`` / ``row0_k``. Each head's key blocks run in turn (every head's first key block
+    ``row0_q`` / ``row0_k``; ``IS_VARLEN``: packed ``(total, h * d)``, sequence b's rows and
+    lengths from ``CU_Q`` / ``CU_K`` (``seqlen_q`` / ``seqlen_k`` the longest, returned as this
+    sequence's), and ``n0`` may lie past its keys (the caller returns). Each head's key blocks run in turn (every head's first key block
     first, longest-first under causal, measured 5-25 % slower: the 8th session's
     ``scripts/experiments/gluon_bwd_ws.py``)."""
     num_n = gl.cdiv(seqlen_k, BLOCK_N)
@@ -217,21 +235,29 @@ def _dkdv_program(seqlen_q, seqlen_k, nheads, group, CAUSAL: gl.constexpr, BLOCK
     n0 = (pid % num_n) * BLOCK_N
     b = bhk // nheads_k
     hk = bhk % nheads_k
+    if IS_VARLEN:
+        row0_q = gl.load(CU_Q + b)
+        seqlen_q = gl.load(CU_Q + b + 1) - row0_q
+        row0_k = gl.load(CU_K + b)
+        seqlen_k = gl.load(CU_K + b + 1) - row0_k
+    else:
+        row0_q = b * seqlen_q
+        row0_k = b * seqlen_k
     causal_shift = seqlen_k - seqlen_q        # query i sees keys j <= i + shift
     if CAUSAL:
         m_first = gl.maximum(n0 - causal_shift, 0) // BLOCK_M
     else:
         m_first = 0
     n_q = gl.cdiv(seqlen_q, BLOCK_M) - m_first
-    return b, hk, n0, b * seqlen_q, b * seqlen_k, causal_shift, m_first, n_q, n_q * group, hk * group
+    return b, hk, n0, row0_q, row0_k, seqlen_q, seqlen_k, causal_shift, m_first, n_q, n_q * group, hk * group
 
 
 @gluon.jit
-def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, n0, b, nheads, h0, n_q,
-               n_steps, m_first, row0_q, seqlen_q, causal_shift, score_args, group, dq_args, CAUSAL: gl.constexpr,
-               WS: gl.constexpr, FUSED_DQ: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-               WG: gl.constexpr, st_layout: gl.constexpr, acc_layout: gl.constexpr, BLOCK_M: gl.constexpr,
-               NUM_STAGES: gl.constexpr):
+def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, stats, n0, b, nheads, stride_lh,
+               h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, score_args, group, dq_args,
+               CAUSAL: gl.constexpr, WS: gl.constexpr, FUSED_DQ: gl.constexpr, IS_VARLEN: gl.constexpr,
+               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, PADDED_STATS: gl.constexpr, WG: gl.constexpr,
+               st_layout: gl.constexpr, acc_layout: gl.constexpr, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
     """dK, dV of keys ``[n0, n0 + k_smem.shape[0])`` over every step of the program: per query
     head of the group, the diagonal steps with the causal mask, then the rest without; returned
     with every dot retired. ``score_args``: as ``_head_scales`` takes them."""
@@ -258,16 +284,18 @@ def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, LS
         scales = _head_scales(score_args, b, h0 + g, HAS_ALIBI)
         if CAUSAL:
             dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, t0 + n_masked, q_desc, do_desc, q_smem,
-                                               do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, offs_n, offs_m, b,
-                                               nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
-                                               scales, dq_args, True, WS, FUSED_DQ, HAS_SOFTCAP, HAS_ALIBI, WG,
-                                               st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
+                                               do_smem, k_smem, v_smem, bars, empty, stats, offs_n, offs_m, b,
+                                               nheads, stride_lh, h0, n_q, n_steps, m_first, row0_q, seqlen_q,
+                                               causal_shift, scales, dq_args, True, WS, FUSED_DQ, IS_VARLEN,
+                                               HAS_SOFTCAP, HAS_ALIBI, PADDED_STATS, WG, st_layout, p_op, BLOCK_M,
+                                               HEAD_DIM, NUM_STAGES)
             t0 += n_masked
         dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, (g + 1) * n_q, q_desc, do_desc, q_smem,
-                                           do_smem, k_smem, v_smem, bars, empty, LSE, DELTA, offs_n, offs_m, b,
-                                           nheads, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
-                                           scales, dq_args, False, WS, FUSED_DQ, HAS_SOFTCAP, HAS_ALIBI, WG,
-                                           st_layout, p_op, BLOCK_M, HEAD_DIM, NUM_STAGES)
+                                           do_smem, k_smem, v_smem, bars, empty, stats, offs_n, offs_m, b,
+                                           nheads, stride_lh, h0, n_q, n_steps, m_first, row0_q, seqlen_q,
+                                           causal_shift, scales, dq_args, False, WS, FUSED_DQ, IS_VARLEN,
+                                           HAS_SOFTCAP, HAS_ALIBI, PADDED_STATS, WG, st_layout, p_op, BLOCK_M,
+                                           HEAD_DIM, NUM_STAGES)
     dk, dv, pt_op, ds_op = warpgroup_mma_wait(0, deps=(dk, dv, pt_op, ds_op))
     return dk, dv
 
@@ -284,15 +312,19 @@ def _store_dkdv(dk, dv, n0, row0_k, kv_col, seqlen_k, softmax_scale, DK, DV, str
 
 
 @gluon.jit
-def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, SLOPES, seqlen_q, seqlen_k, nheads,
-                       group, qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dks, stride_sb, stride_sh,
-                       CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k,
+                       nheads, group, qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dks, stride_lh,
+                       stride_sb, stride_sh, stats_len, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr,
+                       HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, PADDED_STATS: gl.constexpr,
                        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                        NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     gl.static_assert(NUM_STAGES >= 2)
     dtype: gl.constexpr = q_desc.dtype
-    b, hk, n0, row0_q, row0_k, causal_shift, m_first, n_q, n_steps, h0 = _dkdv_program(
-        seqlen_q, seqlen_k, nheads, group, CAUSAL, BLOCK_M, BLOCK_N)
+    b, hk, n0, row0_q, row0_k, seqlen_q, seqlen_k, causal_shift, m_first, n_q, n_steps, h0 = _dkdv_program(
+        CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group, CAUSAL, IS_VARLEN, BLOCK_M, BLOCK_N)
+    if IS_VARLEN:
+        if n0 >= seqlen_k:  # a shorter sequence than the longest: nothing here
+            return
     kv_col = hk * HEAD_DIM
 
     st_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
@@ -318,10 +350,11 @@ def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, SLOP
         _load_q_do(q_desc, do_desc, q_smem, do_smem, bars, i, n_steps, n_q, m_first, row0_q, h0,
                    NUM_STAGES, BLOCK_M, HEAD_DIM)
     mbarrier.wait(kv_bar, 0)
-    dk, dv = _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, bars, LSE, DELTA, n0, b, nheads, h0,
-                        n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
+    dk, dv = _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, bars, (LSE, DELTA, stats_len), n0, b,
+                        nheads, stride_lh, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
                         (qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh), group, (), CAUSAL, False,
-                        False, HAS_SOFTCAP, HAS_ALIBI, 0, st_layout, acc_layout, BLOCK_M, NUM_STAGES)
+                        False, IS_VARLEN, HAS_SOFTCAP, HAS_ALIBI, PADDED_STATS, 0, st_layout, acc_layout, BLOCK_M,
+                        NUM_STAGES)
 
     mbarrier.invalidate(kv_bar)
     for i in gl.static_range(NUM_STAGES):

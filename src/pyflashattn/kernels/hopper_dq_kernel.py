@@ -118,17 +118,25 @@ def _store_dq(dq, m0, row0_q, q_col, seqlen_q, softmax_scale, DQ, stride_dqs, dq
 
 
 @gluon.jit
-def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, SLOPES, seqlen_q, seqlen_k, nheads, group,
-                     qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dqs, stride_sb, stride_sh,
-                     CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, BLOCK_M: gl.constexpr,
-                     BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads,
+                     group, qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dqs, stride_lh, stride_sb,
+                     stride_sh, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_SOFTCAP: gl.constexpr,
+                     HAS_ALIBI: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                     NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """One program per (query block, batch x head), query blocks fastest and each head's last
     (longest under causal) first, as the forward (``_program``). q, dout, dq ``(b, sq, h, d)``
-    and k, v ``(b, sk, hk, d)`` seen as 2-D ``(b * s, h * d)``; lse and delta ``(b, h, sq)``."""
+    and k, v ``(b, sk, hk, d)`` seen as 2-D ``(b * s, h * d)``; lse and delta ``(b, h, sq)``.
+    ``IS_VARLEN``: packed ``(total, h, d)`` seen as ``(total, h * d)``, lse and delta
+    ``(h, total_q)``, each sequence's rows and lengths from ``CU_Q`` / ``CU_K`` (as the forward's
+    ``_program``); a row block that sees no key at all runs one fully masked block (dQ = 0)."""
     gl.static_assert(NUM_STAGES >= 2)
     dtype: gl.constexpr = q_desc.dtype
-    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(gl.program_id(0), LSE, LSE, seqlen_q,
-                                                                          seqlen_k, nheads, 0, False, BLOCK_M)
+    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(gl.program_id(0), CU_Q, CU_K, seqlen_q,
+                                                                          seqlen_k, nheads, stride_lh, IS_VARLEN,
+                                                                          BLOCK_M)
+    if IS_VARLEN:
+        if start_m * BLOCK_M >= seqlen_q:  # a shorter sequence than the longest: nothing here
+            return
     q_col = h * HEAD_DIM
     kv_col = (h // group) * HEAD_DIM
     causal_shift = seqlen_k - seqlen_q           # bottom-right aligned: row i sees keys <= i + shift
@@ -150,6 +158,8 @@ def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, SLOPES, se
 
     m0 = start_m * BLOCK_M
     j_lo, n_blocks, n_full, _ = _key_blocks(m0, m0 + BLOCK_M, seqlen_k, causal_shift, 0, CAUSAL, False, BLOCK_N)
+    if IS_VARLEN:  # no key for any row (an empty sequence, or causal rows above its diagonal)
+        n_blocks = gl.maximum(n_blocks, j_lo + 1)
     n_steps = n_blocks - j_lo
     row_k = row0_k + j_lo * BLOCK_N
 
@@ -239,9 +249,10 @@ def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_SOFTCAP: g
 
 
 @gluon.jit
-def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, SLOPES, seqlen_q, seqlen_k, nheads, group,
-                        qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dqs, stride_sb, stride_sh,
-                        CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k,
+                        nheads, group, qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dqs, stride_lh,
+                        stride_sb, stride_sh, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr,
+                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                         NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
     """``dq_hopper_kernel``'s work with warp specialization (``hopper_dq_ws``, shipped at d=128): 128
@@ -253,11 +264,17 @@ def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, SLOPES,
     gl.static_assert(num_warps == 4)          # the default partition is consumer 0
     gl.static_assert(NUM_STAGES >= 2)
     dtype: gl.constexpr = q_desc.dtype
-    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(gl.program_id(0), LSE, LSE, seqlen_q,
-                                                                          seqlen_k, nheads, 0, False, BLOCK_M)
+    start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(gl.program_id(0), CU_Q, CU_K, seqlen_q,
+                                                                          seqlen_k, nheads, stride_lh, IS_VARLEN,
+                                                                          BLOCK_M)
+    if IS_VARLEN:
+        if start_m * BLOCK_M >= seqlen_q:  # a shorter sequence than the longest: nothing here
+            return
     causal_shift = seqlen_k - seqlen_q
     m0 = start_m * BLOCK_M
     j_lo, n_blocks, _, _ = _key_blocks(m0, m0 + BLOCK_M, seqlen_k, causal_shift, 0, CAUSAL, False, BLOCK_N)
+    if IS_VARLEN:  # no key for any row: one fully masked block (dq_hopper_kernel)
+        n_blocks = gl.maximum(n_blocks, j_lo + 1)
     n_steps = n_blocks - j_lo
 
     q_smem = gl.allocate_shared_memory(dtype, [2, WS_ROWS, HEAD_DIM], q_desc.layout)
