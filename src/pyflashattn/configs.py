@@ -81,9 +81,6 @@ class KernelConfig:
     # one process: window 256 +22 %, 1024 +7 %, 2048 +6 %, 4096 -5 % (window-width-v14.log);
     # window 1024 is 5.8-5.9x faster than causal there (5.4x a program per tile)
     hopper_ws_persistent_window: int = 2048
-    # the two persistent walks above for varlen too (experiment; 0: a program per tile): tiles
-    # over the longest sequence, a shorter sequence's last ones empty
-    hopper_ws_persistent_varlen: int = 0
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi too since
     # v14 (21 % slower at 16k in v7; with v14's forwards 13 % / 8 % faster than the Triton
