@@ -114,11 +114,15 @@ def test_features_as_the_table_says():
     q2, k2, v2 = qkv(sq=301, sk=300)
     assert hopper.usable(q2, k2, v2, params(q2, k2, causal=True), shipped, device_ok=True)  # rows with no key
     assert not hopper.usable(q2, k2, v2, params(q2, k2, causal=True), off, device_ok=True)
-    # still refused: a bounded right side other than causal, dropout, and the dK/dV kernel
+    # still refused: a bounded right side other than causal, dropout
     assert not hopper.usable(q, k, v, params(q, k, window=(64, 64)), on, device_ok=True)
     assert not hopper.usable(q, k, v, params(q, k, dropout_p=0.1), on, device_ok=True)
-    assert not hopper.usable(qp, kp, vp, varlen_params(qp, kp, cu, cu, 300, 300), cfg(override=json.dumps(
-        {"hopper_features": 1, "hopper_dkdv_block_n": 64})), device_ok=True, dout=torch.randn_like(qp))
+    # the dK/dV kernel takes varlen as shipped (hopper_bwd_varlen, v15), not without the switch
+    p_vl, dop = varlen_params(qp, kp, cu, cu, 300, 300), torch.randn_like(qp)
+    dkdv_on = {"hopper_features": 1, "hopper_dkdv_block_n": 64}
+    assert hopper.usable(qp, kp, vp, p_vl, cfg(override=json.dumps(dkdv_on)), device_ok=True, dout=dop)
+    assert not hopper.usable(qp, kp, vp, p_vl, cfg(override=json.dumps({**dkdv_on, "hopper_bwd_varlen": 0})),
+                             device_ok=True, dout=dop)
 
 
 def test_refused_where_it_does_not_apply():
@@ -313,14 +317,15 @@ def test_dkdv_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert torch.equal(p_al.alibi_slopes, slopes)
     assert (seen["stride_sb"], seen["stride_sh"]) == p_al.alibi_slopes.stride()
     assert seen["IS_VARLEN"] is False and seen["CU_Q"] is lse and seen["CU_K"] is lse
-    # varlen (hopper_bwd_varlen, experiment): packed rows, cu_seqlens, lse (h, total), a grid over
-    # the longest sequence's key blocks
+    # varlen (hopper_bwd_varlen, on since v15): packed rows, cu_seqlens, lse (h, total), a grid
+    # over the longest sequence's key blocks
     cu_q, cu_k = torch.tensor([0, 100, 300], dtype=torch.int32), torch.tensor([0, 250, 400], dtype=torch.int32)
     qp, kp, vp = torch.randn(300, 4, 128, dtype=q.dtype), *(torch.randn(400, 2, 128, dtype=q.dtype) for _ in range(2))
     dop, lsep, deltap = torch.randn_like(qp), torch.randn(4, 300), torch.randn(4, 300)
     dkp, dvp = torch.empty_like(kp), torch.empty_like(vp)
     p_vl = varlen_params(qp, kp, cu_q, cu_k, 200, 250, causal=ws)
-    assert not hopper.usable(qp, kp, vp, p_vl, c, device_ok=True, dout=dop)
+    c_off = cfg(override=json.dumps({**DKDV_KERNELS[kernel], "hopper_bwd_varlen": 0}))
+    assert not hopper.usable(qp, kp, vp, p_vl, c_off, device_ok=True, dout=dop)
     c_vl = cfg(override=json.dumps({**DKDV_KERNELS[kernel], "hopper_bwd_varlen": 1}))
     assert hopper.usable(qp, kp, vp, p_vl, c_vl, device_ok=True, dout=dop)
     hopper.attn_dkdv(qp, kp, vp, dop, lsep, deltap, dkp, dvp, p_vl, c_vl)
@@ -387,12 +392,13 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     launcher(grid, args, constexprs, num_warps=num_warps, **options)
     assert seen["HAS_ALIBI"] is True and seen["HAS_SOFTCAP"] is True and seen["SLOPES"] is p_al.alibi_slopes
     assert (seen["stride_sb"], seen["stride_sh"], seen["alibi_log2"]) == (0, 1, p_al.alibi_log2)
-    # varlen with hopper_bwd_varlen (experiment): a grid over the longest sequence's query blocks
+    # varlen with hopper_bwd_varlen (on since v15): a grid over the longest sequence's query blocks
     cu_q, cu_k = torch.tensor([0, 100, 300], dtype=torch.int32), torch.tensor([0, 250, 400], dtype=torch.int32)
     qp, kp, vp = torch.randn(300, 4, 128, dtype=q.dtype), *(torch.randn(400, 2, 128, dtype=q.dtype) for _ in range(2))
     dop, lsep, deltap, dqp = torch.randn_like(qp), torch.randn(4, 300), torch.randn(4, 300), torch.empty_like(qp)
     p_vl = varlen_params(qp, kp, cu_q, cu_k, 200, 250, causal=True)
-    assert not hopper.dq_usable(qp, kp, vp, dop, dqp, p_vl, c, device_ok=True)
+    c_off = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_bwd_varlen": 0}))
+    assert not hopper.dq_usable(qp, kp, vp, dop, dqp, p_vl, c_off, device_ok=True)
     c_vl = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_bwd_varlen": 1}))
     assert hopper.dq_usable(qp, kp, vp, dop, dqp, p_vl, c_vl, device_ok=True)
     launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(qp, kp, vp, dop, lsep, deltap, dqp,
@@ -754,7 +760,7 @@ def test_gpu_alibi_gluon_backward_against_float64(shape, causal, dtype, mods, mo
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("lengths", ["mixed", "long"])
 def test_gpu_varlen_gluon_backward_against_float64(lengths, causal, d, dtype, monkeypatch):
-    """Varlen through the Gluon backward (``hopper_bwd_varlen``, experiment): the table's dK/dV
+    """Varlen through the Gluon backward (``hopper_bwd_varlen``, on since v15): the table's dK/dV
     and dQ kernels on packed sequences, GQA. "mixed": empty sequences on either side, more
     queries than keys (causal rows that see no key), lengths off the blocks; "long": up to
     2500 keys, where d=128 runs the warp-specialized dK/dV, and without causal the fused
@@ -890,7 +896,7 @@ def test_fused_dq_launches_zero_and_scale_its_buffer():
 
 @pytest.mark.parametrize("fused", [False, True], ids=["dkdv", "fused"])
 def test_preprocess_writes_padded_stats(fused, monkeypatch):
-    """``hopper_bwd_stats`` (experiment): the preprocess also writes the Gluon dK/dV kernels'
+    """``hopper_bwd_stats`` (on since v15): the preprocess also writes the Gluon dK/dV kernels'
     ``(b, h, 2, n)`` statistics, lse in base 2 then delta, rows past seqlen_q up to n (128 here
     for 37 queries) +inf and 0 (poisoned first, so a row left unwritten shows); the dK/dV launch
     reads them instead of lse and delta (``PADDED_STATS``, the row count as ``stats_len``)."""
@@ -929,7 +935,7 @@ def test_preprocess_writes_padded_stats(fused, monkeypatch):
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("deterministic", [False, True], ids=["", "det"])
 def test_gpu_padded_stats_against_float64(shape, causal, deterministic, dtype, monkeypatch):
-    """``hopper_bwd_stats`` (experiment): the table's Gluon dK/dV kernels (one warpgroup; at
+    """``hopper_bwd_stats`` (on since v15): the table's Gluon dK/dV kernels (one warpgroup; at
     d=128 from 2k keys the fused or, deterministic, the warp-specialized one) reading the
     preprocess's padded statistics, gradients poisoned first, against float64; query lengths off
     the 128-row padding, GQA."""

@@ -100,12 +100,17 @@ class KernelConfig:
     # forward+backward with ALiBi: 28 % / 27 % faster than with Triton's backward at 4k / 16k
     # (alibi-gluon-bwd-v14.log)
     hopper_bwd_alibi: int = 1
-    # ... and with varlen (experiment, 0: Triton's kernels then): the forward's per-sequence walk
-    hopper_bwd_varlen: int = 0
+    # ... and with varlen (0: Triton's kernels then): the forward's per-sequence walk. v15, d=128
+    # causal forward+backward with varlen: 12.5 % / 7.7 % faster than with Triton's backward at
+    # 4k / 16k, +11 % / +1 % over dense (was +19 % / +12 %; varlen-gluon-bwd-v15.log)
+    hopper_bwd_varlen: int = 1
     # the dK/dV kernels' lse and delta from a padded (b, h, 2, n) buffer the preprocess writes
-    # (lse in base 2), read without masks (experiment; 0: lse and delta as the forward and the
-    # preprocess leave them, masked per step)
-    hopper_bwd_stats: int = 0
+    # (lse in base 2), read without masks (0: lse and delta as the forward and the preprocess
+    # leave them, masked per step). v15, forward+backward on / off in one process, two A/B/A/B
+    # sweeps (sweep-bwd-stats*-v15.log): +1 to +7 % at d 64/128 1k-16k, 0 % at d=128 16k without
+    # causal; d=128 causal 1k -7 % in the sweep, where the step is host-bound (host time per step
+    # about the GPU's) while the dK/dV kernel itself ran 7-11 % faster (prof-stats-1k-v15.log)
+    hopper_bwd_stats: int = 1
     hopper_dkdv_stages: int = 2
     # the warp-specialized dK/dV (two consumer warpgroups of 64 keys and a producer warp) from
     # this many keys on, without causal / with it; 0: never. At d=128 (8th session, kernel time
