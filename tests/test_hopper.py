@@ -262,6 +262,27 @@ def test_forward_persistent_where_tiles_are_equal(monkeypatch):
     qp, kp, vp = (t.reshape(600, *t.shape[2:])[:300] for t in qkv(b=2, sq=300, sk=300, h=4, hk=2))
     hopper.attn_fwd(qp, kp, vp, varlen_params(qp, kp, cu, cu, 200, 200, window=(64, 0)), c_band)
     assert seen["grid"] == ((200 + 127) // 128 * 2 * 4,)
+    # varlen persistent where the sequences fill hopper_ws_persistent_varlen_fill % of batch x the
+    # longest (queries and keys): the band, pairs under causal, tiles without it; units counted
+    # over the longest sequence. Lengths 100 and 200 fill 75 %: not at the table's 90, yes at 75
+    vl = {"hopper_ws_persistent_max_seqlen_k": 500, "hopper_ws_persistent_window": 1024}
+    for fill, persistent in ((90, False), (76, False), (75, True)):
+        c_vl = cfg(override=overrides(FWD_KERNELS["fwdws"], {**vl, "hopper_ws_persistent_varlen_fill": fill}))
+        for causal, window, paired in ((False, (64, 0), False), (True, (-1, -1), True), (False, (-1, -1), False)):
+            hopper.attn_fwd(qp, kp, vp, varlen_params(qp, kp, cu, cu, 200, 200, causal=causal, window=window), c_vl)
+            units = ((2 + 1) // 2 if paired else 2) * 2 * 4
+            assert seen["IS_VARLEN"] is True and seen["CU_Q"] is cu
+            if persistent:
+                assert seen["grid"] == (5,) and seen["n_tiles"] == units and seen["PAIRED"] is paired, (causal, window)
+            else:
+                assert seen["grid"] == (2 * 2 * 4,) and seen["PAIRED"] is False, (fill, causal, window)
+    # the keys count too: queries of equal lengths, keys 100 and 200
+    cu_eq = torch.tensor([0, 150, 300], dtype=torch.int32)
+    c_vl = cfg(override=overrides(FWD_KERNELS["fwdws"], {**vl, "hopper_ws_persistent_varlen_fill": 90}))
+    hopper.attn_fwd(qp, kp, vp, varlen_params(qp, kp, cu_eq, cu_eq, 150, 150, causal=True), c_vl)
+    assert seen["grid"] == (5,) and seen["PAIRED"] is True
+    hopper.attn_fwd(qp, kp, vp, varlen_params(qp, kp, cu_eq, cu, 150, 200, causal=True), c_vl)
+    assert seen["grid"] == (2 * 2 * 4,) and seen["PAIRED"] is False
     # fewer tiles than SMs: a program per tile
     q, k, v = qkv(b=1, sq=100, sk=100, h=2, hk=2)
     hopper.attn_fwd(q, k, v, params(q, k), c)
@@ -846,6 +867,45 @@ def test_gpu_window_persistent_against_float64(shape, window, monkeypatch):
         out, lse, _ = pfa.flash_attn_func(q, k, v, window_size=window, return_attn_probs=True)
         return out, lse
     compare_with_reference(fn, q, k, v, window_size=window)
+    assert grids[0] == (torch.cuda.get_device_properties(0).multi_processor_count,), grids
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("mask", ["full", "causal", "band"])
+@pytest.mark.parametrize("lengths", ["mixed", "alike"])
+def test_gpu_varlen_persistent_against_float64(lengths, mask, d, monkeypatch):
+    """The warp-specialized forward persistent over packed sequences: 132 programs walking tiles
+    numbered over the longest sequence, pairs under causal, the band under a causal window.
+    "mixed" (forced by ``hopper_ws_persistent_varlen_fill`` = 1; the table's 90 % refuses them):
+    empty sequences on either side, more queries than keys, lengths off the blocks; "alike"
+    (the table's own choice): lengths within 5 % of the longest, off the blocks. GQA; out
+    poisoned first, so a row left unwritten shows."""
+    import pyflashattn as pfa
+    from pyflashattn.reference import varlen_attention_ref
+    if lengths == "mixed":
+        monkeypatch.setenv("PYFLASHATTN_CONFIG", json.dumps({"hopper_ws_persistent_varlen_fill": 1}))
+        lq, lk = [5, 0, 3000, 33, 1, 129, 700, 2048], [9, 4, 3000, 20, 0, 700, 650, 2048]
+    else:
+        lq, lk = [1000, 977, 1000, 1000, 961], [1000, 1000, 990, 1000, 1000]
+    cu_q, cu_k = (torch.tensor([0] + n, device="cuda").cumsum(0).to(torch.int32) for n in (lq, lk))
+    q = torch.randn(sum(lq), 8, d, dtype=torch.bfloat16, device="cuda", requires_grad=True)
+    k, v = (torch.randn(sum(lk), 2, d, dtype=torch.bfloat16, device="cuda", requires_grad=True) for _ in range(2))
+    kw = dict(causal=mask == "causal", window_size=(300, 0) if mask == "band" else (-1, -1))
+    grids = []
+    launcher = hopper._launcher
+    monkeypatch.setattr(hopper, "_launcher", lambda kernel: (lambda grid, *a, **k_: grids.append(grid) or
+                                                             launcher(kernel)(grid, *a, **k_)))
+    empty = torch.empty_like
+
+    def poisoned(t, **kw_):
+        return empty(t, **kw_).fill_(float("nan")) if t.is_floating_point() else empty(t, **kw_)
+    monkeypatch.setattr(torch, "empty_like", poisoned)
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lq), max(lk), return_attn_probs=True, **kw)
+        return out, lse
+    compare_with_reference(fn, q, k, v, ref=varlen_attention_ref, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, **kw)
     assert grids[0] == (torch.cuda.get_device_properties(0).multi_processor_count,), grids
 
 

@@ -81,6 +81,13 @@ class KernelConfig:
     # one process: window 256 +22 %, 1024 +7 %, 2048 +6 %, 4096 -5 % (window-width-v14.log);
     # window 1024 is 5.8-5.9x faster than causal there (5.4x a program per tile)
     hopper_ws_persistent_window: int = 2048
+    # the two persistent walks above for varlen too where the packed sequences fill at least this
+    # percentage of batch x the longest (queries and keys; 0: never): units are numbered over the
+    # longest sequence, a shorter one's last query blocks empty, so the static walk balances only
+    # where lengths are alike. v15, d=128 forward, walk on / off: equal lengths at 4k causal +11 %
+    # (issue 5's varlen row), mixed lengths 128-4096 (61 % filled) causal -10 %, without causal
+    # -1 % (varlen-persistent-v15.log)
+    hopper_ws_persistent_varlen_fill: int = 90
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi too since
     # v14 (21 % slower at 16k in v7; with v14's forwards 13 % / 8 % faster than the Triton

@@ -167,13 +167,16 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
         # tiles without causal; under causal (no more queries than keys) pairs of a heavy and a
         # light query block of one head (the kernel's PAIRED); a causal band (right side 0) of at
         # most hopper_ws_persistent_window keys, whose tiles past the first band's worth all see
-        # the same key blocks (v14: +6 % at 16k). Varlen and other windows: a static walk would leave
-        # SMs idle at the end, so a program per tile
+        # the same key blocks (v14: +6 % at 16k). Other windows: a static walk would leave SMs idle
+        # at the end, so a program per tile. Varlen where the sequences are about equally long
+        # (_alike_lengths): units are numbered over the longest sequence, a shorter one's last
+        # query blocks empty (skipped in a few instructions)
+        static_ok = not p.is_varlen or _alike_lengths(q, k, p, config.hopper_ws_persistent_varlen_fill)
         if window:
-            band = p.window_right == 0 and p.window_left <= config.hopper_ws_persistent_window and not p.is_varlen
+            band = p.window_right == 0 and p.window_left <= config.hopper_ws_persistent_window and static_ok
             if band:
                 grid = (min(units, _sm_count(q.device.index or 0)),)
-        elif sk <= config.hopper_ws_persistent_max_seqlen_k and not p.is_varlen:
+        elif sk <= config.hopper_ws_persistent_max_seqlen_k and static_ok:
             paired = causal and sq <= sk and config.hopper_ws_persistent_causal
             if paired:
                 units = (num_m + 1) // 2 * p.batch * h
@@ -192,6 +195,14 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
              **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
         **options)
     return out, lse
+
+
+def _alike_lengths(q: torch.Tensor, k: torch.Tensor, p, fill_percent: int) -> bool:
+    """Whether packed q ``(total_q, h, d)`` and k fill at least ``fill_percent`` % of batch x the
+    longest sequence (``max_seqlen_q/k``), from shapes alone (no device-to-host read, so the
+    same under torch.compile and CUDA graphs); 0: never."""
+    return bool(fill_percent) and all(100 * total >= fill_percent * p.batch * longest for total, longest in
+                                      ((q.shape[0], p.max_seqlen_q), (k.shape[0], p.max_seqlen_k)))
 
 
 def dkdv_warp_specialized(p, config: KernelConfig) -> bool:
