@@ -85,8 +85,8 @@ class KernelConfig:
     # percentage of batch x the longest (queries and keys; 0: never): units are numbered over the
     # longest sequence, a shorter one's last query blocks empty, so the static walk balances only
     # where lengths are alike. v15, d=128 forward, walk on / off: equal lengths at 4k causal +11 %
-    # (issue 5's varlen row), mixed lengths 128-4096 (61 % filled) causal -10 %, without causal
-    # -1 % (varlen-persistent-v15.log)
+    # and +3 % in two runs, 16k +2 % (issue 5's varlen row); mixed lengths 128-4096 (61 % filled)
+    # causal -10 %, without causal -1 % (varlen-persistent-v15.log, varlen-fill-v15.log)
     hopper_ws_persistent_varlen_fill: int = 90
     # the forward's varlen, softcap, left-window and empty-row cases (constexpr flags of both
     # kernels): on, 0-30 % faster than the Triton forward at 4k and 16k (v7); ALiBi too since
