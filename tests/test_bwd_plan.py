@@ -44,13 +44,16 @@ def _inputs(d, sq=300, sk=500, h=4, hk=2):
     return q, k, v, out, lse, dout
 
 
-def _normal(log_entry, known: dict):
-    """One launch's arguments, tensors named by role (``known``: data_ptr -> name) or described."""
+def _normal(log_entry, known: dict, layouts: bool = True):
+    """One launch's arguments, tensors named by role (``known``: data_ptr -> name) or described;
+    without ``layouts`` a tensor is its role and dtype only (what the C launcher reads of a
+    pointer argument is its address)."""
     def norm(a):
         if isinstance(a, LightDescriptor):
             return ("desc", norm(a.base), tuple(a.shape), tuple(a.strides), tuple(a.block_shape), repr(a.layout))
         if isinstance(a, torch.Tensor):
-            return (known.get(a.data_ptr(), "other"), a.dtype, tuple(a.shape), a.stride())
+            role = known.get(a.data_ptr(), "other")
+            return (role, a.dtype, tuple(a.shape), a.stride()) if layouts else (role, a.dtype)
         return a
     grid = log_entry[:3]
     return grid, tuple(map(norm, log_entry[9:]))
@@ -183,3 +186,105 @@ def test_gpu_plan_gradients_equal_the_general_path(d, causal, monkeypatch):
     for a, b in zip(first, third):
         assert ((a.float() - b.float()).norm() / b.float().norm()).item() < 1e-2
 
+
+
+def _varlen_inputs(d, lq=(100, 0, 201), lk=(150, 33, 201), h=4, hk=2):
+    cu_q, cu_k = (torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0).to(torch.int32) for lengths in (lq, lk))
+    q = torch.randn(sum(lq), h, d, dtype=torch.bfloat16)
+    k, v = (torch.randn(sum(lk), hk, d, dtype=torch.bfloat16) for _ in range(2))
+    out, dout = torch.randn_like(q), torch.randn_like(q)
+    lse = torch.randn(h, sum(lq))
+    return q, k, v, out, lse, dout, cu_q, cu_k, max(lq), max(lk)
+
+
+@pytest.mark.parametrize("kernel", ["triton", "gluon"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_varlen_plan_launches_what_the_general_path_launches(runs, monkeypatch, causal, kernel):
+    """Varlen (v15): the plan fills the kernels' 4-d views of dout, q, ... (``p.as_4d``) with the
+    tensors themselves (the launcher reads addresses only) and cu_seqlens from ``run``'s
+    arguments, so its launches equal the general path's; new cu_seqlens values of the same
+    layout go through it, one tensor for both only where the plan's was one."""
+    if kernel != "triton":
+        usable = hopper.usable
+        monkeypatch.setattr(hopper, "usable", lambda *a, **kw: usable(*a, **{**kw, "device_ok": True}))
+    override = {"triton": {"hopper_dkdv_block_n": 0}, "gluon": {"hopper_dkdv_block_n": 64}}[kernel]
+    cfg = _config(128, 128, torch.bfloat16, False, json.dumps(override))
+    q, k, v, out, lse, dout, cu_q, cu_k, max_q, max_k = _varlen_inputs(128)
+    p = _params(q, k, 128 ** -0.5, -1, 0 if causal else -1, 0.0, None, cu_q, cu_k, max_q, max_k, None)
+    assert bwd.plan_bwd(q, k, v, out, lse, p, cfg) is None
+    bwd.attn_bwd(dout, q, k, v, out, lse, None, p, cfg)
+    runs.clear()
+    general = bwd.attn_bwd(dout, q, k, v, out, lse, None, p, cfg)
+    general_log = list(runs)
+    runs.clear()
+    plan = bwd.plan_bwd(q, k, v, out, lse, p, cfg)
+    assert plan is not None and plan.shared_cu is False
+    # other cu_seqlens tensors (new values, same layout): the kernels read them where they are
+    cu_q2, cu_k2 = cu_q.clone(), cu_k.clone()
+    planned = plan.run(dout, q, k, v, out, lse, cu_q2, cu_k2)
+    planned_log = list(runs)
+    assert len(general_log) == len(planned_log) == 3
+    for grads, log, cus in ((general, general_log, (cu_q, cu_k)), (planned, planned_log, (cu_q2, cu_k2))):
+        known = {t.data_ptr(): n for n, t in dict(dout=dout, q=q, k=k, v=v, out=out, lse=lse).items()}
+        known.update({t.data_ptr(): n for n, t in zip(("dq", "dk", "dv", "cu_q", "cu_k"), (*grads, *cus))})
+        log[:] = [_normal(entry, known, layouts=False) for entry in log]
+    assert planned_log == general_log
+    assert sum(a[0] in ("cu_q", "cu_k") for _, args in planned_log for a in args if isinstance(a, tuple)) >= 4
+    # refused: no cu_seqlens, one tensor for both where the plan had two, unaligned cu_seqlens
+    assert plan.run(dout, q, k, v, out, lse) is None
+    assert plan.run(dout, q, k, v, out, lse, cu_q, cu_q) is None
+    unaligned = torch.empty(cu_q.numel() + 1, dtype=torch.int32)[1:]
+    assert plan.run(dout, q, k, v, out, lse, unaligned.copy_(cu_q), cu_k) is None
+    # a dense plan takes no cu_seqlens
+    qd, kd, vd, outd, lsed, doutd = _inputs(128)
+    pd = _params(qd, kd, 128 ** -0.5, -1, -1, 0.0, None, None, None, None, None, None)
+    bwd.attn_bwd(doutd, qd, kd, vd, outd, lsed, None, pd, cfg)
+    dense = bwd.plan_bwd(qd, kd, vd, outd, lsed, pd, cfg)
+    assert dense is not None and dense.run(doutd, qd, kd, vd, outd, lsed, cu_q, cu_k) is None
+
+
+def test_varlen_plans_are_kept_by_maxima(runs, monkeypatch):
+    from pyflashattn import ops
+    monkeypatch.setattr(ops, "_PLANS", {})
+    q, k, v, out, lse, dout, cu_q, cu_k, max_q, max_k = _varlen_inputs(64)
+    opts = (0.125, -1, 0, 0.0, False)
+    p = _params(q, k, 0.125, -1, 0, 0.0, None, cu_q, cu_k, max_q, max_k, None)
+    bwd.attn_bwd(dout, q, k, v, out, lse, None, p, ops._config(q, v, p))
+    plan = ops._cached_plan(q, k, v, out, lse, *opts, cu_q, cu_k, max_q, max_k)
+    assert plan is not None and ops._cached_plan(q, k, v, out, lse, *opts, cu_q.clone(), cu_k, max_q, max_k) is plan
+    assert ops._cached_plan(q, k, v, out, lse, *opts, cu_q, cu_k, max_q + 1, max_k) is not plan
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("d,causal", [(64, True), (128, False), (128, True)])
+def test_gpu_varlen_plan_gradients_equal_the_general_path(d, causal, monkeypatch):
+    """Varlen (v15): the second forward + backward runs the plan (counted) and its gradients
+    equal the first's bitwise; new cu_seqlens values of the same layout (other lengths, the same
+    total and maxima) run the same plan and match a fresh general-path backward."""
+    import pyflashattn as pfa
+    from pyflashattn import ops
+    monkeypatch.setattr(ops, "PLAN_BACKWARD", True)
+    used = []
+    run = bwd.BackwardPlan.run
+    monkeypatch.setattr(bwd.BackwardPlan, "run", lambda self, *a: used.append(run(self, *a)) or used[-1])
+    lengths, other = [300, 0, 1000, 77], [1000, 300, 70, 7]
+    cu, cu2 = (torch.tensor([0, *n], device="cuda").cumsum(0).to(torch.int32) for n in (lengths, other))
+    q, k, v = (torch.randn(sum(lengths), 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    g = torch.randn_like(q)
+
+    def grads(cu_seqlens):
+        out = pfa.flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, 1000, 1000, causal=causal)
+        return torch.autograd.grad(out, (q, k, v), g)
+    first = grads(cu)
+    second = grads(cu)
+    assert any(r is not None for r in used), "the plan did not run"
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    used.clear()
+    planned = grads(cu2)
+    assert used and all(r is not None for r in used)
+    monkeypatch.setattr(ops, "PLAN_BACKWARD", False)
+    general = grads(cu2)
+    for a, b in zip(planned, general):
+        assert torch.equal(a, b)

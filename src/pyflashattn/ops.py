@@ -32,7 +32,7 @@ from .configs import KernelConfig, get_config, interpreting
 from .params import KernelParams, kernel_window
 
 BACKENDS = ("triton", "torch")
-# The dense backward through a BackwardPlan (_cached_plan), on by default since the ninth session's
+# The backward (dense, and varlen since v15) through a BackwardPlan (_cached_plan), on by default since the ninth session's
 # GPU run (tests/test_bwd_plan.py: gradients bitwise equal to the general path's; the suite passed
 # with it on). PYFLASHATTN_BWD_PLAN=0 (read at import) or ops.PLAN_BACKWARD = False turns it off
 PLAN_BACKWARD = os.environ.get("PYFLASHATTN_BWD_PLAN", "1").strip().lower() not in ("0", "false", "off", "no")
@@ -204,12 +204,13 @@ def _bwd_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: T
     deterministic = _deterministic(deterministic)
     dlse = dlse.contiguous() if dlse is not None else None
     lse = lse.contiguous()
-    if (PLAN_BACKWARD and dlse is None and alibi_slopes is None and cu_seqlens_q is None and dropout_p == 0.0
+    if (PLAN_BACKWARD and dlse is None and alibi_slopes is None and dropout_p == 0.0
             and q.is_cuda and q.numel() and k.numel() and backend_for(q) == "triton"):
         # the launches bound once per layout (kernels.bwd.BackwardPlan): this runs on the
         # autograd engine's device thread, where Python costs twice what it does on the caller's
-        plan = _cached_plan(q, k, v, out, lse, softmax_scale, window_left, window_right, softcap, deterministic)
-        grads = plan.run(dout, q, k, v, out, lse) if plan is not None else None
+        plan = _cached_plan(q, k, v, out, lse, softmax_scale, window_left, window_right, softcap, deterministic,
+                            cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+        grads = plan.run(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k) if plan is not None else None
         if grads is not None:
             return grads
     p = _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
@@ -380,24 +381,31 @@ class _Attention(torch.autograd.Function):
 
 
 def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, softmax_scale: float, window_left: int,
-                 window_right: int, softcap: float, deterministic: bool = False):
+                 window_right: int, softcap: float, deterministic: bool = False,
+                 cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
+                 max_seqlen_q: int = -1, max_seqlen_k: int = -1):
     """The ``kernels.bwd.BackwardPlan`` for these layouts and options, made on first need and
     kept (``_PLANS``: a plan holds no tensor), or None where none can be made yet (the first
     backward of a layout goes the general way, which compiles and caches the kernels a plan
-    binds) or at all."""
+    binds) or at all. Varlen: keyed also on the batch, the maxima (the grids) and whether one
+    cu_seqlens serves both; the cu_seqlens 16-byte aligned, as the kernels were specialized."""
     from .kernels import bwd, launch
     if not bwd.plannable(q, k, v, out, lse):
+        return None
+    varlen = cu_seqlens_q is not None
+    if varlen and (cu_seqlens_q.data_ptr() % 16 or cu_seqlens_k.data_ptr() % 16):
         return None
     config = get_config(q.shape[-1], v.shape[-1], q.dtype)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), out.shape, out.stride(), lse.shape,
            lse.stride(), q.dtype, q.device.index, softmax_scale, window_left, window_right, softcap, deterministic,
-           id(config))
+           id(config), (cu_seqlens_q.shape[0], cu_seqlens_q is cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+           if varlen else None)
     plan = _PLANS.get(key)
     # a failed attempt is kept as the launchers' entry count it saw: binding again is worth it
     # only once some kernel has been compiled since (~100 us of Python per attempt)
     if plan is None or (type(plan) is int and plan != launch.ENTRIES):
-        p = _params(q, k, softmax_scale, window_left, window_right, softcap, None, None, None, -1, -1, None,
-                    deterministic=deterministic)
+        p = _params(q, k, softmax_scale, window_left, window_right, softcap, None, cu_seqlens_q, cu_seqlens_k,
+                    max_seqlen_q, max_seqlen_k, None, deterministic=deterministic)
         plan = bwd.plan_bwd(q, k, v, out, lse, p, config)
         if len(_PLANS) >= 256:
             _PLANS.clear()

@@ -681,8 +681,9 @@ class BackwardPlan:
     """The backward's launches bound to their compiled kernels once per layout (``plan_bwd``;
     kept by ``ops._cached_plan``), so that a backward does little Python: it allocates the
     gradients and hands the C launchers arguments whose every tensor slot is filled in (the plan
-    keeps no tensor; each slot says which of dout, q, k, v, out, lse, delta, dq, dk, dv goes
-    there), ~20 us of Python where the general path takes ~60 (on a CPU).
+    keeps no tensor; each slot says which of dout, q, k, v, out, lse, delta, dq, dk, dv, the
+    fused dQ buffer, the padded statistics, cu_seqlens_q, cu_seqlens_k goes there), ~20 us of
+    Python where the general path takes ~60 (on a CPU).
 
     Why: the autograd engine runs a CUDA node's backward on its device thread, a core other
     than the forward's, where this Python ran 2-2.5x slower than on the calling thread (the
@@ -692,29 +693,35 @@ class BackwardPlan:
 
     ``run`` returns None (the caller takes the general path) unless every tensor matches what
     the plan was bound for: dtype, shape, strides and 16-byte alignment (the kernels'
-    specialization), and the same device."""
+    specialization), and the same device. Varlen: ``cu_seqlens`` are given to ``run`` as well
+    (their values are read by the kernels, so they may change; the maxima are the plan's,
+    ``ops._cached_plan`` keys on them), one tensor for both exactly where the plan's had one."""
 
-    __slots__ = ("launches", "layouts", "device", "knobs", "fused_dq", "stats")
+    __slots__ = ("launches", "layouts", "device", "knobs", "fused_dq", "stats", "shared_cu")
 
     def __init__(self, launches: list, layouts: tuple, device: int, knob_values: tuple, fused_dq: bool = False,
-                 stats: bool = False):
+                 stats: bool = False, shared_cu: bool | None = None):
         self.launches, self.layouts, self.device, self.knobs = launches, layouts, device, knob_values
         self.fused_dq = fused_dq   # the launches need the fused kernel's dQ buffer (slot 10)
         self.stats = stats         # ... and the Gluon dK/dV's padded statistics (slot 11)
+        self.shared_cu = shared_cu  # varlen: whether cu_seqlens_q is cu_seqlens_k (slots 12, 13); else None
 
-    def run(self, dout, q, k, v, out, lse) -> tuple | None:
+    def run(self, dout, q, k, v, out, lse, cu_seqlens_q=None, cu_seqlens_k=None) -> tuple | None:
         given = (dout, q, k, v, out, lse)
         for t, (dtype, shape, stride) in zip(given, self.layouts):
             if t.dtype != dtype or t.shape != shape or t.stride() != stride or t.data_ptr() % 16:
                 return None
         if len(set(map(id, given))) < len(given):
             return None
+        if (cu_seqlens_q is None) != (self.shared_cu is None) or cu_seqlens_q is not None and (
+                (cu_seqlens_q is cu_seqlens_k) != self.shared_cu or cu_seqlens_q.data_ptr() % 16
+                or cu_seqlens_k.data_ptr() % 16):
+            return None
         if launch.driver.active.get_current_device() != self.device or _knob_values() != self.knobs:
             return None
         dq, dk, dv = _new_grads(q, k, v)
-        tensors = given + (torch.empty_like(lse), dq, dk, dv, _new_dq_acc(q) if self.fused_dq else None)
-        if self.stats:
-            tensors += (_new_stats(lse),)
+        tensors = given + (torch.empty_like(lse), dq, dk, dv, _new_dq_acc(q) if self.fused_dq else None,
+                           _new_stats(lse) if self.stats else None, cu_seqlens_q, cu_seqlens_k)
         for bound, template, slots in self.launches:
             args = list(template)
             for i, which, desc in slots:   # desc: a descriptor's (shape, strides, block shape, layout)
@@ -736,12 +743,12 @@ def plannable(*given: torch.Tensor) -> bool:
 
 
 def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
-    """A ``BackwardPlan`` for backwards with these inputs' layouts (dense, without ALiBi,
-    dropout or a block mask, 16-byte aligned inputs with a unit last stride; dout expected with
+    """A ``BackwardPlan`` for backwards with these inputs' layouts (dense or varlen, without
+    ALiBi, dropout or a block mask, 16-byte aligned inputs with a unit last stride; dout expected with
     out's layout), or None where the backward takes the general path (the launchers' fast path
     is off, or a kernel has not run with this specialization yet: the first backward of a
     layout always goes the general way)."""
-    if p.is_varlen or p.is_sparse or p.has_dropout or p.has_alibi or not plannable(q, k, v, out, lse):
+    if p.is_sparse or p.has_dropout or p.has_alibi or not plannable(q, k, v, out, lse):
         return None
     # what the backward allocates, and the dout it expects, as meta tensors: shapes, strides,
     # dtypes and a 16-byte aligned (0) address, no memory
@@ -752,8 +759,13 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     dq_acc = _new_dq_acc(q, device="meta") if fused else None
     uses_stats = _uses_stats(q, k, v, dout, dk, dv, p, config, False, fused)
     stats = _new_stats(lse, device="meta") if uses_stats else None
-    ids = {id(t): which for which, t in enumerate((dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc, stats))
-           if t is not None}
+    cu = (p.cu_seqlens_q, p.cu_seqlens_k) if p.is_varlen else (None, None)
+    roles = (dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc, stats, *cu)
+    ids = {id(t): which for which, t in enumerate(roles) if t is not None}
+    # varlen's 4-d views (``p.as_4d``) of dout, q, ...: the C launcher reads a tensor's address
+    # only, so a view at its base's address takes the base
+    views = {(t.untyped_storage()._cdata, t.storage_offset(), t.dtype): which for which, t in enumerate(roles)
+             if t is not None}
     launches = []
     for launcher, grid, args, constexprs, num_warps, num_stages, options in _launches(
             dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False, dq_acc, stats):
@@ -766,6 +778,8 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
             if not is_desc and not isinstance(a, torch.Tensor):
                 continue
             which = ids.get(id(a.base if is_desc else a))
+            if which is None and not is_desc:
+                which = views.get((a.untyped_storage()._cdata, a.storage_offset(), a.dtype))
             if which is None:
                 return None  # a tensor the plan cannot fill in
             # no tensor kept: a plan is cached beyond this call (ops._PLANS)
@@ -773,7 +787,8 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
             template[i] = None
         launches.append((bound, tuple(template), tuple(slots)))
     layouts = tuple((t.dtype, t.shape, t.stride()) for t in (dout, q, k, v, out, lse))
-    return BackwardPlan(launches, layouts, launches[0][0].device, _knob_values(), fused, uses_stats)
+    return BackwardPlan(launches, layouts, launches[0][0].device, _knob_values(), fused, uses_stats,
+                        (cu[0] is cu[1]) if p.is_varlen else None)
 
 
 def _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate: bool) -> bool:
