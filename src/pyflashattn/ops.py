@@ -389,8 +389,8 @@ def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, soft
     backward of a layout goes the general way, which compiles and caches the kernels a plan
     binds) or at all. Varlen: keyed also on the batch, the maxima (the grids) and whether one
     cu_seqlens serves both; the cu_seqlens 16-byte aligned, as the kernels were specialized."""
-    from .kernels import bwd, launch
-    if not bwd.plannable(q, k, v, out, lse):
+    from .kernels import bwd, launch, plan as kernel_plan
+    if not kernel_plan.plannable(q, k, v, out, lse):
         return None
     varlen = cu_seqlens_q is not None
     if varlen and (cu_seqlens_q.data_ptr() % 16 or cu_seqlens_k.data_ptr() % 16):

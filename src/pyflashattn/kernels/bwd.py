@@ -21,8 +21,8 @@ from .block_info import kv_block_range, listed_block, listed_step, q_block_range
 from .common import LOG2E, cdiv, feature_constexprs, mma
 from .fwd import seq_bounds
 from . import hopper
-from . import launch
-from .launch import Launcher, LightDescriptor
+from . import launch, plan
+from .launch import Launcher
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
 
@@ -707,39 +707,16 @@ class BackwardPlan:
         self.shared_cu = shared_cu  # varlen: whether cu_seqlens_q is cu_seqlens_k (slots 12, 13); else None
 
     def run(self, dout, q, k, v, out, lse, cu_seqlens_q=None, cu_seqlens_k=None) -> tuple | None:
-        given = (dout, q, k, v, out, lse)
-        for t, (dtype, shape, stride) in zip(given, self.layouts):
-            if t.dtype != dtype or t.shape != shape or t.stride() != stride or t.data_ptr() % 16:
-                return None
-        if len(set(map(id, given))) < len(given):
+        if not (plan.matches((dout, q, k, v, out, lse), self.layouts)
+                and plan.cu_matches(cu_seqlens_q, cu_seqlens_k, self.shared_cu)):
             return None
-        if (cu_seqlens_q is None) != (self.shared_cu is None) or cu_seqlens_q is not None and (
-                (cu_seqlens_q is cu_seqlens_k) != self.shared_cu or cu_seqlens_q.data_ptr() % 16
-                or cu_seqlens_k.data_ptr() % 16):
-            return None
-        if launch.driver.active.get_current_device() != self.device or _knob_values() != self.knobs:
+        if launch.driver.active.get_current_device() != self.device or plan.knob_values() != self.knobs:
             return None
         dq, dk, dv = _new_grads(q, k, v)
-        tensors = given + (torch.empty_like(lse), dq, dk, dv, _new_dq_acc(q) if self.fused_dq else None,
-                           _new_stats(lse) if self.stats else None, cu_seqlens_q, cu_seqlens_k)
-        for bound, template, slots in self.launches:
-            args = list(template)
-            for i, which, desc in slots:   # desc: a descriptor's (shape, strides, block shape, layout)
-                args[i] = tensors[which] if desc is None else LightDescriptor(tensors[which], *desc)
-            bound.launch(tuple(args))
+        plan.run(self.launches, (dout, q, k, v, out, lse, torch.empty_like(lse), dq, dk, dv,
+                                 _new_dq_acc(q) if self.fused_dq else None, _new_stats(lse) if self.stats else None,
+                                 cu_seqlens_q, cu_seqlens_k))
         return dq, dk, dv
-
-
-def _knob_values() -> tuple:
-    return launch.knobs.runtime.debug, launch.knobs.compilation.instrumentation_mode
-
-
-def plannable(*given: torch.Tensor) -> bool:
-    """Whether a plan may serve these inputs (q, k, v, out, lse) at all: the launchers' fast path
-    on, no two the same object, a unit last stride and 16-byte alignment each (what the plan's
-    stand-ins assume)."""
-    return (launch.FAST_LAUNCH and len(set(map(id, given))) == len(given)
-            and not any(t.stride(-1) != 1 or t.data_ptr() % 16 for t in given))
 
 
 def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
@@ -748,7 +725,7 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     out's layout), or None where the backward takes the general path (the launchers' fast path
     is off, or a kernel has not run with this specialization yet: the first backward of a
     layout always goes the general way)."""
-    if p.is_sparse or p.has_dropout or p.has_alibi or not plannable(q, k, v, out, lse):
+    if p.is_sparse or p.has_dropout or p.has_alibi or not plan.plannable(q, k, v, out, lse):
         return None
     # what the backward allocates, and the dout it expects, as meta tensors: shapes, strides,
     # dtypes and a 16-byte aligned (0) address, no memory
@@ -760,35 +737,12 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     uses_stats = _uses_stats(q, k, v, dout, dk, dv, p, config, False, fused)
     stats = _new_stats(lse, device="meta") if uses_stats else None
     cu = (p.cu_seqlens_q, p.cu_seqlens_k) if p.is_varlen else (None, None)
-    roles = (dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc, stats, *cu)
-    ids = {id(t): which for which, t in enumerate(roles) if t is not None}
-    # varlen's 4-d views (``p.as_4d``) of dout, q, ...: the C launcher reads a tensor's address
-    # only, so a view at its base's address takes the base
-    views = {(t.untyped_storage()._cdata, t.storage_offset(), t.dtype): which for which, t in enumerate(roles)
-             if t is not None}
-    launches = []
-    for launcher, grid, args, constexprs, num_warps, num_stages, options in _launches(
-            dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False, dq_acc, stats):
-        bound = launcher.bind(grid, args, constexprs, num_warps, num_stages, **options)
-        if bound is None:
-            return None
-        template, slots = list(args), []
-        for i, a in enumerate(args):
-            is_desc = type(a) is LightDescriptor
-            if not is_desc and not isinstance(a, torch.Tensor):
-                continue
-            which = ids.get(id(a.base if is_desc else a))
-            if which is None and not is_desc:
-                which = views.get((a.untyped_storage()._cdata, a.storage_offset(), a.dtype))
-            if which is None:
-                return None  # a tensor the plan cannot fill in
-            # no tensor kept: a plan is cached beyond this call (ops._PLANS)
-            slots.append((i, which, (a.shape, a.strides, a.block_shape, a.layout) if is_desc else None))
-            template[i] = None
-        launches.append((bound, tuple(template), tuple(slots)))
-    layouts = tuple((t.dtype, t.shape, t.stride()) for t in (dout, q, k, v, out, lse))
-    return BackwardPlan(launches, layouts, launches[0][0].device, _knob_values(), fused, uses_stats,
-                        (cu[0] is cu[1]) if p.is_varlen else None)
+    bound = plan.bind(_launches(dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False, dq_acc, stats),
+                      (dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc, stats, *cu))
+    if bound is None:
+        return None
+    return BackwardPlan(bound, plan.layouts((dout, q, k, v, out, lse)), bound[0][0].device, plan.knob_values(),
+                        fused, uses_stats, (cu[0] is cu[1]) if p.is_varlen else None)
 
 
 def _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate: bool) -> bool:
