@@ -141,6 +141,18 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     """q ``(b, sq, h, d)``, k/v ``(b, sk, hk, d)`` -> out ``(b, sq, h, d)``, lse ``(b, h, sq)``; varlen:
     q ``(total_q, h, d)``, k/v ``(total_k, hk, d)`` -> out ``(total_q, h, d)``, lse ``(h, total_q)``
     (``usable`` holds)."""
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = p.new_lse(q)
+    launcher, grid, args, constexprs, num_warps, num_stages, options = fwd_launch(q, k, v, out, lse, p, config)
+    launcher(grid, args, constexprs, num_warps, num_stages, **options)
+    return out, lse
+
+
+def fwd_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, p,
+               config: KernelConfig) -> tuple:
+    """``attn_fwd``'s launch into ``out`` and ``lse``, not yet made: (launcher, grid, args,
+    constexprs, num_warps, num_stages, options), for ``attn_fwd`` and the forward's plans
+    (``fwd.plan_fwd``)."""
     fwd_mod, _, ws_mod, _, _ = _kernel_modules()
     h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
     sq, sk = p.max_seqlen_q, p.max_seqlen_k
@@ -154,8 +166,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
         kernel, bm, bn, stages = fwd_mod.attn_fwd_hopper_kernel, config.hopper_block_m, config.hopper_block_n, \
             config.hopper_stages
         q_rows, options = bm, dict(num_warps=config.hopper_warps)
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    lse = p.new_lse(q)
+    num_warps = options.pop("num_warps")
     causal = p.window_right < sq
     window = p.window_left < sk
     may_be_empty = p.is_varlen or window or (causal and sq > sk)
@@ -186,15 +197,14 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     # the warp-specialized kernel's out descriptor (``O_TMA``), or q's as an unused stand-in
     o_tma = ws and bool(config.hopper_ws_tma_store)
     o_desc = (_descriptor(out if o_tma else q, q_rows),) if ws else ()
-    _launcher(kernel)(
-        grid, (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), *o_desc, out, lse, p.cu_q(lse),
-               p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale,
-               p.alibi_log2, out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
-        dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
-             HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages,
-             **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
-        **options)
-    return out, lse
+    return (_launcher(kernel), grid,
+            (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), *o_desc, out, lse, p.cu_q(lse),
+             p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale,
+             p.alibi_log2, out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
+            dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
+                 HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
+                 NUM_STAGES=stages, **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
+            num_warps, None, options)
 
 
 def _alike_lengths(q: torch.Tensor, k: torch.Tensor, p, fill_percent: int) -> bool:
