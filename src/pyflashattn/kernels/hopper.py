@@ -143,8 +143,8 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     (``usable`` holds)."""
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = p.new_lse(q)
-    launcher, grid, args, constexprs, num_warps, num_stages, options = fwd_launch(q, k, v, out, lse, p, config)
-    launcher(grid, args, constexprs, num_warps, num_stages, **options)
+    launcher, grid, args, constexprs, num_warps, _, options = fwd_launch(q, k, v, out, lse, p, config)
+    launcher(grid, args, constexprs, num_warps=num_warps, **options)   # Gluon: no num_stages
     return out, lse
 
 
