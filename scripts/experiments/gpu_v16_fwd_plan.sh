@@ -44,3 +44,5 @@ PY
     PYFLASHATTN_FWD_PLAN=$sw timeout 100 python3 scripts/kernel_bench.py compare --seqlens 1024 2>&1 \
         | grep -E "fwd |#" | tee -a $OUT/fwd-plan-v16.log
 done
+# and where the autograd engine's device thread spends host time (one process, ~30 s)
+timeout 90 python3 scripts/experiments/host_engine_v16.py 2>&1 | grep -v -i warn | tee $OUT/host-engine-v16.log
