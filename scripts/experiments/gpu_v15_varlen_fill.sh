@@ -1,6 +1,6 @@
 # v15: the varlen persistent walk where sequences are about equally long
 # (hopper_ws_persistent_varlen_fill = 90: packed lengths fill >= 90 % of batch x the longest).
-# The walk itself ran in gpu_v15_varlen_persistent.sh (+11 % at 4k with equal lengths, -10 % on
+# The walk itself ran in gpu_v15_varlen_persistent.sh (on experiment/varlen-persistent; +11 % at 4k with equal lengths, -10 % on
 # mixed lengths 128-4096 under causal), so the table takes it only where lengths are alike.
 # One call (~3 min): float64 tests (out poisoned; "alike" lengths through the table's choice),
 # then issue 5's varlen row (equal lengths) with the fill 0 / 90, and mixed lengths (61 %
