@@ -191,7 +191,8 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
                p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale,
                p.alibi_log2, out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
         dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
-             HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages,
+             HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=_alibi_kind(p, config), BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
+             NUM_STAGES=stages,
              **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
         **options)
     return out, lse
@@ -203,6 +204,15 @@ def _alike_lengths(q: torch.Tensor, k: torch.Tensor, p, fill_percent: int) -> bo
     same under torch.compile and CUDA graphs); 0: never."""
     return bool(fill_percent) and all(100 * total >= fill_percent * p.batch * longest for total, longest in
                                       ((q.shape[0], p.max_seqlen_q), (k.shape[0], p.max_seqlen_k)))
+
+
+def _alibi_kind(p, config: KernelConfig):
+    """The forwards' ``HAS_ALIBI``: False; 2 where no visible key lies right of the diagonal
+    (``window_right`` 0: causal, or a left window under it) and ``hopper_alibi_one_sided`` is
+    on, the bias then one FFMA per score (``hopper_fwd_kernel._softmax_step``); else True."""
+    if not p.has_alibi:
+        return False
+    return 2 if p.window_right == 0 and config.hopper_alibi_one_sided else True
 
 
 def dkdv_warp_specialized(p, config: KernelConfig) -> bool:
@@ -341,7 +351,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         floats = {"qk_scale", "softcap_scale", "alibi_log2"}
         ptrs = {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32", "SLOPES": "*fp32"}
         flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window, HAS_SOFTCAP=softcap,
-                     HAS_ALIBI=alibi, **(dict(PAIRED=paired, O_TMA=bool(config.hopper_ws_tma_store))
+                     HAS_ALIBI=2 if alibi and causal and config.hopper_alibi_one_sided else alibi, **(dict(PAIRED=paired, O_TMA=bool(config.hopper_ws_tma_store))
                                          if kind == "fwd_ws" else {}))
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
