@@ -422,6 +422,14 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     launcher(grid, args, constexprs, num_warps=num_warps, **options)
     assert seen["HAS_ALIBI"] is True and seen["HAS_SOFTCAP"] is True and seen["SLOPES"] is p_al.alibi_slopes
     assert (seen["stride_sb"], seen["stride_sh"], seen["alibi_log2"]) == (0, 1, p_al.alibi_log2)
+    # one-sided ALiBi (hopper_alibi_one_sided, experiment): 2 under causal, two-sided without
+    c_one = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_alibi_one_sided": 1}))
+    for causal, kind in ((True, 2), (False, True)):
+        p_one = params(q, k, causal=causal, alibi=slopes)
+        launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta, dq,
+                                                                                   p_one, c_one)
+        launcher(grid, args, constexprs, num_warps=num_warps, **options)
+        assert seen["HAS_ALIBI"] == kind and type(seen["HAS_ALIBI"]) is type(kind), causal
     # varlen with hopper_bwd_varlen (on since v15): a grid over the longest sequence's query blocks
     cu_q, cu_k = torch.tensor([0, 100, 300], dtype=torch.int32), torch.tensor([0, 250, 400], dtype=torch.int32)
     qp, kp, vp = torch.randn(300, 4, 128, dtype=q.dtype), *(torch.randn(400, 2, 128, dtype=q.dtype) for _ in range(2))

@@ -8,11 +8,15 @@
 # warp-specialized forward 7336 -> 6752 instructions (plain 6088: ALiBi's extra halved), the
 # one-warpgroup 2184 -> 2024 (plain 1808), registers 215 -> 197, no new spills or wgmma waits;
 # the PTX of all 34 forward builds with the switch off unchanged (scripts/ptx_snapshot.py).
+# The Gluon dQ kernels take it too (the per-row part folded into the lse they read): d=128
+# warp-specialized 2440 -> 2256 instructions (plain 2064), d=64 1072 -> 1016, no spills; the
+# dK/dV kernels keep the two-sided form (one-sided spilled more there, ~1 % fewer
+# instructions); the PTX of all 68 backward builds with the switch off unchanged.
 # Written in the fifteenth session, never run on a GPU. One call (~4 min): the float64 tests
 # (out, lse, gradients; causal and a left window, sq != sk, GQA, slopes per head or per (batch,
 # head), bf16 and fp16; any failure: stop), the ALiBi feature tests with the switch on, then
 # issue 5's ALiBi rows off / on, each in its own process. Predicted: ALiBi forward +38 % ->
-# ~+20 % at 4k, forward+backward -3 to -5 %.
+# ~+20 % at 4k, forward+backward -3 to -6 %.
 #   bash scripts/experiments/gpu_v16_alibi_one_sided.sh   (logs under $OUT: copy to docs/logs/)
 export PYTHONPATH=src
 run() { timeout 300 python3 -m pytest -q -p no:cacheprovider -x "$@" 2>&1 | tail -3; }
