@@ -179,7 +179,11 @@ def test_gpu_plan_outputs_equal_the_general_path(d, causal, varlen, monkeypatch)
     run = fwd.ForwardPlan.run
     monkeypatch.setattr(fwd.ForwardPlan, "run", lambda self, *a: used.append(run(self, *a)) or used[-1])
     empty = torch.empty
-    monkeypatch.setattr(torch, "empty", lambda *a, **kw: empty(*a, **kw).fill_(float("nan")))
+
+    def poisoned(*a, **kw):
+        t = empty(*a, **kw)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+    monkeypatch.setattr(torch, "empty", poisoned)
     if varlen:
         lengths = [300, 0, 1000, 77]
         cu = torch.tensor([0, *lengths], device="cuda").cumsum(0).to(torch.int32)
