@@ -32,9 +32,9 @@ from .configs import KernelConfig, get_config, interpreting
 from .params import KernelParams, kernel_window
 
 BACKENDS = ("triton", "torch")
-# The backward (dense, and varlen since v15) through a BackwardPlan (_cached_plan), on by default since the ninth session's
-# GPU run (tests/test_bwd_plan.py: gradients bitwise equal to the general path's; the suite passed
-# with it on). PYFLASHATTN_BWD_PLAN=0 (read at import) or ops.PLAN_BACKWARD = False turns it off
+# The backward (dense, and varlen since v15) through a BackwardPlan (_cached_plan), on by default
+# since the ninth session's GPU run (tests/test_bwd_plan.py: gradients bitwise equal to the
+# general path's; the suite passed with it on). PYFLASHATTN_BWD_PLAN=0 (read at import) or ops.PLAN_BACKWARD = False turns it off
 PLAN_BACKWARD = os.environ.get("PYFLASHATTN_BWD_PLAN", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
@@ -393,7 +393,7 @@ def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, soft
     if not kernel_plan.plannable(q, k, v, out, lse):
         return None
     varlen = cu_seqlens_q is not None
-    if varlen and (cu_seqlens_q.data_ptr() % 16 or cu_seqlens_k.data_ptr() % 16):
+    if varlen and not kernel_plan.cu_aligned(cu_seqlens_q, cu_seqlens_k):
         return None
     config = get_config(q.shape[-1], v.shape[-1], q.dtype)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), out.shape, out.stride(), lse.shape,
