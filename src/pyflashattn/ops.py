@@ -32,9 +32,9 @@ from .configs import KernelConfig, get_config, interpreting
 from .params import KernelParams, kernel_window
 
 BACKENDS = ("triton", "torch")
-# The backward (dense, and varlen since v15) through a BackwardPlan (_cached_plan), on by default since the ninth session's
-# GPU run (tests/test_bwd_plan.py: gradients bitwise equal to the general path's; the suite passed
-# with it on). PYFLASHATTN_BWD_PLAN=0 (read at import) or ops.PLAN_BACKWARD = False turns it off
+# The backward (dense, and varlen since v15) through a BackwardPlan (_cached_plan), on by default
+# since the ninth session's GPU run (tests/test_bwd_plan.py: gradients bitwise equal to the
+# general path's; the suite passed with it on). PYFLASHATTN_BWD_PLAN=0 (read at import) or ops.PLAN_BACKWARD = False turns it off
 PLAN_BACKWARD = os.environ.get("PYFLASHATTN_BWD_PLAN", "1").strip().lower() not in ("0", "false", "off", "no")
 # The forward through a ForwardPlan (_cached_fwd_plan): written in the fifteenth session, not yet
 # run on a GPU, so opt-in (PYFLASHATTN_FWD_PLAN=1, read at import, or ops.PLAN_FORWARD = True)
@@ -428,7 +428,7 @@ def _plan_for(given: tuple, options: tuple, cu_seqlens_q, cu_seqlens_k, max_seql
     if not kernel_plan.plannable(*given):
         return None
     varlen = cu_seqlens_q is not None
-    if varlen and (cu_seqlens_q.data_ptr() % 16 or cu_seqlens_k.data_ptr() % 16):
+    if varlen and not kernel_plan.cu_aligned(cu_seqlens_q, cu_seqlens_k):
         return None
     q, k, v = given[:3]
     config = get_config(q.shape[-1], v.shape[-1], q.dtype)

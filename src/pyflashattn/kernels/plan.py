@@ -1,5 +1,6 @@
 """Launch plans: a pass's launches bound to their compiled kernels once per layout, so that a
-later call of the same layout does little Python (``bwd.BackwardPlan``, ``fwd.ForwardPlan``).
+later call of the same layout does little Python (``bwd.BackwardPlan``; a forward plan on
+the branch experiment/fwd-plan).
 
 A plan keeps no tensor. Each launch keeps its ``launch.Bound`` (compiled kernel, grid,
 constexprs), its arguments with every tensor slot emptied (the template), and per slot which
@@ -43,14 +44,19 @@ def matches(given: tuple, expected: tuple) -> bool:
     return len(set(map(id, given))) == len(given)
 
 
+def cu_aligned(cu_seqlens_q, cu_seqlens_k) -> bool:
+    """Both cu_seqlens 16-byte aligned, as the kernels a plan binds were specialized."""
+    return not cu_seqlens_q.data_ptr() % 16 and not cu_seqlens_k.data_ptr() % 16
+
+
 def cu_matches(cu_seqlens_q, cu_seqlens_k, shared_cu: bool | None) -> bool:
     """Varlen's cu_seqlens as the plan had them: present exactly for a varlen plan
-    (``shared_cu`` not None), one tensor for both exactly where the plan's was one, 16-byte
-    aligned (the kernels' specialization)."""
+    (``shared_cu`` not None), one tensor for both exactly where the plan's was one, aligned
+    (``cu_aligned``)."""
     if (cu_seqlens_q is None) != (shared_cu is None):
         return False
     return cu_seqlens_q is None or ((cu_seqlens_q is cu_seqlens_k) == shared_cu
-                                    and not cu_seqlens_q.data_ptr() % 16 and not cu_seqlens_k.data_ptr() % 16)
+                                    and cu_aligned(cu_seqlens_q, cu_seqlens_k))
 
 
 def bind(launches: list, roles: tuple) -> tuple | None:
