@@ -230,6 +230,15 @@ def test_forward_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert (seen["IS_VARLEN"], seen["HAS_WINDOW"], seen["MAY_BE_EMPTY"], seen["HAS_SOFTCAP"], seen["HAS_ALIBI"]) == (
         True, True, True, True, True)
     assert (seen["qk_scale"], seen["softcap_scale"]) == (p.qk_scale, p.softcap_scale) and p.softcap_scale != 1.0
+    # one-sided ALiBi (hopper_alibi_one_sided, experiment): HAS_ALIBI 2 where no visible key lies
+    # right of the diagonal (window_right 0), the two-sided bias (True) elsewhere
+    one = cfg(override=overrides(FEATURES_ON, FWD_KERNELS[kernel], {"hopper_alibi_one_sided": 1}))
+    hopper.attn_fwd(qp, kp, vp, p, one)
+    assert seen["HAS_ALIBI"] == 2 and type(seen["HAS_ALIBI"]) is int
+    for other in (varlen_params(qp, kp, cu, cu, 300, 300, window=(50, 3), alibi=slopes),
+                  varlen_params(qp, kp, cu, cu, 300, 300, alibi=slopes)):
+        hopper.attn_fwd(qp, kp, vp, other, one)
+        assert seen["HAS_ALIBI"] is True
     _check_descriptor(seen["q_desc"], qp, q_rows)
 
 
@@ -413,6 +422,14 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     launcher(grid, args, constexprs, num_warps=num_warps, **options)
     assert seen["HAS_ALIBI"] is True and seen["HAS_SOFTCAP"] is True and seen["SLOPES"] is p_al.alibi_slopes
     assert (seen["stride_sb"], seen["stride_sh"], seen["alibi_log2"]) == (0, 1, p_al.alibi_log2)
+    # one-sided ALiBi (hopper_alibi_one_sided, experiment): 2 under causal, two-sided without
+    c_one = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_alibi_one_sided": 1}))
+    for causal, kind in ((True, 2), (False, True)):
+        p_one = params(q, k, causal=causal, alibi=slopes)
+        launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta, dq,
+                                                                                   p_one, c_one)
+        launcher(grid, args, constexprs, num_warps=num_warps, **options)
+        assert seen["HAS_ALIBI"] == kind and type(seen["HAS_ALIBI"]) is type(kind), causal
     # varlen with hopper_bwd_varlen (on since v15): a grid over the longest sequence's query blocks
     cu_q, cu_k = torch.tensor([0, 100, 300], dtype=torch.int32), torch.tensor([0, 250, 400], dtype=torch.int32)
     qp, kp, vp = torch.randn(300, 4, 128, dtype=q.dtype), *(torch.randn(400, 2, 128, dtype=q.dtype) for _ in range(2))
@@ -654,6 +671,36 @@ def test_gpu_varlen_against_float64(d, causal, mods, fwd, monkeypatch):
         return out, lse
     compare_with_reference(fn, q, k, v, causal=causal, ref=varlen_attention_ref, cu_seqlens_q=cu_q,
                            cu_seqlens_k=cu_k, **kw)
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("shape", [(2, 1000, 1000, 4, 2, 128), (1, 300, 2500, 4, 4, 64), (2, 777, 300, 2, 1, 128),
+                                   (1, 4097, 4097, 2, 2, 128)], ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+@pytest.mark.parametrize("window", [-1, 200], ids=["causal", "left200"])
+@pytest.mark.parametrize("slopes", ["head", "batch_head"])
+@pytest.mark.parametrize("fwd", list(FWD_KERNELS))
+def test_gpu_alibi_one_sided_against_float64(fwd, slopes, window, shape, dtype, monkeypatch):
+    """One-sided ALiBi in the Gluon forwards (``hopper_alibi_one_sided``, experiment): under
+    causal (and a left window under it) the bias as ``slope * (j - the tile's first row)`` per
+    column and the per-row rest added to lse; out, lse (against float64) and the gradients
+    (the backward reads that lse), with more queries than keys (rows that see no key), more
+    keys than queries, lengths off the blocks, GQA, slopes up to 2 per head or per (batch, head)."""
+    import pyflashattn as pfa
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", overrides(FWD_KERNELS[fwd], {"hopper_alibi_one_sided": 1}))
+    b, sq, sk, h, hk, d = shape
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
+    alibi = 2 * torch.rand(*((b, h) if slopes == "batch_head" else (h,)), device="cuda")
+    kw = dict(causal=True, window_size=(window, -1), alibi_slopes=alibi)
+    launched = []
+    kind = hopper._alibi_kind
+    monkeypatch.setattr(hopper, "_alibi_kind", lambda *a: launched.append(kind(*a)) or launched[-1])
+
+    def fn(q, k, v):
+        out, lse, _ = pfa.flash_attn_func(q, k, v, return_attn_probs=True, **kw)
+        return out, lse
+    compare_with_reference(fn, q, k, v, **kw)
+    assert launched and all(x == 2 for x in launched)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")

@@ -36,6 +36,9 @@ BACKENDS = ("triton", "torch")
 # since the ninth session's GPU run (tests/test_bwd_plan.py: gradients bitwise equal to the
 # general path's; the suite passed with it on). PYFLASHATTN_BWD_PLAN=0 (read at import) or ops.PLAN_BACKWARD = False turns it off
 PLAN_BACKWARD = os.environ.get("PYFLASHATTN_BWD_PLAN", "1").strip().lower() not in ("0", "false", "off", "no")
+# The forward through a ForwardPlan (_cached_fwd_plan): written in the fifteenth session, not yet
+# run on a GPU, so opt-in (PYFLASHATTN_FWD_PLAN=1, read at import, or ops.PLAN_FORWARD = True)
+PLAN_FORWARD = os.environ.get("PYFLASHATTN_FWD_PLAN", "0").strip().lower() not in ("0", "false", "off", "no")
 
 
 def backend_for(t: Tensor) -> str:
@@ -176,6 +179,14 @@ def _fwd_impl(q: Tensor, k: Tensor, v: Tensor, softmax_scale: float, window_left
               dropout_p: float = 0.0, seed: Optional[Tensor] = None,
               deterministic: bool = False) -> tuple[Tensor, Tensor]:
     # deterministic: for the backward (the options are the same for both passes)
+    if (PLAN_FORWARD and alibi_slopes is None and dropout_p == 0.0 and q.is_cuda and q.numel() and k.numel()
+            and backend_for(q) == "triton"):
+        # the launch bound once per layout (kernels.fwd.ForwardPlan)
+        plan = _cached_fwd_plan(q, k, v, softmax_scale, window_left, window_right, softcap,
+                                cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+        result = plan.run(q, k, v, cu_seqlens_q, cu_seqlens_k) if plan is not None else None
+        if result is not None:
+            return result
     q, k, v = (_unit_last_stride(t) for t in (q, k, v))
     return _run_fwd(q, k, v, _params(q, k, softmax_scale, window_left, window_right, softcap, alibi_slopes,
                                      cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, None,
@@ -389,32 +400,56 @@ def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, soft
     backward of a layout goes the general way, which compiles and caches the kernels a plan
     binds) or at all. Varlen: keyed also on the batch, the maxima (the grids) and whether one
     cu_seqlens serves both; the cu_seqlens 16-byte aligned, as the kernels were specialized."""
-    from .kernels import bwd, launch, plan as kernel_plan
-    if not kernel_plan.plannable(q, k, v, out, lse):
+    from .kernels import bwd
+
+    def make(p, config):
+        return bwd.plan_bwd(q, k, v, out, lse, p, config)
+    return _plan_for((q, k, v, out, lse), ("bwd", softmax_scale, window_left, window_right, softcap, deterministic),
+                     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, deterministic, make)
+
+
+def _cached_fwd_plan(q: Tensor, k: Tensor, v: Tensor, softmax_scale: float, window_left: int, window_right: int,
+                     softcap: float, cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
+                     max_seqlen_q: int = -1, max_seqlen_k: int = -1):
+    """The ``kernels.fwd.ForwardPlan`` for these layouts and options, as ``_cached_plan``."""
+    from .kernels import fwd
+
+    def make(p, config):
+        return fwd.plan_fwd(q, k, v, p, config)
+    return _plan_for((q, k, v), ("fwd", softmax_scale, window_left, window_right, softcap),
+                     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, False, make)
+
+
+def _plan_for(given: tuple, options: tuple, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int,
+              deterministic: bool, make):
+    """A pass's plan from ``_PLANS`` by the layouts of ``given`` (q first, v third), ``options``
+    and the config in force, made by ``make(params, config)`` on first need."""
+    from .kernels import launch, plan as kernel_plan
+    if not kernel_plan.plannable(*given):
         return None
     varlen = cu_seqlens_q is not None
     if varlen and not kernel_plan.cu_aligned(cu_seqlens_q, cu_seqlens_k):
         return None
+    q, k, v = given[:3]
     config = get_config(q.shape[-1], v.shape[-1], q.dtype)
-    key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), out.shape, out.stride(), lse.shape,
-           lse.stride(), q.dtype, q.device.index, softmax_scale, window_left, window_right, softcap, deterministic,
-           id(config), (cu_seqlens_q.shape[0], cu_seqlens_q is cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-           if varlen else None)
+    key = (tuple((t.shape, t.stride()) for t in given), q.dtype, q.device.index, options, id(config),
+           (cu_seqlens_q.shape[0], cu_seqlens_q is cu_seqlens_k, max_seqlen_q, max_seqlen_k) if varlen else None)
     plan = _PLANS.get(key)
     # a failed attempt is kept as the launchers' entry count it saw: binding again is worth it
     # only once some kernel has been compiled since (~100 us of Python per attempt)
     if plan is None or (type(plan) is int and plan != launch.ENTRIES):
+        _, softmax_scale, window_left, window_right, softcap = options[:5]
         p = _params(q, k, softmax_scale, window_left, window_right, softcap, None, cu_seqlens_q, cu_seqlens_k,
                     max_seqlen_q, max_seqlen_k, None, deterministic=deterministic)
-        plan = bwd.plan_bwd(q, k, v, out, lse, p, config)
+        plan = make(p, config)
         if len(_PLANS) >= 256:
             _PLANS.clear()
         _PLANS[key] = launch.ENTRIES if plan is None else plan
     return None if type(plan) is int else plan
 
 
-# BackwardPlans by (layouts, options, config, device), or for a failed attempt the launchers'
-# entry count at the time: see _cached_plan
+# BackwardPlans and ForwardPlans by (layouts, options, config, device), or for a failed attempt
+# the launchers' entry count at the time: see _plan_for
 _PLANS: dict = {}
 
 

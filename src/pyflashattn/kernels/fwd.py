@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from ..configs import head_dim_parts
-from . import hopper
+from . import hopper, launch, plan
 from .block_info import kv_block_range, listed_block, listed_step, stage_range
 from .common import LN2, cdiv, feature_constexprs, mma
 from .launch import Launcher
@@ -275,6 +275,13 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
         return hopper.attn_fwd(q, k, v, p, config)
     out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
     lse = p.new_lse(q)
+    launcher, grid, args, constexprs, num_warps, num_stages, options = _fwd_launch(q, k, v, out, lse, p, config)
+    launcher(grid, args, constexprs, num_warps, num_stages, **options)
+    return out, lse
+
+
+def _fwd_launch(q, k, v, out, lse, p, config) -> tuple:
+    """The Triton forward's launch into ``out`` and ``lse``, not yet made (as ``hopper.fwd_launch``)."""
     q4, k4, v4, o4 = p.as_4d(q, k, v, out)
     nheads, nheads_k = q4.shape[2], k4.shape[2]
     num_m = cdiv(p.max_seqlen_q, config.block_m)
@@ -291,5 +298,55 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config) -> tu
                       BLOCK_M=config.block_m, BLOCK_N=config.block_n,
                       BLOCK_D=block_d, BLOCK_DV=block_dv, **feature_constexprs(p, q.dtype),
                       BLOCK_D2=block_d2, BLOCK_DV2=block_dv2)
-    _launch_fwd(grid, args, constexprs, config.num_warps, config.num_stages)
-    return out, lse
+    return _launch_fwd, grid, args, constexprs, config.num_warps, config.num_stages, {}
+
+
+class ForwardPlan:
+    """The forward's launch bound to its compiled kernel once per layout (``plan_fwd``; kept by
+    ``ops._cached_fwd_plan``), as ``bwd.BackwardPlan`` does for the backward: a forward of that
+    layout allocates out and lse and hands the C launcher its arguments, skipping the options'
+    object (``KernelParams``), the config and kernel choice (``hopper.usable``), the launch's
+    assembly and the launcher's cache lookup. Why: on the H200's host a forward cost ~160 us of
+    Python (v15, ``scripts/experiments/host_profile_v15.py``), about the GPU time of a 1k
+    forward; the launch itself ~40 of it.
+
+    ``run`` returns None (the caller takes the general path) unless q, k, v have the layouts the
+    plan was made for, 16-byte aligned, on the same device; varlen's cu_seqlens as
+    ``BackwardPlan.run`` takes them."""
+
+    __slots__ = ("launches", "layouts", "device", "knobs", "out_shape", "lse_shape", "shared_cu")
+
+    def __init__(self, launches: tuple, layouts: tuple, device: int, knob_values: tuple, out_shape: tuple,
+                 lse_shape: tuple, shared_cu: bool | None):
+        self.launches, self.layouts, self.device, self.knobs = launches, layouts, device, knob_values
+        self.out_shape, self.lse_shape, self.shared_cu = out_shape, lse_shape, shared_cu
+
+    def run(self, q, k, v, cu_seqlens_q=None, cu_seqlens_k=None) -> tuple | None:
+        if not (plan.matches((q, k, v), self.layouts) and plan.cu_matches(cu_seqlens_q, cu_seqlens_k, self.shared_cu)):
+            return None
+        if launch.driver.active.get_current_device() != self.device or plan.knob_values() != self.knobs:
+            return None
+        out = torch.empty(self.out_shape, dtype=q.dtype, device=q.device)
+        lse = torch.empty(self.lse_shape, dtype=torch.float32, device=q.device)
+        plan.run(self.launches, (q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k))
+        return out, lse
+
+
+def plan_fwd(q, k, v, p, config) -> ForwardPlan | None:
+    """A ``ForwardPlan`` for forwards with these inputs' layouts (dense or varlen, without ALiBi,
+    dropout or a block mask; 16-byte aligned, unit last stride), or None where the forward
+    takes the general path (the launchers' fast path off, or its kernel not compiled for this
+    specialization yet: the first forward of a layout always goes the general way)."""
+    if p.is_sparse or p.has_dropout or p.has_alibi or not plan.plannable(q, k, v):
+        return None
+    # out and lse as meta tensors: the shapes, dtypes and a 16-byte aligned (0) address of what
+    # the forward allocates
+    out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device="meta")
+    lse = p.new_lse(q.to("meta"))
+    builder = hopper.fwd_launch if hopper.usable(q, k, v, p, config) else _fwd_launch
+    cu = (p.cu_seqlens_q, p.cu_seqlens_k) if p.is_varlen else (None, None)
+    bound = plan.bind([builder(q, k, v, out, lse, p, config)], (q, k, v, out, lse, *cu))
+    if bound is None:
+        return None
+    return ForwardPlan(bound, plan.layouts((q, k, v)), bound[0][0].device, plan.knob_values(), tuple(out.shape),
+                       tuple(lse.shape), (cu[0] is cu[1]) if p.is_varlen else None)

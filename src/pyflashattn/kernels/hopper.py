@@ -141,6 +141,18 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     """q ``(b, sq, h, d)``, k/v ``(b, sk, hk, d)`` -> out ``(b, sq, h, d)``, lse ``(b, h, sq)``; varlen:
     q ``(total_q, h, d)``, k/v ``(total_k, hk, d)`` -> out ``(total_q, h, d)``, lse ``(h, total_q)``
     (``usable`` holds)."""
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = p.new_lse(q)
+    launcher, grid, args, constexprs, num_warps, _, options = fwd_launch(q, k, v, out, lse, p, config)
+    launcher(grid, args, constexprs, num_warps=num_warps, **options)   # Gluon: no num_stages
+    return out, lse
+
+
+def fwd_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, p,
+               config: KernelConfig) -> tuple:
+    """``attn_fwd``'s launch into ``out`` and ``lse``, not yet made: (launcher, grid, args,
+    constexprs, num_warps, num_stages, options), for ``attn_fwd`` and the forward's plans
+    (``fwd.plan_fwd``)."""
     fwd_mod, _, ws_mod, _, _ = _kernel_modules()
     h, d, hk = q.shape[-2], q.shape[-1], k.shape[-2]
     sq, sk = p.max_seqlen_q, p.max_seqlen_k
@@ -154,8 +166,7 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
         kernel, bm, bn, stages = fwd_mod.attn_fwd_hopper_kernel, config.hopper_block_m, config.hopper_block_n, \
             config.hopper_stages
         q_rows, options = bm, dict(num_warps=config.hopper_warps)
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    lse = p.new_lse(q)
+    num_warps = options.pop("num_warps")
     causal = p.window_right < sq
     window = p.window_left < sk
     may_be_empty = p.is_varlen or window or (causal and sq > sk)
@@ -186,15 +197,14 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: Kerne
     # the warp-specialized kernel's out descriptor (``O_TMA``), or q's as an unused stand-in
     o_tma = ws and bool(config.hopper_ws_tma_store)
     o_desc = (_descriptor(out if o_tma else q, q_rows),) if ws else ()
-    _launcher(kernel)(
-        grid, (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), *o_desc, out, lse, p.cu_q(lse),
-               p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale,
-               p.alibi_log2, out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
-        dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
-             HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages,
-             **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
-        **options)
-    return out, lse
+    return (_launcher(kernel), grid,
+            (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), *o_desc, out, lse, p.cu_q(lse),
+             p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale,
+             p.alibi_log2, out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
+            dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
+                 HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=_alibi_kind(p, config), BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
+                 NUM_STAGES=stages, **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
+            num_warps, None, options)
 
 
 def _alike_lengths(q: torch.Tensor, k: torch.Tensor, p, fill_percent: int) -> bool:
@@ -203,6 +213,18 @@ def _alike_lengths(q: torch.Tensor, k: torch.Tensor, p, fill_percent: int) -> bo
     same under torch.compile and CUDA graphs); 0: never."""
     return bool(fill_percent) and all(100 * total >= fill_percent * p.batch * longest for total, longest in
                                       ((q.shape[0], p.max_seqlen_q), (k.shape[0], p.max_seqlen_k)))
+
+
+def _alibi_kind(p, config: KernelConfig):
+    """The Gluon kernels' ``HAS_ALIBI``: False; 2 where no visible key lies right of the
+    diagonal (``window_right`` 0: causal, or a left window under it) and
+    ``hopper_alibi_one_sided`` is on, the bias then one FFMA per score in the forwards
+    (``hopper_fwd_kernel._softmax_step``) and the dQ kernels (``hopper_bwd_kernel._scores``);
+    else True. The dK/dV kernels keep the two-sided form (``p.has_alibi``): the one-sided one
+    spilled more there and saved ~1 % of their instructions (v15, offline)."""
+    if not p.has_alibi:
+        return False
+    return 2 if p.window_right == 0 and config.hopper_alibi_one_sided else True
 
 
 def dkdv_warp_specialized(p, config: KernelConfig) -> bool:
@@ -303,7 +325,8 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
             (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), _descriptor(dout, q_rows),
              lse, delta, dq, p.cu_q(lse), p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale,
              p.softcap_scale, p.alibi_log2, p.softmax_scale, dq.stride(-3), lse.stride(-2), *p.slope_strides()),
-            dict(CAUSAL=p.window_right < sq, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=p.has_alibi,
+            dict(CAUSAL=p.window_right < sq, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
+                 HAS_ALIBI=_alibi_kind(p, config),
                  BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
             4, None, options)
 
@@ -341,7 +364,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         floats = {"qk_scale", "softcap_scale", "alibi_log2"}
         ptrs = {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32", "SLOPES": "*fp32"}
         flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window, HAS_SOFTCAP=softcap,
-                     HAS_ALIBI=alibi, **(dict(PAIRED=paired, O_TMA=bool(config.hopper_ws_tma_store))
+                     HAS_ALIBI=2 if alibi and causal and config.hopper_alibi_one_sided else alibi, **(dict(PAIRED=paired, O_TMA=bool(config.hopper_ws_tma_store))
                                          if kind == "fwd_ws" else {}))
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
@@ -366,7 +389,8 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         if fused_dq:
             descs["dq_desc"] = _descriptor(t.float(), bm, head_dim // 2)
         floats = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale"}
-        flags.update(IS_VARLEN=varlen, HAS_SOFTCAP=softcap, HAS_ALIBI=alibi)
+        one_sided = kind == "dq" and alibi and causal and config.hopper_alibi_one_sided   # (the dK/dV: two-sided)
+        flags.update(IS_VARLEN=varlen, HAS_SOFTCAP=softcap, HAS_ALIBI=2 if one_sided else alibi)
         ptrs = {"DK": ptr, "DV": ptr, "DQ": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr, "SLOPES": "*fp32",
                 "CU_Q": "*i32", "CU_K": "*i32"}
     consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,

@@ -57,8 +57,13 @@ def _scores(s, scales, rel, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
     is the forward's P) and ``1 - tanh^2``; without, ``qk * scale * log2 e`` and 1. ALiBi then
     subtracts ``slope * |rel|`` in base 2 (``rel``: key - query - (seqlen_k - seqlen_q), the
     tile's; a bias of the positions only, so dS is unchanged). ``scales``:
-    ``(qk_scale, softcap_scale, slope2)``."""
-    qk_scale, softcap_scale, slope2 = scales
+    ``(qk_scale, softcap_scale, slope2, anchor)``. ``HAS_ALIBI`` 2 (one-sided: no visible key
+    right of the diagonal): ``rel`` is ``key - anchor``, along the keys' axis only, and the
+    bias added is ``slope * rel``; the per-row rest, ``slope * (row + shift - anchor)``, is
+    the caller's to fold into lse (``_alibi_lse``), as the forward's ``_softmax_step`` leaves
+    it out of the softmax: a conversion per key and no extra instruction per score, where
+    ``|rel|`` per score costs ~5."""
+    qk_scale, softcap_scale, slope2, _ = scales
     if HAS_SOFTCAP:
         th = _tanh_approx(s * softcap_scale)
         s2 = th * qk_scale
@@ -66,17 +71,32 @@ def _scores(s, scales, rel, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
     else:
         s2 = s * qk_scale
         dmod = 1.0
-    if HAS_ALIBI:
+    if HAS_ALIBI == 2:
+        s2 = s2 + slope2 * rel.to(gl.float32)
+    elif HAS_ALIBI:
         s2 = s2 - slope2 * gl.abs(rel).to(gl.float32)
     return s2, dmod
 
 
 @gluon.jit
-def _head_scales(score_args, b, h, HAS_ALIBI: gl.constexpr):
+def _alibi_lse(lse2, scales, rows, causal_shift, HAS_ALIBI: gl.constexpr):
+    """lse (base 2) of query ``rows`` with one-sided ALiBi's per-row part folded in
+    (``_scores``): ``+ slope * (row + shift - anchor)``; as it was otherwise."""
+    if HAS_ALIBI == 2:
+        _, _, slope2, anchor = scales
+        lse2 = lse2 + slope2 * (rows + causal_shift - anchor).to(gl.float32)
+    return lse2
+
+
+@gluon.jit
+def _head_scales(score_args, b, h, anchor, HAS_ALIBI: gl.constexpr):
     """``_scores``'s ``scales`` for query head ``h`` of batch ``b`` from the kernels' score
-    arguments ``(qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh)``."""
+    arguments ``(qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh)``;
+    ``anchor``: one-sided ALiBi's key position near the program's diagonal (its first key, or
+    its first row + shift), so that the values it adds stay small where P is not."""
     qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh = score_args
-    return qk_scale, softcap_scale, _alibi_slope2(SLOPES, b, h, alibi_log2, stride_sb, stride_sh, HAS_ALIBI)
+    return (qk_scale, softcap_scale, _alibi_slope2(SLOPES, b, h, alibi_log2, stride_sb, stride_sh, HAS_ALIBI),
+            anchor)
 
 
 @gluon.jit
@@ -137,7 +157,8 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
                            row0_q, h0, NUM_STAGES, BLOCK_M, HEAD_DIM)
         st = warpgroup_mma_wait(1, deps=(st,))
         rel = 0
-        if HAS_ALIBI:  # ALiBi's distance, keys down and queries across as S^T
+        if HAS_ALIBI:  # ALiBi's distance, keys down and queries across as S^T (two-sided only:
+            # the one-sided form spilled more here and saved ~1 % of the kernel, v15 offline)
             rel = gl.expand_dims(offs_n - causal_shift, 1) - gl.expand_dims(rows, 0)
         s2, dmod = _scores(st, scales, rel, HAS_SOFTCAP, HAS_ALIBI)
         if MASKED:
@@ -281,7 +302,7 @@ def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, st
         n_masked = 0
     for g in range(group):
         t0 = g * n_q
-        scales = _head_scales(score_args, b, h0 + g, HAS_ALIBI)
+        scales = _head_scales(score_args, b, h0 + g, 0, HAS_ALIBI)
         if CAUSAL:
             dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, t0 + n_masked, q_desc, do_desc, q_smem,
                                                do_smem, k_smem, v_smem, bars, empty, stats, offs_n, offs_m, b,

@@ -23,7 +23,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_init, warpgroup_mma_wait)
 
-from .hopper_bwd_kernel import _head_scales, _scores
+from .hopper_bwd_kernel import _alibi_lse, _head_scales, _scores
 from .hopper_fwd_kernel import _key_blocks, _kv_barriers, _load_tile, _program
 
 LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
@@ -37,7 +37,9 @@ def _dq_probs(s, lse2, block, n_full, offs_m, offs_n, seqlen_k, causal_shift, sc
     above the causal diagonal; with softcap times dS's factor ``1 - tanh^2``
     (``hopper_bwd_kernel._scores``), since P is only needed for dS here; ALiBi's bias as there."""
     rel = 0
-    if HAS_ALIBI:  # ALiBi's distance, queries down and keys across
+    if HAS_ALIBI == 2:  # one-sided: the keys' part only (hopper_bwd_kernel._scores)
+        rel = gl.expand_dims(block * BLOCK_N + offs_n - scales[3], 0)
+    elif HAS_ALIBI:  # ALiBi's distance, queries down and keys across
         rel = gl.expand_dims(block * BLOCK_N + offs_n, 0) - gl.expand_dims(offs_m + causal_shift, 1)
     s2, dmod = _scores(s, scales, rel, HAS_SOFTCAP, HAS_ALIBI)
     p = gl.exp2(s2 - gl.expand_dims(lse2, 1))
@@ -175,9 +177,11 @@ def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, CU_Q, CU_K
     lse2 = gl.load(LSE + lse_base + offs_m, mask=offs_m < seqlen_q, other=float("inf")) * LOG2E
     delta = gl.load(DELTA + lse_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
     mbarrier.wait(q_bar, 0)
+    scales = _head_scales((qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh), b, h,
+                          m0 + causal_shift, HAS_ALIBI)
+    lse2 = _alibi_lse(lse2, scales, offs_m, causal_shift, HAS_ALIBI)
     dq = _dq_steps(q_smem, do_smem, k_smem, v_smem, k_bar, v_bar, k_bar, v_bar, (k_desc, v_desc, row_k, kv_col),
-                   n_steps, j_lo, n_full, lse2, delta, offs_m, seqlen_k, causal_shift,
-                   _head_scales((qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh), b, h, HAS_ALIBI),
+                   n_steps, j_lo, n_full, lse2, delta, offs_m, seqlen_k, causal_shift, scales,
                    CAUSAL, False, HAS_SOFTCAP, HAS_ALIBI, s_layout, dq_layout)
 
     mbarrier.invalidate(q_bar)
@@ -240,6 +244,7 @@ def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_SOFTCAP: g
     _, _, n_full, _ = _key_blocks(start, start + WS_ROWS, seqlen_k, causal_shift, 0, CAUSAL, False, BLOCK_N)
     offs_m = start + gl.arange(0, WS_ROWS, layout=gl.SliceLayout(1, s_layout))
     lse2 = gl.load(LSE + lse_base + offs_m, mask=offs_m < seqlen_q, other=float("inf")) * LOG2E
+    lse2 = _alibi_lse(lse2, scales, offs_m, causal_shift, HAS_ALIBI)
     delta = gl.load(DELTA + lse_base + offs_m, mask=offs_m < seqlen_q, other=0.0)
     mbarrier.wait(q_bar.index(WG), 0)
     dq = _dq_steps(q_smem.index(WG), do_smem.index(WG), k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
@@ -291,7 +296,8 @@ def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, CU_Q, C
                 seqlen_k, causal_shift, lse_base)
     args = (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready,
             v_empty, geometry, LSE, DELTA, DQ,
-            _head_scales((qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh), b, h, HAS_ALIBI),
+            _head_scales((qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh), b, h,
+                         m0 + causal_shift, HAS_ALIBI),
             softmax_scale, stride_dqs)
     gl.warp_specialize([(_dq_ws_consumer, (args, 0, CAUSAL, HAS_SOFTCAP, HAS_ALIBI)),
                         (_dq_ws_consumer, (args, 1, CAUSAL, HAS_SOFTCAP, HAS_ALIBI)),

@@ -76,7 +76,7 @@ def _tanh_approx(x):
 
 @gluon.jit
 def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift, window_left, qk_scale,
-                  softcap_scale, slope2, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr,
+                  softcap_scale, alibi, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, BLOCK_N: gl.constexpr):
     """Online softmax of one score tile in base 2 (scale folded in): P, the rescale factor, m, l.
     Key block ``block`` is masked from ``n_full`` on (the sequence end; the diagonal under causal)
@@ -84,13 +84,24 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
     sequence's rows past the end, so the mask is not optional. ``MAY_BE_EMPTY``: a row may have
     seen no key yet (windows, varlen, causal with more queries than keys), so its max is -inf
     and must not be subtracted. Softcap and ALiBi as ``mask.scores_log2`` (same formulas):
-    ``qk_scale`` is then ``softcap * log2(e)`` and ``softcap_scale`` ``scale / softcap``."""
+    ``qk_scale`` is then ``softcap * log2(e)`` and ``softcap_scale`` ``scale / softcap``.
+    ``alibi``: (the head's slope in base 2, the tile's anchor row ``start + causal_shift``).
+    ``HAS_ALIBI`` 2 (no visible key right of the diagonal: ``window_right`` 0): every visible
+    bias ``-slope * (i + shift - j)`` is ``slope * (j - anchor)`` less a per-row constant, which
+    the softmax does not see; so one FFMA per score with a per-column term (this thread's
+    columns, per block), and the constant goes into lse (``_store_out_lse``), where ``|i +
+    shift - j|`` per score costs ~5 instructions (v14 item 9). Anchored at the tile's first
+    row, the applied values stay small where the softmax's mass is."""
     masked = block >= n_full
     if HAS_WINDOW:
         masked = masked | (block < full_lo)
     if HAS_SOFTCAP:  # one MUFU.TANH, as the Triton kernels' on 16-bit inputs (common.SOFTCAP_FAST)
         s = _tanh_approx(s * softcap_scale)
-    if HAS_ALIBI:  # the scaled scores minus the bias, then masked
+    slope2, anchor = alibi
+    if HAS_ALIBI == 2:  # one-sided: the scaled scores plus slope * (j - anchor), then masked
+        s = s * qk_scale + gl.expand_dims(slope2 * (block * BLOCK_N - anchor + offs_n).to(gl.float32), 0)
+        scale = 1.0
+    elif HAS_ALIBI:  # the scaled scores minus the bias, then masked
         s = s * qk_scale
         rel = gl.expand_dims(block * BLOCK_N + offs_n, 0) - (gl.expand_dims(offs_m, 1) + causal_shift)
         s = s - slope2 * gl.abs(rel).to(gl.float32)
@@ -118,7 +129,7 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
 
 @gluon.jit
 def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, refill, step0, n_steps, j_lo, n_full,
-               full_lo, offs_m, seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, slope2,
+               full_lo, offs_m, seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, alibi,
                CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr,
                HAS_ALIBI: gl.constexpr, WS: gl.constexpr, NUM_WARPS: gl.constexpr, s_layout: gl.constexpr,
                o_layout: gl.constexpr):
@@ -162,7 +173,7 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
         # four warps have issued it): the slot may take the next tile's Q
         mbarrier.arrive(q_empty, count=1)
     p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift,
-                                       window_left, qk_scale, softcap_scale, slope2, CAUSAL, HAS_WINDOW,
+                                       window_left, qk_scale, softcap_scale, alibi, CAUSAL, HAS_WINDOW,
                                        MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
     p_prev = gl.convert_layout(p.to(dtype), p_op)
     if not WS:
@@ -184,7 +195,7 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
         if WS:
             mbarrier.arrive(k_empty.index(k_slot), count=1)       # this warpgroup is done with K(t)
         p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
-                                           causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
+                                           causal_shift, window_left, qk_scale, softcap_scale, alibi, CAUSAL,
                                            HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
         if WS:
             acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
@@ -280,15 +291,16 @@ def _store_rows(o, start, O, row0_q, q_col, stride_os, seqlen_q, o_layout: gl.co
 
 
 @gluon.jit
-def _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, o_tma,
-                   MAY_BE_EMPTY: gl.constexpr, O_TMA: gl.constexpr, o_layout: gl.constexpr):
+def _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, o_tma, alibi,
+                   MAY_BE_EMPTY: gl.constexpr, O_TMA: gl.constexpr, HAS_ALIBI: gl.constexpr, o_layout: gl.constexpr):
     """The epilogue of query rows ``[start, start + acc.shape[0])``: out = acc / l, lse in natural
     log; a row that saw no key gets out = 0, lse = +inf (flash-attn's convention). ``O_TMA``
     (``hopper_ws_tma_store``, on since v14): rows wholly inside the sequence go out through shared
     memory by one asynchronous TMA store (``o_tma``: the out descriptor, as q's, and this
     warpgroup's staging tile), so that the warpgroup moves on to its next tile while the store
     runs; the sequence's last, partial tile by pointer stores, as without it (a 2-D descriptor
-    would write its rows past the end into the next sequence's)."""
+    would write its rows past the end into the next sequence's). ``HAS_ALIBI`` 2: lse takes back
+    the per-row constant ``_softmax_step`` left out, ``slope * (i - start)`` (base 2)."""
     ROWS: gl.constexpr = acc.shape[0]
     HEAD_DIM: gl.constexpr = acc.shape[1]
     rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
@@ -307,7 +319,10 @@ def _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_o
             _store_rows(o, start, O, row0_q, q_col, stride_os, seqlen_q, o_layout)
     else:
         _store_rows(o, start, O, row0_q, q_col, stride_os, seqlen_q, o_layout)
-    lse = (m_i + gl.log2(l_i)) * LN2
+    lse = m_i + gl.log2(l_i)
+    if HAS_ALIBI == 2:
+        lse = lse - alibi[0] * (offs_m - start).to(gl.float32)
+    lse = lse * LN2
     if MAY_BE_EMPTY:
         lse = gl.where(empty, float("inf"), lse)
     gl.store(LSE + lse_base + offs_m, lse, mask=offs_m < seqlen_q)
@@ -377,8 +392,8 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
     offs_m = m0 + gl.arange(0, BLOCK_M, layout=rows_s)
     acc, m_i, l_i = _fwd_steps(q, k_smem, v_smem, k_bar, v_bar, k_bar, v_bar, q_bar, (k_desc, v_desc, row_k, kv_col),
                                0, n_steps, j_lo, n_full, full_lo, offs_m, seqlen_k, causal_shift, window_left,
-                               qk_scale, softcap_scale, slope2, CAUSAL, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP,
-                               HAS_ALIBI, False, num_warps, s_layout, o_layout)
+                               qk_scale, softcap_scale, (slope2, m0 + causal_shift), CAUSAL, HAS_WINDOW,
+                               MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, False, num_warps, s_layout, o_layout)
 
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(NUM_STAGES):
@@ -386,4 +401,4 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
         mbarrier.invalidate(v_bar.index(i))
 
     _store_out_lse(acc, m_i, l_i, offs_m, m0, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, (),
-                   MAY_BE_EMPTY, False, o_layout)
+                   (slope2, m0 + causal_shift), MAY_BE_EMPTY, False, HAS_ALIBI, o_layout)

@@ -177,14 +177,15 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.conste
                 n_full = n_full1
                 full_lo = full_lo1
             start = m0 + WG * ROWS
-            slope2 = _alibi_slope2(SLOPES, b, h, alibi_log2, stride_sb, stride_sh, HAS_ALIBI)
+            # the head's slope and the tile's anchor row (_softmax_step)
+            alibi = (_alibi_slope2(SLOPES, b, h, alibi_log2, stride_sb, stride_sh, HAS_ALIBI), start + causal_shift)
 
             mbarrier.wait(q_bar.index(WG), n_done & 1)
             q = q_smem.index(WG).load(q_op)       # Q stays in registers: S = Q K^T reads only K from shared
             offs_m = start + gl.arange(0, ROWS, layout=rows_s)
             acc, m_i, l_i = _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty.index(WG),
                                        (k_desc, v_desc, row_k, kv_col), step0, n_steps, j_lo, n_full, full_lo, offs_m,
-                                       seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, slope2, CAUSAL,
+                                       seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, alibi, CAUSAL,
                                        HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, True, 4, s_layout, o_layout)
 
             if O_TMA:
@@ -192,7 +193,7 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.conste
             else:
                 o_own = ()
             _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_os, lse_base, seqlen_q, o_own,
-                           MAY_BE_EMPTY, O_TMA, o_layout)
+                           alibi, MAY_BE_EMPTY, O_TMA, HAS_ALIBI, o_layout)
             step0 += n_steps
             n_done += 1
     if O_TMA:

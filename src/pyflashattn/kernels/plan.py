@@ -1,6 +1,5 @@
 """Launch plans: a pass's launches bound to their compiled kernels once per layout, so that a
-later call of the same layout does little Python (``bwd.BackwardPlan``; a forward plan on
-the branch experiment/fwd-plan).
+later call of the same layout does little Python (``bwd.BackwardPlan``, ``fwd.ForwardPlan``).
 
 A plan keeps no tensor. Each launch keeps its ``launch.Bound`` (compiled kernel, grid,
 constexprs), its arguments with every tensor slot emptied (the template), and per slot which
