@@ -227,14 +227,15 @@ def test_forward_launch_binds_every_argument_by_name(monkeypatch, kernel):
     assert (seen["stride_sb"], seen["stride_sh"]) == (4, 1) and seen["stride_lh"] == 600 == lse.stride(0)
     assert seen["stride_os"] == out.stride(0) and seen["window_left"] == 50
     assert seen["grid"] == ((300 + bm - 1) // bm * 3 * 4,)
+    # one-sided ALiBi (hopper_alibi_one_sided, on since v16): HAS_ALIBI 2 where no visible key lies
+    # right of the diagonal (window_right 0), the two-sided bias (True) elsewhere or switched off
     assert (seen["IS_VARLEN"], seen["HAS_WINDOW"], seen["MAY_BE_EMPTY"], seen["HAS_SOFTCAP"], seen["HAS_ALIBI"]) == (
-        True, True, True, True, True)
+        True, True, True, True, 2) and type(seen["HAS_ALIBI"]) is int
     assert (seen["qk_scale"], seen["softcap_scale"]) == (p.qk_scale, p.softcap_scale) and p.softcap_scale != 1.0
-    # one-sided ALiBi (hopper_alibi_one_sided, experiment): HAS_ALIBI 2 where no visible key lies
-    # right of the diagonal (window_right 0), the two-sided bias (True) elsewhere
-    one = cfg(override=overrides(FEATURES_ON, FWD_KERNELS[kernel], {"hopper_alibi_one_sided": 1}))
-    hopper.attn_fwd(qp, kp, vp, p, one)
-    assert seen["HAS_ALIBI"] == 2 and type(seen["HAS_ALIBI"]) is int
+    two = cfg(override=overrides(FEATURES_ON, FWD_KERNELS[kernel], {"hopper_alibi_one_sided": 0}))
+    hopper.attn_fwd(qp, kp, vp, p, two)
+    assert seen["HAS_ALIBI"] is True
+    one = on
     for other in (varlen_params(qp, kp, cu, cu, 300, 300, window=(50, 3), alibi=slopes),
                   varlen_params(qp, kp, cu, cu, 300, 300, alibi=slopes)):
         hopper.attn_fwd(qp, kp, vp, other, one)
@@ -420,9 +421,9 @@ def test_dq_launch_binds_every_argument_by_name(monkeypatch, ws):
     assert hopper.dq_usable(q, k, v, dout, dq, p_al, c_al, device_ok=True)
     launcher, grid, args, constexprs, num_warps, _, options = hopper.dq_launch(q, k, v, dout, lse, delta, dq, p_al, c_al)
     launcher(grid, args, constexprs, num_warps=num_warps, **options)
-    assert seen["HAS_ALIBI"] is True and seen["HAS_SOFTCAP"] is True and seen["SLOPES"] is p_al.alibi_slopes
+    assert seen["HAS_ALIBI"] == 2 and seen["HAS_SOFTCAP"] is True and seen["SLOPES"] is p_al.alibi_slopes
     assert (seen["stride_sb"], seen["stride_sh"], seen["alibi_log2"]) == (0, 1, p_al.alibi_log2)
-    # one-sided ALiBi (hopper_alibi_one_sided, experiment): 2 under causal, two-sided without
+    # one-sided ALiBi (hopper_alibi_one_sided, on since v16): 2 under causal, two-sided without
     c_one = cfg(override=json.dumps({**DQ_ON, "hopper_dq_ws": ws, "hopper_alibi_one_sided": 1}))
     for causal, kind in ((True, 2), (False, True)):
         p_one = params(q, k, causal=causal, alibi=slopes)
@@ -681,7 +682,7 @@ def test_gpu_varlen_against_float64(d, causal, mods, fwd, monkeypatch):
 @pytest.mark.parametrize("slopes", ["head", "batch_head"])
 @pytest.mark.parametrize("fwd", list(FWD_KERNELS))
 def test_gpu_alibi_one_sided_against_float64(fwd, slopes, window, shape, dtype, monkeypatch):
-    """One-sided ALiBi in the Gluon forwards (``hopper_alibi_one_sided``, experiment): under
+    """One-sided ALiBi in the Gluon forwards (``hopper_alibi_one_sided``, on since v16): under
     causal (and a left window under it) the bias as ``slope * (j - the tile's first row)`` per
     column and the per-row rest added to lse; out, lse (against float64) and the gradients
     (the backward reads that lse), with more queries than keys (rows that see no key), more

@@ -96,10 +96,11 @@ class KernelConfig:
     hopper_alibi: int = 1
     # ... and there, where no visible key lies right of the diagonal (causal), the bias as
     # slope * (j - the tile's first row) per column, one FFMA per score, the per-row rest added
-    # to lse (experiment, 0: |i + shift - j| per score, ~5 instructions, v14 item 9); the Gluon
-    # dQ kernels too, the row part folded into the lse they read (not the dK/dV kernels: more
-    # spills there for ~1 % fewer instructions, offline)
-    hopper_alibi_one_sided: int = 0
+    # to lse (0: |i + shift - j| per score, ~5 instructions, v14 item 9); the Gluon dQ kernels
+    # too, the row part folded into the lse they read (not the dK/dV kernels: more spills there
+    # for ~1 % fewer instructions, offline). On since v16: ALiBi's forward -16 % / -12 % at 4k /
+    # 16k, forward+backward -5 % (d=128 causal, h200-alibi-one-sided-v16.log)
+    hopper_alibi_one_sided: int = 1
     # dK/dV: 64 keys per program, 64 queries per step; on at d=128 (+6 to +13 % forward+backward
     # over the Triton dK/dV, v7); at d=64 off in v6 (7 % slower in its experiment), on since v12:
     # the backward alone 4-5 % faster without causal, 4-13 % with it, 1k-16k (fused-reach-v12.log)
