@@ -9,7 +9,7 @@ run tests/test_hopper.py -k "against_float64 and fp16 and not varlen and not win
 run tests/test_hopper.py -k "not (against_float64 and (bf16 or fp16) and not varlen and not window and not softcap) and not gluon_dq" > $OUT/t3.log &
 run tests/test_attention.py tests/test_bwd_plan.py tests/test_api.py tests/test_bwd_into.py tests/test_configs.py > $OUT/t4.log &
 run tests/test_features.py > $OUT/t5.log &
-run tests/test_cuda_graphs.py tests/test_launch.py tests/test_launch_gluon.py > $OUT/t6.log &
+run tests/test_cuda_graphs.py tests/test_launch.py tests/test_launch_gluon.py tests/test_fwd_plan.py > $OUT/t6.log &
 run tests/test_block_sparse.py tests/test_nn.py > $OUT/t7.log &
 run tests/test_hopper.py -k gluon_dq > $OUT/t8.log &
 wait
