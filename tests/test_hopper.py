@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pyflashattn.configs import _config
+from pyflashattn import ops
 from pyflashattn.ops import _params
 from pyflashattn.testing import compare_with_reference
 
@@ -908,6 +909,7 @@ def test_gpu_window_persistent_against_float64(shape, window, monkeypatch):
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, torch.bfloat16, "cuda"))
     grids = []
     launcher = hopper._launcher
+    monkeypatch.setattr(ops, "PLAN_FORWARD", False)   # the general path's grid (a plan skips _launcher)
     monkeypatch.setattr(hopper, "_launcher", lambda kernel: (lambda grid, *a, **kw: grids.append(grid) or
                                                              launcher(kernel)(grid, *a, **kw)))
 
@@ -942,6 +944,7 @@ def test_gpu_varlen_persistent_against_float64(lengths, mask, d, monkeypatch):
     kw = dict(causal=mask == "causal", window_size=(300, 0) if mask == "band" else (-1, -1))
     grids = []
     launcher = hopper._launcher
+    monkeypatch.setattr(ops, "PLAN_FORWARD", False)   # the general path's grid (a plan skips _launcher)
     monkeypatch.setattr(hopper, "_launcher", lambda kernel: (lambda grid, *a, **k_: grids.append(grid) or
                                                              launcher(kernel)(grid, *a, **k_)))
     empty = torch.empty_like
