@@ -909,7 +909,9 @@ def test_gpu_window_persistent_against_float64(shape, window, monkeypatch):
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, torch.bfloat16, "cuda"))
     grids = []
     launcher = hopper._launcher
-    monkeypatch.setattr(ops, "PLAN_FORWARD", False)   # the general path's grid (a plan skips _launcher)
+    # the general path's grid: plans skip _launcher, and cannot bind the stand-in below
+    monkeypatch.setattr(ops, "PLAN_FORWARD", False)
+    monkeypatch.setattr(ops, "PLAN_BACKWARD", False)
     monkeypatch.setattr(hopper, "_launcher", lambda kernel: (lambda grid, *a, **kw: grids.append(grid) or
                                                              launcher(kernel)(grid, *a, **kw)))
 
@@ -944,7 +946,9 @@ def test_gpu_varlen_persistent_against_float64(lengths, mask, d, monkeypatch):
     kw = dict(causal=mask == "causal", window_size=(300, 0) if mask == "band" else (-1, -1))
     grids = []
     launcher = hopper._launcher
-    monkeypatch.setattr(ops, "PLAN_FORWARD", False)   # the general path's grid (a plan skips _launcher)
+    # the general path's grid: plans skip _launcher, and cannot bind the stand-in below
+    monkeypatch.setattr(ops, "PLAN_FORWARD", False)
+    monkeypatch.setattr(ops, "PLAN_BACKWARD", False)
     monkeypatch.setattr(hopper, "_launcher", lambda kernel: (lambda grid, *a, **k_: grids.append(grid) or
                                                              launcher(kernel)(grid, *a, **k_)))
     empty = torch.empty_like
