@@ -178,12 +178,13 @@ def test_gpu_plan_outputs_equal_the_general_path(d, causal, varlen, monkeypatch)
     used = []
     run = fwd.ForwardPlan.run
     monkeypatch.setattr(fwd.ForwardPlan, "run", lambda self, *a: used.append(run(self, *a)) or used[-1])
-    empty = torch.empty
+    empty, empty_like = torch.empty, torch.empty_like
 
-    def poisoned(*a, **kw):
-        t = empty(*a, **kw)
+    def poisoned(*a, _make=empty, **kw):
+        t = _make(*a, **kw)
         return t.fill_(float("nan")) if t.is_floating_point() else t
     monkeypatch.setattr(torch, "empty", poisoned)
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **kw: poisoned(*a, _make=empty_like, **kw))
     if varlen:
         lengths = [300, 0, 1000, 77]
         cu = torch.tensor([0, *lengths], device="cuda").cumsum(0).to(torch.int32)
