@@ -1038,8 +1038,8 @@ def test_preprocess_writes_padded_stats(fused, monkeypatch):
     torch.testing.assert_close(stats[:, :, 1, :37], delta)
     assert torch.all(stats[:, :, 0, 37:] == float("inf")) and torch.all(stats[:, :, 1, 37:] == 0)
     # without the switch, or where Triton's dK/dV runs, no statistics
-    assert not bwd._uses_stats(q, k, v, dout, dk, dv, p, cfg(override=json.dumps({"hopper_bwd_stats": 0})),
-                               False, fused)
+    assert not bwd._backward_kernels(q, k, v, dout, dq, dk, dv, p, cfg(override=json.dumps({"hopper_bwd_stats": 0})),
+                                     False)[2]
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")

@@ -556,11 +556,11 @@ def attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if dq is None and dk is None:
         dq, dk, dv = _new_grads(q, k, v)
     delta = torch.empty_like(lse)
-    fused = _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, accumulate)
+    gluon, fused, uses_stats = _backward_kernels(q, k, v, dout, dq, dk, dv, p, config, accumulate)
     dq_acc = _new_dq_acc(q) if fused else None
-    stats = _new_stats(lse) if _uses_stats(q, k, v, dout, dk, dv, p, config, accumulate, fused) else None
+    stats = _new_stats(lse) if uses_stats else None
     for launcher, grid, args, constexprs, num_warps, num_stages, options in _launches(
-            dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate, dq_acc, stats):
+            dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate, dq_acc, stats, gluon):
         launcher(grid, args, constexprs, num_warps, num_stages, **options)
     return dq, dk, dv
 
@@ -569,23 +569,17 @@ def _new_grads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
 
 
-def _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, accumulate: bool) -> bool:
-    """Whether one kernel computes dK, dV and dQ (``hopper.fused_dq``), adding dQ into an fp32
-    buffer (``_new_dq_acc``) instead of running the dQ kernel: all three gradients wanted,
-    written (not added) into contiguous buffers of the inputs' dtype, by the Gluon dK/dV kernel."""
-    if dq is None or dk is None or not (dq.is_contiguous() and dq.dtype == q.dtype):
-        return False
-    # the table's cheap test first: most backwards (causal, short) never reach usable()'s layout
-    # checks here, which _launches then runs once
-    return hopper.fused_dq(p, config) and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate)
-
-
-def _uses_stats(q, k, v, dout, dk, dv, p, config, accumulate: bool, fused: bool) -> bool:
-    """Whether the preprocess also writes ``_new_stats`` for the Gluon dK/dV kernel
-    (``hopper_bwd_stats``, dense inputs): where that kernel runs."""
-    if not config.hopper_bwd_stats or p.is_varlen or dk is None:
-        return False
-    return fused or _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate)
+def _backward_kernels(q, k, v, dout, dq, dk, dv, p, config, accumulate: bool) -> tuple[bool, bool, bool]:
+    """Which kernels a backward runs, decided once (``hopper.usable``'s layout checks are the
+    general path's dearest Python): whether the Gluon dK/dV kernel computes dK and dV
+    (``_gluon_dkdv``); whether it computes dQ too (``hopper.fused_dq``), adding it into an fp32
+    buffer (``_new_dq_acc``) instead of running the dQ kernel, where all three gradients are
+    wanted in contiguous buffers of the inputs' dtype; and whether the preprocess also writes
+    its padded statistics (``_new_stats``; ``hopper_bwd_stats``, dense inputs)."""
+    gluon = dk is not None and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate)
+    fused = (gluon and dq is not None and dq.is_contiguous() and dq.dtype == q.dtype
+             and hopper.fused_dq(p, config))
+    return gluon, fused, gluon and bool(config.hopper_bwd_stats) and not p.is_varlen
 
 
 def _new_stats(lse: torch.Tensor, device=None) -> torch.Tensor:
@@ -605,11 +599,13 @@ def _new_dq_acc(q: torch.Tensor, device=None) -> torch.Tensor:
 
 
 def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accumulate: bool,
-              dq_acc: torch.Tensor | None = None, stats: torch.Tensor | None = None) -> list:
+              dq_acc: torch.Tensor | None = None, stats: torch.Tensor | None = None,
+              gluon: bool | None = None) -> list:
     """The backward's launches, not yet made: (launcher, grid, args, constexprs, num_warps,
     num_stages, options) for the preprocess, then dK/dV (Triton's or ``hopper``'s) where dk is
-    given, then dQ where dq is. With ``dq_acc`` (where ``_fuses_dq``): the preprocess zeroes
-    it, the dK/dV kernel adds dQ into it, and a last launch scales it into dq."""
+    given, then dQ where dq is. With ``dq_acc`` (where ``_backward_kernels`` fuses dQ): the
+    preprocess zeroes it, the dK/dV kernel adds dQ into it, and a last launch scales it into dq.
+    ``gluon``: ``_backward_kernels``'s first answer, where the caller has it (else asked here)."""
     launches = []
     q4, k4, v4, o4, do4, dq4, dk4, dv4 = p.as_4d(q, k, v, out, dout, dq, dk, dv)  # (buffers: dense only)
     nheads, nheads_k, head_dim, head_dim_v = q4.shape[2], k4.shape[2], q4.shape[3], v4.shape[3]
@@ -650,7 +646,9 @@ def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accum
             _launch_dq_scale, (cdiv(q4.numel(), _DQ_SCALE_BLOCK),),
             (dq_acc, dq, q4.numel(), p.softmax_scale), dict(BLOCK=_DQ_SCALE_BLOCK), 4, 2, {}))
         return launches
-    if dk is not None and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate):  # dense 16-bit d=128, Hopper
+    if gluon is None:
+        gluon = dk is not None and _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate)
+    if gluon:  # dense or varlen 16-bit, d 64/128, Hopper (hopper.usable)
         launches.append(hopper.dkdv_launch(q, k, v, dout, lse, delta, dk, dv, p, config, stats=stats))
     elif dk is not None:
         launches.append((
@@ -732,12 +730,12 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     dout = torch.empty_strided(out.shape, out.stride(), dtype=out.dtype, device="meta")
     delta = torch.empty_like(lse, device="meta")
     dq, dk, dv = (torch.empty_like(t, memory_format=torch.contiguous_format, device="meta") for t in (q, k, v))
-    fused = _fuses_dq(q, k, v, dout, dq, dk, dv, p, config, False)
+    gluon, fused, uses_stats = _backward_kernels(q, k, v, dout, dq, dk, dv, p, config, False)
     dq_acc = _new_dq_acc(q, device="meta") if fused else None
-    uses_stats = _uses_stats(q, k, v, dout, dk, dv, p, config, False, fused)
     stats = _new_stats(lse, device="meta") if uses_stats else None
     cu = (p.cu_seqlens_q, p.cu_seqlens_k) if p.is_varlen else (None, None)
-    bound = plan.bind(_launches(dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False, dq_acc, stats),
+    bound = plan.bind(_launches(dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False, dq_acc, stats,
+                                gluon),
                       (dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc, stats, *cu))
     if bound is None:
         return None
