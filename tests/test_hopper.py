@@ -756,6 +756,9 @@ def _gluon_backward_only(monkeypatch) -> list:
     monkeypatch.setattr(hopper, "_launcher", lambda kernel: launched.append(kernel.fn.__name__)
                         or gluon_launcher(kernel))
     monkeypatch.setattr(bwd, "_launch_dkdv", None)
+    # the general path only: plans skip _launcher, and cannot bind the stand-in above
+    monkeypatch.setattr(ops, "PLAN_FORWARD", False)
+    monkeypatch.setattr(ops, "PLAN_BACKWARD", False)
     return launched
 
 
