@@ -219,6 +219,15 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def env_switch(name: str, default: bool = True) -> bool:
+    """An on/off environment variable (read by the caller once, at import): off for "0",
+    "false", "off" or "no" (any case, spaces around ignored), on for anything else set."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in ("0", "false", "off", "no")
+
+
 def padded_head_dim(head_dim: int) -> int:
     """Head dims are padded (masked inside the kernel) to a power of two, at least 16 (tl.dot's minimum)."""
     return max(16, 1 << (head_dim - 1).bit_length())

@@ -28,19 +28,19 @@ import torch
 from torch import Tensor
 
 from . import cpu
-from .configs import KernelConfig, get_config, interpreting
+from .configs import KernelConfig, env_switch, get_config, interpreting
 from .params import KernelParams, kernel_window
 
 BACKENDS = ("triton", "torch")
 # The backward (dense, and varlen since v15) through a BackwardPlan (_cached_plan), on by default
 # since the ninth session's GPU run (tests/test_bwd_plan.py: gradients bitwise equal to the
 # general path's; the suite passed with it on). PYFLASHATTN_BWD_PLAN=0 (read at import) or ops.PLAN_BACKWARD = False turns it off
-PLAN_BACKWARD = os.environ.get("PYFLASHATTN_BWD_PLAN", "1").strip().lower() not in ("0", "false", "off", "no")
+PLAN_BACKWARD = env_switch("PYFLASHATTN_BWD_PLAN")
 # The forward through a ForwardPlan (_cached_fwd_plan): on since the sixteenth session's GPU run
 # (out and lse bitwise equal to the general path's; host time per forward -32 to -34 %, b 1-16,
 # 512-1k, h200-fwd-plan-diag-v16.log). PYFLASHATTN_FWD_PLAN=0 (read at import) or
 # ops.PLAN_FORWARD = False turns it off
-PLAN_FORWARD = os.environ.get("PYFLASHATTN_FWD_PLAN", "1").strip().lower() not in ("0", "false", "off", "no")
+PLAN_FORWARD = env_switch("PYFLASHATTN_FWD_PLAN")
 
 
 def backend_for(t: Tensor) -> str:

@@ -27,11 +27,12 @@ against.
 from __future__ import annotations
 
 import operator
-import os
 
 import torch
 import triton
 from triton.runtime.jit import JITFunction
+
+from ..configs import env_switch
 
 try:  # what a hit does is JITFunction.run's second half as of Triton 3.6; other versions launch plainly
     from triton import knobs
@@ -41,7 +42,7 @@ try:  # what a hit does is JITFunction.run's second half as of Triton 3.6; other
 except ImportError:
     _KNOWN_TRITON = False
 
-FAST_LAUNCH = os.environ.get("PYFLASHATTN_FAST_LAUNCH", "1").strip().lower() not in ("0", "false", "off", "no")
+FAST_LAUNCH = env_switch("PYFLASHATTN_FAST_LAUNCH")
 
 # compiled kernels remembered by every Launcher so far: what a bind that missed waits for
 ENTRIES = 0
