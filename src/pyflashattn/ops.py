@@ -181,8 +181,7 @@ def _fwd_impl(q: Tensor, k: Tensor, v: Tensor, softmax_scale: float, window_left
               dropout_p: float = 0.0, seed: Optional[Tensor] = None,
               deterministic: bool = False) -> tuple[Tensor, Tensor]:
     # deterministic: for the backward (the options are the same for both passes)
-    if (PLAN_FORWARD and alibi_slopes is None and dropout_p == 0.0 and q.is_cuda and q.numel() and k.numel()
-            and backend_for(q) == "triton"):
+    if PLAN_FORWARD and _plans_may_serve(q, k, alibi_slopes, dropout_p):
         # the launch bound once per layout (kernels.fwd.ForwardPlan)
         plan = _cached_fwd_plan(q, k, v, softmax_scale, window_left, window_right, softcap,
                                 cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
@@ -217,8 +216,7 @@ def _bwd_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: T
     deterministic = _deterministic(deterministic)
     dlse = dlse.contiguous() if dlse is not None else None
     lse = lse.contiguous()
-    if (PLAN_BACKWARD and dlse is None and alibi_slopes is None and dropout_p == 0.0
-            and q.is_cuda and q.numel() and k.numel() and backend_for(q) == "triton"):
+    if PLAN_BACKWARD and dlse is None and _plans_may_serve(q, k, alibi_slopes, dropout_p):
         # the launches bound once per layout (kernels.bwd.BackwardPlan): this runs on the
         # autograd engine's device thread, where Python costs twice what it does on the caller's
         plan = _cached_plan(q, k, v, out, lse, softmax_scale, window_left, window_right, softcap, deterministic,
@@ -393,6 +391,14 @@ class _Attention(torch.autograd.Function):
         return (dq, dk, dv, None, None) + (None,) * len(ctx.options)
 
 
+def _plans_may_serve(q: Tensor, k: Tensor, alibi_slopes: Optional[Tensor], dropout_p: float) -> bool:
+    """Whether a pass's plan may serve this call at all (the plans' per-layout checks come after):
+    no ALiBi or dropout (per-call arguments a plan does not fill in), CUDA tensors on the Triton
+    backend, no empty input."""
+    return (alibi_slopes is None and dropout_p == 0.0 and q.is_cuda and bool(q.numel()) and bool(k.numel())
+            and backend_for(q) == "triton")
+
+
 def _cached_plan(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, softmax_scale: float, window_left: int,
                  window_right: int, softcap: float, deterministic: bool = False,
                  cu_seqlens_q: Optional[Tensor] = None, cu_seqlens_k: Optional[Tensor] = None,
@@ -427,11 +433,7 @@ def _plan_for(given: tuple, options: tuple, cu_seqlens_q, cu_seqlens_k, max_seql
     """A pass's plan from ``_PLANS`` by the layouts of ``given`` (q first, v third), ``options``
     and the config in force, made by ``make(params, config)`` on first need."""
     from .kernels import launch, plan as kernel_plan
-    if not kernel_plan.plannable(*given):
-        return None
     varlen = cu_seqlens_q is not None
-    if varlen and not kernel_plan.cu_aligned(cu_seqlens_q, cu_seqlens_k):
-        return None
     q, k, v = given[:3]
     config = get_config(q.shape[-1], v.shape[-1], q.dtype)
     key = (tuple((t.shape, t.stride()) for t in given), q.dtype, q.device.index, options, id(config),
@@ -440,6 +442,11 @@ def _plan_for(given: tuple, options: tuple, cu_seqlens_q, cu_seqlens_k, max_seql
     # a failed attempt is kept as the launchers' entry count it saw: binding again is worth it
     # only once some kernel has been compiled since (~100 us of Python per attempt)
     if plan is None or (type(plan) is int and plan != launch.ENTRIES):
+        # checked only here: a plan's run checks alignment, distinct inputs and the fast path
+        # itself (Plan.accepts), and what is refused here is not cached (an unaligned call does
+        # not keep the next, aligned one from a plan)
+        if not kernel_plan.plannable(*given) or (varlen and not kernel_plan.cu_aligned(cu_seqlens_q, cu_seqlens_k)):
+            return None
         _, softmax_scale, window_left, window_right, softcap = options[:5]
         p = _params(q, k, softmax_scale, window_left, window_right, softcap, None, cu_seqlens_q, cu_seqlens_k,
                     max_seqlen_q, max_seqlen_k, None, deterministic=deterministic)

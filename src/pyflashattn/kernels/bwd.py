@@ -21,7 +21,7 @@ from .block_info import kv_block_range, listed_block, listed_step, q_block_range
 from .common import LOG2E, cdiv, feature_constexprs, mma
 from .fwd import seq_bounds
 from . import hopper
-from . import launch, plan
+from . import plan
 from .launch import Launcher
 from .mask import dropout_keep, element_mask, head_scalars, scores_log2
 
@@ -675,7 +675,7 @@ def _launches(dout, q, k, v, out, lse, dlse, p, config, delta, dq, dk, dv, accum
     return launches
 
 
-class BackwardPlan:
+class BackwardPlan(plan.Plan):
     """The backward's launches bound to their compiled kernels once per layout (``plan_bwd``;
     kept by ``ops._cached_plan``), so that a backward does little Python: it allocates the
     gradients and hands the C launchers arguments whose every tensor slot is filled in (the plan
@@ -695,20 +695,15 @@ class BackwardPlan:
     (their values are read by the kernels, so they may change; the maxima are the plan's,
     ``ops._cached_plan`` keys on them), one tensor for both exactly where the plan's had one."""
 
-    __slots__ = ("launches", "layouts", "device", "knobs", "fused_dq", "stats", "shared_cu")
+    __slots__ = ("fused_dq", "stats")
 
-    def __init__(self, launches: list, layouts: tuple, device: int, knob_values: tuple, fused_dq: bool = False,
-                 stats: bool = False, shared_cu: bool | None = None):
-        self.launches, self.layouts, self.device, self.knobs = launches, layouts, device, knob_values
+    def __init__(self, launches: tuple, given: tuple, p, fused_dq: bool = False, stats: bool = False):
+        super().__init__(launches, given, p)   # varlen: cu_seqlens in slots 12, 13
         self.fused_dq = fused_dq   # the launches need the fused kernel's dQ buffer (slot 10)
         self.stats = stats         # ... and the Gluon dK/dV's padded statistics (slot 11)
-        self.shared_cu = shared_cu  # varlen: whether cu_seqlens_q is cu_seqlens_k (slots 12, 13); else None
 
     def run(self, dout, q, k, v, out, lse, cu_seqlens_q=None, cu_seqlens_k=None) -> tuple | None:
-        if not (plan.matches((dout, q, k, v, out, lse), self.layouts)
-                and plan.cu_matches(cu_seqlens_q, cu_seqlens_k, self.shared_cu)):
-            return None
-        if launch.driver.active.get_current_device() != self.device or plan.knob_values() != self.knobs:
+        if not self.accepts((dout, q, k, v, out, lse), cu_seqlens_q, cu_seqlens_k):
             return None
         dq, dk, dv = _new_grads(q, k, v)
         plan.run(self.launches, (dout, q, k, v, out, lse, torch.empty_like(lse), dq, dk, dv,
@@ -723,7 +718,7 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     out's layout), or None where the backward takes the general path (the launchers' fast path
     is off, or a kernel has not run with this specialization yet: the first backward of a
     layout always goes the general way)."""
-    if p.is_sparse or p.has_dropout or p.has_alibi or not plan.plannable(q, k, v, out, lse):
+    if not plan.serves(p, q, k, v, out, lse):
         return None
     # what the backward allocates, and the dout it expects, as meta tensors: shapes, strides,
     # dtypes and a 16-byte aligned (0) address, no memory
@@ -733,14 +728,12 @@ def plan_bwd(q, k, v, out, lse, p, config) -> BackwardPlan | None:
     gluon, fused, uses_stats = _backward_kernels(q, k, v, dout, dq, dk, dv, p, config, False)
     dq_acc = _new_dq_acc(q, device="meta") if fused else None
     stats = _new_stats(lse, device="meta") if uses_stats else None
-    cu = (p.cu_seqlens_q, p.cu_seqlens_k) if p.is_varlen else (None, None)
     bound = plan.bind(_launches(dout, q, k, v, out, lse, None, p, config, delta, dq, dk, dv, False, dq_acc, stats,
                                 gluon),
-                      (dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc, stats, *cu))
+                      (dout, q, k, v, out, lse, delta, dq, dk, dv, dq_acc, stats, *plan.cu_seqlens(p)))
     if bound is None:
         return None
-    return BackwardPlan(bound, plan.layouts((dout, q, k, v, out, lse)), bound[0][0].device, plan.knob_values(),
-                        fused, uses_stats, (cu[0] is cu[1]) if p.is_varlen else None)
+    return BackwardPlan(bound, (dout, q, k, v, out, lse), p, fused, uses_stats)
 
 
 def _gluon_dkdv(q, k, v, dout, dk, dv, p, config, accumulate: bool) -> bool:

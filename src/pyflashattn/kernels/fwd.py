@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from ..configs import head_dim_parts
-from . import hopper, launch, plan
+from . import hopper, plan
 from .block_info import kv_block_range, listed_block, listed_step, stage_range
 from .common import LN2, cdiv, feature_constexprs, mma
 from .launch import Launcher
@@ -301,7 +301,7 @@ def _fwd_launch(q, k, v, out, lse, p, config) -> tuple:
     return _launch_fwd, grid, args, constexprs, config.num_warps, config.num_stages, {}
 
 
-class ForwardPlan:
+class ForwardPlan(plan.Plan):
     """The forward's launch bound to its compiled kernel once per layout (``plan_fwd``; kept by
     ``ops._cached_fwd_plan``), as ``bwd.BackwardPlan`` does for the backward: a forward of that
     layout allocates out and lse and hands the C launcher its arguments, skipping the options'
@@ -314,17 +314,14 @@ class ForwardPlan:
     plan was made for, 16-byte aligned, on the same device; varlen's cu_seqlens as
     ``BackwardPlan.run`` takes them."""
 
-    __slots__ = ("launches", "layouts", "device", "knobs", "out_shape", "lse_shape", "shared_cu")
+    __slots__ = ("out_shape", "lse_shape")
 
-    def __init__(self, launches: tuple, layouts: tuple, device: int, knob_values: tuple, out_shape: tuple,
-                 lse_shape: tuple, shared_cu: bool | None):
-        self.launches, self.layouts, self.device, self.knobs = launches, layouts, device, knob_values
-        self.out_shape, self.lse_shape, self.shared_cu = out_shape, lse_shape, shared_cu
+    def __init__(self, launches: tuple, given: tuple, p, out_shape: tuple, lse_shape: tuple):
+        super().__init__(launches, given, p)
+        self.out_shape, self.lse_shape = out_shape, lse_shape
 
     def run(self, q, k, v, cu_seqlens_q=None, cu_seqlens_k=None) -> tuple | None:
-        if not (plan.matches((q, k, v), self.layouts) and plan.cu_matches(cu_seqlens_q, cu_seqlens_k, self.shared_cu)):
-            return None
-        if launch.driver.active.get_current_device() != self.device or plan.knob_values() != self.knobs:
+        if not self.accepts((q, k, v), cu_seqlens_q, cu_seqlens_k):
             return None
         # out as the general path allocates it where it can (tests poison torch.empty_like)
         out = (torch.empty_like(q, memory_format=torch.contiguous_format) if q.shape == self.out_shape
@@ -339,16 +336,14 @@ def plan_fwd(q, k, v, p, config) -> ForwardPlan | None:
     dropout or a block mask; 16-byte aligned, unit last stride), or None where the forward
     takes the general path (the launchers' fast path off, or its kernel not compiled for this
     specialization yet: the first forward of a layout always goes the general way)."""
-    if p.is_sparse or p.has_dropout or p.has_alibi or not plan.plannable(q, k, v):
+    if not plan.serves(p, q, k, v):
         return None
     # out and lse as meta tensors: the shapes, dtypes and a 16-byte aligned (0) address of what
     # the forward allocates
     out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device="meta")
     lse = p.new_lse(q.to("meta"))
     builder = hopper.fwd_launch if hopper.usable(q, k, v, p, config) else _fwd_launch
-    cu = (p.cu_seqlens_q, p.cu_seqlens_k) if p.is_varlen else (None, None)
-    bound = plan.bind([builder(q, k, v, out, lse, p, config)], (q, k, v, out, lse, *cu))
+    bound = plan.bind([builder(q, k, v, out, lse, p, config)], (q, k, v, out, lse, *plan.cu_seqlens(p)))
     if bound is None:
         return None
-    return ForwardPlan(bound, plan.layouts((q, k, v)), bound[0][0].device, plan.knob_values(), tuple(out.shape),
-                       tuple(lse.shape), (cu[0] is cu[1]) if p.is_varlen else None)
+    return ForwardPlan(bound, (q, k, v), p, tuple(out.shape), tuple(lse.shape))

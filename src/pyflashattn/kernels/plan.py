@@ -31,6 +31,40 @@ def plannable(*given: torch.Tensor) -> bool:
             and not any(t.stride(-1) != 1 or t.data_ptr() % 16 for t in given))
 
 
+def serves(p, *given: torch.Tensor) -> bool:
+    """Whether a plan may be made for options ``p`` (``params.KernelParams``) and inputs
+    ``given``: no block mask, dropout or ALiBi (per-call arguments a plan does not fill in),
+    and ``plannable``."""
+    return not (p.is_sparse or p.has_dropout or p.has_alibi) and plannable(*given)
+
+
+def cu_seqlens(p) -> tuple:
+    """Varlen's ``(cu_seqlens_q, cu_seqlens_k)``, the plan's last two roles; ``(None, None)``."""
+    return (p.cu_seqlens_q, p.cu_seqlens_k) if p.is_varlen else (None, None)
+
+
+class Plan:
+    """What a pass's plan (``bwd.BackwardPlan``, ``fwd.ForwardPlan``) keeps besides its own
+    allocations: the bound launches (``bind``), the layouts, device and Triton knobs they were
+    bound for, and for varlen whether one cu_seqlens served both (else None)."""
+
+    __slots__ = ("launches", "layouts", "device", "knobs", "shared_cu")
+
+    def __init__(self, launches: tuple, given: tuple, p):
+        self.launches, self.layouts = launches, layouts(given)
+        self.device, self.knobs = launches[0][0].device, knob_values()
+        self.shared_cu = (p.cu_seqlens_q is p.cu_seqlens_k) if p.is_varlen else None
+
+    def accepts(self, given: tuple, cu_seqlens_q, cu_seqlens_k) -> bool:
+        """Whether ``run`` may serve this call: the launchers' fast path on, ``given`` with the
+        plan's layouts (``matches``: with the key's strides, the unit last stride ``plannable``
+        asked for), cu_seqlens as the plan had them (``cu_matches``), on the plan's device and
+        knobs."""
+        return (launch.FAST_LAUNCH and matches(given, self.layouts)
+                and cu_matches(cu_seqlens_q, cu_seqlens_k, self.shared_cu)
+                and launch.driver.active.get_current_device() == self.device and knob_values() == self.knobs)
+
+
 def layouts(given: tuple) -> tuple:
     return tuple((t.dtype, t.shape, t.stride()) for t in given)
 
