@@ -18,10 +18,10 @@ from test_launch import _FakeDriver, _RecordingJIT  # noqa: E402
 from conftest import HAS_CUDA  # noqa: E402
 
 
-@pytest.fixture
-def runs(monkeypatch):
-    """Every launcher of the backward over a recording stand-in of its kernel; returns the log
-    of what the C launcher was handed, in launch order (one shared list)."""
+def record_launches(monkeypatch, module, names) -> list:
+    """``module``'s Triton launchers ``names`` and every Gluon launcher (``hopper._launcher``)
+    over recording stand-ins of their kernels, behind a fake driver; returns the log of what the
+    C launcher was handed, in launch order (one shared list)."""
     monkeypatch.setattr(launch, "driver", _FakeDriver)
     monkeypatch.setattr(launch, "FAST_LAUNCH", True)
     log, gluon = [], {}
@@ -30,10 +30,16 @@ def runs(monkeypatch):
         fn = _RecordingJIT(getattr(kernel, "fn", kernel))
         fn.slow_calls, fn.kernel_runs = [], log
         return Launcher(fn)
-    for name in ("_launch_preprocess", "_launch_dkdv", "_launch_dq"):
-        monkeypatch.setattr(bwd, name, recording(getattr(bwd, name).fn))
+    for name in names:
+        monkeypatch.setattr(module, name, recording(getattr(module, name).fn))
     monkeypatch.setattr(hopper, "_launcher", lambda kernel: gluon.setdefault(id(kernel), recording(kernel)))
     return log
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """Every launcher of the backward over a recording stand-in of its kernel (``record_launches``)."""
+    return record_launches(monkeypatch, bwd, ("_launch_preprocess", "_launch_dkdv", "_launch_dq"))
 
 
 def _inputs(d, sq=300, sk=500, h=4, hk=2):

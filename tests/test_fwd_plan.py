@@ -9,11 +9,10 @@ import torch
 
 triton = pytest.importorskip("triton")
 from pyflashattn.configs import _config  # noqa: E402
-from pyflashattn.kernels import fwd, hopper, launch  # noqa: E402
-from pyflashattn.kernels.launch import Launcher, LightDescriptor  # noqa: E402
+from pyflashattn.kernels import fwd, hopper  # noqa: E402
+from pyflashattn.kernels.launch import LightDescriptor  # noqa: E402
 from pyflashattn.ops import _params  # noqa: E402
-from test_bwd_plan import _inputs, _normal, _varlen_inputs  # noqa: E402
-from test_launch import _FakeDriver, _RecordingJIT  # noqa: E402
+from test_bwd_plan import _inputs, _normal, _varlen_inputs, record_launches  # noqa: E402
 
 from conftest import HAS_CUDA  # noqa: E402
 
@@ -24,19 +23,8 @@ KERNELS = {"triton": {"hopper_block_m": 0}, "gluon": {"hopper_ws_min_seqlen_k": 
 
 @pytest.fixture
 def runs(monkeypatch):
-    """The forward's launchers over recording stand-ins of their kernels; returns the log of what
-    the C launcher was handed, in launch order."""
-    monkeypatch.setattr(launch, "driver", _FakeDriver)
-    monkeypatch.setattr(launch, "FAST_LAUNCH", True)
-    log, gluon = [], {}
-
-    def recording(kernel):
-        fn = _RecordingJIT(getattr(kernel, "fn", kernel))
-        fn.slow_calls, fn.kernel_runs = [], log
-        return Launcher(fn)
-    monkeypatch.setattr(fwd, "_launch_fwd", recording(fwd._launch_fwd.fn))
-    monkeypatch.setattr(hopper, "_launcher", lambda kernel: gluon.setdefault(id(kernel), recording(kernel)))
-    return log
+    """The forward's launchers over recording stand-ins of their kernels (``record_launches``)."""
+    return record_launches(monkeypatch, fwd, ("_launch_fwd",))
 
 
 def _gluon_on_cpu(monkeypatch, kernel):

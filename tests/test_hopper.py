@@ -747,6 +747,16 @@ def test_gpu_softcap_alibi_window_against_float64(d, causal, fwd, monkeypatch):
     compare_with_reference(fn, q, k, v, causal=causal, **kw)
 
 
+def _poison_empty_like(monkeypatch) -> None:
+    """Floating-point tensors from ``torch.empty_like`` start as NaN from now on (outputs,
+    gradients and buffers), so that an element a kernel leaves unwritten shows."""
+    empty = torch.empty_like
+
+    def poisoned(t, **kw):
+        return empty(t, **kw).fill_(float("nan")) if t.is_floating_point() else empty(t, **kw)
+    monkeypatch.setattr(torch, "empty_like", poisoned)
+
+
 def _gluon_backward_only(monkeypatch) -> list:
     """The names of the Gluon kernels launched from now on (a list that fills as they run), with
     Triton's dK/dV kernel made unlaunchable: a backward that falls back to it fails."""
@@ -850,11 +860,7 @@ def test_gpu_varlen_gluon_backward_against_float64(lengths, causal, d, dtype, mo
     p = varlen_params(q, k, cu_q, cu_k, max(lq), max(lk), causal=causal)
     assert hopper.usable(q, k, v, p, cfg(d, dtype, override), dout=torch.randn_like(q))
     launched = _gluon_backward_only(monkeypatch)
-    empty = torch.empty_like
-
-    def poisoned(t, **kw):   # gradients and buffers start as NaN: a row left unwritten shows
-        return empty(t, **kw).fill_(float("nan")) if t.is_floating_point() else empty(t, **kw)
-    monkeypatch.setattr(torch, "empty_like", poisoned)
+    _poison_empty_like(monkeypatch)   # a row left unwritten shows
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lq), max(lk), causal=causal,
@@ -884,11 +890,7 @@ def test_gpu_forward_tma_store_against_float64(shape, causal, dtype, monkeypatch
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
     p = params(q, k, causal=causal)
     assert hopper.usable(q, k, v, p, cfg(d, dtype, override)) and hopper.warp_specialized(p, cfg(d, dtype, override))
-    empty = torch.empty_like
-
-    def poisoned(t, **kw):
-        return empty(t, **kw).fill_(float("nan"))
-    monkeypatch.setattr(torch, "empty_like", poisoned)
+    _poison_empty_like(monkeypatch)   # a row left unwritten shows
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, return_attn_probs=True)
@@ -954,11 +956,7 @@ def test_gpu_varlen_persistent_against_float64(lengths, mask, d, monkeypatch):
     monkeypatch.setattr(ops, "PLAN_BACKWARD", False)
     monkeypatch.setattr(hopper, "_launcher", lambda kernel: (lambda grid, *a, **k_: grids.append(grid) or
                                                              launcher(kernel)(grid, *a, **k_)))
-    empty = torch.empty_like
-
-    def poisoned(t, **kw_):
-        return empty(t, **kw_).fill_(float("nan")) if t.is_floating_point() else empty(t, **kw_)
-    monkeypatch.setattr(torch, "empty_like", poisoned)
+    _poison_empty_like(monkeypatch)   # a row left unwritten shows
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lq), max(lk), return_attn_probs=True, **kw)
@@ -1068,11 +1066,7 @@ def test_gpu_padded_stats_against_float64(shape, causal, deterministic, dtype, m
     monkeypatch.setattr(bwd, "_new_stats", lambda lse, device=None: made.append(device)
                         or new_stats(lse, device).fill_(float("nan")))   # every padded row must be written
     monkeypatch.setattr(bwd, "_launch_dkdv", None)   # Triton's dK/dV must not run
-    empty = torch.empty_like
-
-    def poisoned(t, **kw):
-        return empty(t, **kw).fill_(float("nan")) if t.is_floating_point() else empty(t, **kw)
-    monkeypatch.setattr(torch, "empty_like", poisoned)
+    _poison_empty_like(monkeypatch)   # a row left unwritten shows
 
     def fn(q, k, v):
         out, lse, _ = pfa.flash_attn_func(q, k, v, causal=causal, deterministic=deterministic,
