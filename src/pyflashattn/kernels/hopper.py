@@ -202,8 +202,8 @@ def fwd_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Ten
              p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale,
              p.alibi_log2, out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
             dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
-                 HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=_alibi_kind(p, config), BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
-                 NUM_STAGES=stages, **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
+                 HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=_alibi_kind(p.has_alibi, p.window_right == 0, config),
+                 BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages, **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
             num_warps, None, options)
 
 
@@ -215,16 +215,16 @@ def _alike_lengths(q: torch.Tensor, k: torch.Tensor, p, fill_percent: int) -> bo
                                       ((q.shape[0], p.max_seqlen_q), (k.shape[0], p.max_seqlen_k)))
 
 
-def _alibi_kind(p, config: KernelConfig):
+def _alibi_kind(has_alibi: bool, right_on_diagonal: bool, config: KernelConfig):
     """The Gluon kernels' ``HAS_ALIBI``: False; 2 where no visible key lies right of the
-    diagonal (``window_right`` 0: causal, or a left window under it) and
+    diagonal (``right_on_diagonal``: ``window_right`` 0, causal or a left window under it) and
     ``hopper_alibi_one_sided`` is on, the bias then one FFMA per score in the forwards
     (``hopper_fwd_kernel._softmax_step``) and the dQ kernels (``hopper_bwd_kernel._scores``);
     else True. The dK/dV kernels keep the two-sided form (``p.has_alibi``): the one-sided one
     spilled more there and saved ~1 % of their instructions (v15, offline)."""
-    if not p.has_alibi:
+    if not has_alibi:
         return False
-    return 2 if p.window_right == 0 and config.hopper_alibi_one_sided else True
+    return 2 if right_on_diagonal and config.hopper_alibi_one_sided else True
 
 
 def dkdv_warp_specialized(p, config: KernelConfig) -> bool:
@@ -326,7 +326,7 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
              lse, delta, dq, p.cu_q(lse), p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale,
              p.softcap_scale, p.alibi_log2, p.softmax_scale, dq.stride(-3), lse.stride(-2), *p.slope_strides()),
             dict(CAUSAL=p.window_right < sq, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
-                 HAS_ALIBI=_alibi_kind(p, config),
+                 HAS_ALIBI=_alibi_kind(p.has_alibi, p.window_right == 0, config),
                  BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
             4, None, options)
 
@@ -364,8 +364,8 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         floats = {"qk_scale", "softcap_scale", "alibi_log2"}
         ptrs = {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32", "SLOPES": "*fp32"}
         flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window, HAS_SOFTCAP=softcap,
-                     HAS_ALIBI=2 if alibi and causal and config.hopper_alibi_one_sided else alibi, **(dict(PAIRED=paired, O_TMA=bool(config.hopper_ws_tma_store))
-                                         if kind == "fwd_ws" else {}))
+                     HAS_ALIBI=_alibi_kind(alibi, causal, config),
+                     **(dict(PAIRED=paired, O_TMA=bool(config.hopper_ws_tma_store)) if kind == "fwd_ws" else {}))
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
         flags = {} if kind == "dq" else dict(PADDED_STATS=stats)
@@ -389,8 +389,8 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
         if fused_dq:
             descs["dq_desc"] = _descriptor(t.float(), bm, head_dim // 2)
         floats = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale"}
-        one_sided = kind == "dq" and alibi and causal and config.hopper_alibi_one_sided   # (the dK/dV: two-sided)
-        flags.update(IS_VARLEN=varlen, HAS_SOFTCAP=softcap, HAS_ALIBI=2 if one_sided else alibi)
+        flags.update(IS_VARLEN=varlen, HAS_SOFTCAP=softcap,   # (the dK/dV kernels: two-sided)
+                     HAS_ALIBI=_alibi_kind(alibi, causal, config) if kind == "dq" else alibi)
         ptrs = {"DK": ptr, "DV": ptr, "DQ": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr, "SLOPES": "*fp32",
                 "CU_Q": "*i32", "CU_K": "*i32"}
     consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,
