@@ -52,7 +52,16 @@ def test_sparse_adjustment():
 
 def test_dropout_adjustment_only_where_shared_memory_is_short():
     assert _adjusted_config(table(128), True, None).num_stages == 2
-    assert _adjusted_config(table(64), True, None) == table(64)
+    assert _adjusted_config(table(64), True, None).num_stages == table(64).num_stages
+
+
+def test_dropout_takes_the_tables_dkdv_tile():
+    """The dK/dV tile the table names for dropout (where the keep mask spilled), only with dropout."""
+    for d, (bm, bn) in {64: (32, 64), 128: (32, 128)}.items():
+        cfg = _adjusted_config(table(d), True, None)
+        assert (cfg.block_m_kv, cfg.block_n_kv) == (bm, bn)
+        assert _adjusted_config(table(d), False, None) == table(d)
+    assert _adjusted_config(table(256), True, None).block_n_kv == table(256).block_n_kv
 
 
 AOT_TRITON = """

@@ -217,9 +217,17 @@ def test_dropout_same_mask_on_every_backend(monkeypatch):
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
 
 
+def test_dropout_threshold_counts_in_256ths():
+    """8-bit draws: p rounds to 1/256ths, a nonzero p drops at least 1/256 (never nothing), and
+    the kept values' scale is the exact inverse of the keep probability actually used."""
+    from pyflashattn.dropout import keep_scale, keep_threshold
+    assert [keep_threshold(p) for p in (0.0, 0.0001, 0.1, 0.5, 0.9999)] == [0, 1, 26, 128, 255]
+    assert keep_scale(0.1) == 256 / 230 and keep_scale(0.0) == 1.0
+
+
 def test_dropout_philox_matches_triton():
     """pyflashattn.dropout is bit-identical to the kernels: Philox's four words, and the keep
-    mask cut from them (16-bit numbers, eight keys per draw) at a threshold that splits them."""
+    mask cut from them (8-bit numbers, sixteen keys per draw) at a threshold that splits them."""
     pytest.importorskip("triton")
     from pyflashattn.dropout import keep_mask, keep_threshold, philox
 

@@ -47,6 +47,13 @@ class KernelConfig:
     # and ran 8-14 % faster than 128 x 128 at two (docs/performance.md, v5)
     num_stages_sparse: int = 3
     block_n_sparse: int = 64
+    # backward with dropout: the Triton dK/dV kernel's tile (0: the one above) where dropout's keep
+    # mask made it spill (``scripts/aot_check.py --dropout``: d=128 64 x 128 queries x keys, stack
+    # 376 B, 32 x 128 8 B; d=64 32 x 128 at 4 warps 352 B, 32 x 64 none). v17, one process
+    # (docs/logs/h200-dropout-tiles-v17.log): forward+backward with dropout -7 % at d=128, -22 %
+    # at d=64, at 4k and 16k
+    dropout_block_m_kv: int = 0
+    dropout_block_n_kv: int = 0
     # the Gluon kernels on Hopper (kernels/hopper.py) for the cases they cover; 0: off.
     # Forward, one warpgroup per program (two programs share an SM; v6 sweeps)
     hopper_block_m: int = 0
@@ -168,7 +175,7 @@ _TABLE_16BIT: dict[int, dict] = {
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1,
              hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True, hopper_dkdv_block_n=64,
-             hopper_dq_block_n=64),
+             hopper_dq_block_n=64, dropout_block_n_kv=64),
     # 96 (split into 64 + 32) takes 128's Triton backward; its forward, four warps over 64-key
     # tiles: +2 to +19 % at 1k-4k over 128's eight over 128 (v13 sweep)
     96: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
@@ -180,7 +187,7 @@ _TABLE_16BIT: dict[int, dict] = {
               hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=2048, hopper_fused_dq_min_seqlen_k=2048,
               hopper_dq_block_n=64, hopper_dq_ws=True,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
-              block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3),
+              block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3, dropout_block_m_kv=32),
     # head dims 129-256 pad to 256 but 192, split into 128 + 64 (split_head_dim). With the split
     # (v13 sweeps, one process each): forward 64-key tiles, 3 stages, +15 % over 32 keys / 4
     # stages; dK/dV 128 keys, 2 stages, +29 to +45 % forward+backward over 64 keys / 3 stages;

@@ -50,32 +50,41 @@ def head_scalars(SLOPES, SEED, b, h, stride_sb, stride_sh, alibi_log2,
 @triton.jit
 def dropout_keep(seed, bh, o_rows, col0, threshold, BLOCK_N: tl.constexpr):
     """bool ``[len(o_rows), BLOCK_N]``: True where dropout keeps element (row, ``col0 + j``);
-    ``col0`` and ``BLOCK_N`` are multiples of 8. One Philox-4x32-10 draw per row and 8 keys,
-    counter (key // 8, row, batch * nheads + head, 0), its four words cut into eight 16-bit
-    numbers: key ``8c + 2w + h`` takes half ``h`` of word ``w`` (``pyflashattn.dropout``, the
-    same numbers on every backend)."""
-    o_c = col0 // 8 + tl.arange(0, BLOCK_N // 8)
+    ``col0`` and ``BLOCK_N`` are multiples of 16. One Philox-4x32-10 draw per row and 16 keys,
+    counter (key // 16, row, batch * nheads + head, 0), its four words cut into sixteen bytes
+    (flash-attn's 8-bit numbers): key ``16c + 4w + j`` takes byte ``j`` of word ``w``
+    (``pyflashattn.dropout``, the same numbers on every backend). Half the draws of 16-bit
+    numbers: Philox (~70 integer operations a draw) is most of dropout's cost."""
+    o_c = col0 // 16 + tl.arange(0, BLOCK_N // 16)
     zero = o_rows[:, None] * 0 + o_c[None, :] * 0
     r0, r1, r2, r3 = tl.random.philox(seed, o_c[None, :] + zero, o_rows[:, None] + zero, zero + bh, zero)
-    # key 8c + 2w + h: the low halves give keys 8c + 2w, the high halves 8c + 2w + 1
-    return tl.interleave(_keep4(r0, r1, r2, r3, threshold),
-                         _keep4(r0 >> 16, r1 >> 16, r2 >> 16, r3 >> 16, threshold)) != 0
+    # byte j of every word at column 4c + w (_keep4), then the four byte planes interleaved the
+    # same way: column 4 (4c + w) + j = 16c + 4w + j
+    return _interleave4(_keep4(r0, r1, r2, r3, threshold, 0), _keep4(r0, r1, r2, r3, threshold, 8),
+                        _keep4(r0, r1, r2, r3, threshold, 16), _keep4(r0, r1, r2, r3, threshold, 24)) != 0
 
 
 @triton.jit
-def _keep4(w0, w1, w2, w3, threshold):
-    """int8 ``[rows, 4 * C]``: 1 where the low 16 bits of word ``w`` of draw ``c`` are >=
+def _keep4(w0, w1, w2, w3, threshold, SHIFT: tl.constexpr):
+    """int8 ``[rows, 4 * C]``: 1 where byte ``SHIFT / 8`` of word ``w`` of draw ``c`` is >=
     ``threshold``, at column ``4c + w``. Compared before the interleaves so that only bytes move
     when they rearrange the tile (an int32 tile's layout change took 64 KB more shared memory than
-    the forward has). ``interleave`` puts its second operand right after its first, so (0, 2)
-    and (1, 3) interleaved, then interleaved again, run 0, 1, 2, 3."""
-    return tl.interleave(tl.interleave(_keep16(w0, threshold), _keep16(w2, threshold)),
-                         tl.interleave(_keep16(w1, threshold), _keep16(w3, threshold)))
+    the forward has)."""
+    return _interleave4(_keep_byte(w0, threshold, SHIFT), _keep_byte(w1, threshold, SHIFT),
+                        _keep_byte(w2, threshold, SHIFT), _keep_byte(w3, threshold, SHIFT))
 
 
 @triton.jit
-def _keep16(word, threshold):
-    return ((word & 0xFFFF).to(tl.int32) >= threshold).to(tl.int8)
+def _interleave4(a0, a1, a2, a3):
+    """``[rows, 4 * C]`` from four ``[rows, C]``: column ``4c + i`` is ``a_i``'s column ``c``.
+    ``interleave`` puts its second operand right after its first, so (0, 2) and (1, 3)
+    interleaved, then interleaved again, run 0, 1, 2, 3."""
+    return tl.interleave(tl.interleave(a0, a2), tl.interleave(a1, a3))
+
+
+@triton.jit
+def _keep_byte(word, threshold, SHIFT: tl.constexpr):
+    return (((word >> SHIFT) & 0xFF).to(tl.int32) >= threshold).to(tl.int8)
 
 
 @triton.jit

@@ -1,0 +1,85 @@
+"""Dropout's cost on the H200 (v17): the forward and forward+backward with dropout_p=0.1 against
+the same call without, b4 h16 d128 bf16 causal at 4k and 16k, as `kernel_bench.py features`
+measures it; with two controls in the same process: the dense causal call on the Triton kernels
+(the ones dropout runs on: `PYFLASHATTN_CONFIG` turning the Gluon kernels off), and SDPA's flash
+backend (FlashAttention-2) with and without dropout.
+Run it once per source tree (PYTHONPATH=...) to compare the RNG schemes across processes.
+``--sweep``: instead, forward+backward with dropout at d 64 and 128, 4k and 16k, under the
+dK/dV tiles that spill less with dropout (offline, ``scripts/aot_check.py --dropout``), A/B/A.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from kernel_bench import bench, make  # noqa: E402
+
+import pyflashattn as pfa  # noqa: E402
+
+TRITON_ONLY = '{"hopper_block_m": 0, "hopper_dkdv_block_n": 0}'
+
+
+def main():
+    print("# pyflashattn from", os.path.dirname(pfa.__file__), torch.cuda.get_device_name(), flush=True)
+    b, h, d = 4, 16, 128
+    for s_len in (4096, 16384):
+        q, k, v = make(b, s_len, h, d)
+        g = torch.randn_like(q)
+        qt, kt, vt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
+        gt = g.transpose(1, 2).contiguous()
+
+        def sdpa(p):
+            def run():
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, dropout_p=p)
+            return run
+        variants = {
+            "causal": (lambda: pfa.flash_attn_func(q, k, v, causal=True), (q, k, v), g, None),
+            "causal triton": (lambda: pfa.flash_attn_func(q, k, v, causal=True), (q, k, v), g, TRITON_ONLY),
+            "causal+dropout": (lambda: pfa.flash_attn_func(q, k, v, causal=True, dropout_p=0.1), (q, k, v), g, None),
+            "sdpa_flash": (sdpa(0.0), (qt, kt, vt), gt, None),
+            "sdpa_flash+dropout": (sdpa(0.1), (qt, kt, vt), gt, None),
+        }
+        for mode in ("fwd", "fwdbwd"):
+            ms = {}
+            for name, (fn, leaves, grad, config) in variants.items():
+                if config:
+                    os.environ["PYFLASHATTN_CONFIG"] = config
+                try:
+                    ms[name] = bench(fn, mode, grad, leaves)
+                finally:
+                    os.environ.pop("PYFLASHATTN_CONFIG", None)
+                print(f"n={s_len:5d} {mode:6s} {name:20s} {ms[name]:8.3f} ms", flush=True)
+            print(f"n={s_len:5d} {mode:6s} dropout / causal {ms['causal+dropout'] / ms['causal']:.2f}x, "
+                  f"/ causal triton {ms['causal+dropout'] / ms['causal triton']:.2f}x; "
+                  f"sdpa flash dropout / none {ms['sdpa_flash+dropout'] / ms['sdpa_flash']:.2f}x", flush=True)
+
+
+SWEEP = {64: [None, '{"num_warps_kv": 8}', '{"block_n_kv": 64}', None],
+         128: [None, '{"block_m_kv": 32}', None]}
+
+
+def sweep():
+    print("# pyflashattn from", os.path.dirname(pfa.__file__), torch.cuda.get_device_name(), flush=True)
+    b, h = 4, 16
+    for d, configs in SWEEP.items():
+        for s_len in (4096, 16384):
+            q, k, v = make(b, s_len, h, d)
+            g = torch.randn_like(q)
+            for config in configs:
+                if config:
+                    os.environ["PYFLASHATTN_CONFIG"] = config
+                try:
+                    ms = bench(lambda: pfa.flash_attn_func(q, k, v, causal=True, dropout_p=0.1), "fwdbwd", g, (q, k, v))
+                finally:
+                    os.environ.pop("PYFLASHATTN_CONFIG", None)
+                print(f"d={d:3d} n={s_len:5d} fwdbwd causal+dropout {ms:8.3f} ms {config or '{}'}", flush=True)
+
+
+if __name__ == "__main__":
+    sweep() if "--sweep" in sys.argv else main()
