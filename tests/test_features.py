@@ -225,22 +225,25 @@ def test_dropout_threshold_counts_in_256ths():
     assert keep_scale(0.1) == 256 / 230 and keep_scale(0.0) == 1.0
 
 
-def test_dropout_philox_matches_triton():
+@pytest.mark.parametrize("block_n", [16, 32, 64, 128])
+def test_dropout_philox_matches_triton(block_n):
     """pyflashattn.dropout is bit-identical to the kernels: Philox's four words, and the keep
-    mask cut from them (8-bit numbers, sixteen keys per draw) at a threshold that splits them."""
+    mask cut from them (8-bit numbers, sixteen keys of a row per draw, in the order a wgmma
+    thread holds them) at a threshold that splits them, for tiles narrower than a draw's 64-key
+    group, one group, and two."""
     pytest.importorskip("triton")
     from pyflashattn.dropout import keep_mask, keep_threshold, philox
 
-    seed, bh, p = 123456789012345, 7, 0.3
-    words = torch.zeros(4, 16, 32, dtype=torch.int64, device=DEVICE)
-    keep = torch.zeros(16, 32, dtype=torch.int32, device=DEVICE)
-    _philox_probe[(1,)](words, keep, seed, bh, keep_threshold(p), BM=16, BN=32)
-    ref = philox(seed, torch.arange(1000, 1032, device=DEVICE)[None, :],
+    seed, bh, p, col0 = 123456789012345, 7, 0.3, 8064
+    words = torch.zeros(4, 16, block_n, dtype=torch.int64, device=DEVICE)
+    keep = torch.zeros(16, block_n, dtype=torch.int32, device=DEVICE)
+    _philox_probe[(1,)](words, keep, seed, bh, keep_threshold(p), col0, BM=16, BN=block_n)
+    ref = philox(seed, torch.arange(1000, 1000 + block_n, device=DEVICE)[None, :],
                  torch.arange(5, 21, device=DEVICE)[:, None], torch.tensor(bh, device=DEVICE), torch.tensor(0, device=DEVICE))
     for w in range(4):
         assert torch.equal(words[w] & 0xFFFFFFFF, ref[w])
     ref_keep = keep_mask(seed, p, torch.tensor(bh, device=DEVICE), torch.arange(5, 21, device=DEVICE),
-                         torch.arange(1000 * 8, 1000 * 8 + 32, device=DEVICE))
+                         torch.arange(col0, col0 + block_n, device=DEVICE))
     assert torch.equal(keep.bool(), ref_keep)
     assert 0.5 < ref_keep.float().mean() < 0.9
 
@@ -252,7 +255,7 @@ try:
     from pyflashattn.kernels.mask import dropout_keep
 
     @triton.jit
-    def _philox_probe(WORDS, KEEP, seed, bh, threshold, BM: tl.constexpr, BN: tl.constexpr):
+    def _philox_probe(WORDS, KEEP, seed, bh, threshold, col0, BM: tl.constexpr, BN: tl.constexpr):
         rows = tl.arange(0, BM)[:, None] + 5
         cols = tl.arange(0, BN)[None, :] + 1000
         zero = rows * 0 + cols * 0
@@ -262,7 +265,7 @@ try:
         tl.store(WORDS + BM * BN + o, r1.to(tl.int64))
         tl.store(WORDS + 2 * BM * BN + o, r2.to(tl.int64))
         tl.store(WORDS + 3 * BM * BN + o, r3.to(tl.int64))
-        tl.store(KEEP + o, dropout_keep(seed, bh, tl.arange(0, BM) + 5, 8000, threshold, BN).to(tl.int32))
+        tl.store(KEEP + o, dropout_keep(seed, bh, tl.arange(0, BM) + 5, col0, threshold, BN).to(tl.int32))
 except ImportError:  # pragma: no cover
     pass
 

@@ -1126,3 +1126,55 @@ def test_gpu_persistent_forward_walks_many_tiles(shape, monkeypatch):
         out, lse, _ = pfa.flash_attn_func(q, k, v, return_attn_probs=True)
         return out, lse
     compare_with_reference(fn, q, k, v)
+
+
+def test_dropout_chosen_only_with_hopper_dropout():
+    """Dropout's forward takes the warp-specialized Gluon kernel only with ``hopper_dropout`` on,
+    and its backward never takes a Gluon kernel (their S^T tiles hold other elements per thread)."""
+    q, k, v = qkv()
+    p = params(q, k, causal=True, dropout_p=0.1)
+    on = cfg(override='{"hopper_dropout": true}')
+    assert not hopper.usable(q, k, v, p, cfg(), device_ok=True)
+    assert hopper.usable(q, k, v, p, on, device_ok=True)
+    assert not hopper.usable(q, k, v, p, cfg(override='{"hopper_dropout": true, "hopper_ws_min_seqlen_k": 0}'),
+                             device_ok=True)
+    assert not hopper.usable(q, k, v, p, on, device_ok=True, dout=torch.randn_like(q))
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("shape", [(2, 300, 300, 4, 4, 128), (1, 77, 1000, 4, 2, 64), (2, 1000, 1000, 2, 2, 64),
+                                   (1, 640, 333, 4, 4, 128)],
+                         ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, monkeypatch):
+    """The warp-specialized forward with dropout (``hopper_dropout``): out against float64
+    attention under the mask ``return_attn_probs`` rebuilds from the seed (``dropout.keep_mask``),
+    within twice the same-dtype reference's error; the gradients (the Triton kernels, which draw
+    the same mask) likewise."""
+    import pyflashattn as pfa
+    from test_features import dense_dropout_ref
+    b, sq, sk, h, hk, d = shape
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", '{"hopper_dropout": true}')
+    q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
+    p, c = params(q, k, causal=causal, dropout_p=0.17), cfg(d, dtype, '{"hopper_dropout": true}')
+    if causal and sq > sk:
+        pytest.skip("rows that see no key: not what this test is about")
+    assert hopper.usable(q, k, v, p, c) and hopper.warp_specialized(p, c)
+    torch.manual_seed(11)
+    out, _, probs = pfa.flash_attn_func(q, k, v, dropout_p=0.17, causal=causal, return_attn_probs=True)
+    keep = probs > 0
+    if not causal:   # (under causal the masked elements have probability 0 too)
+        assert 0.75 < keep.float().mean() < 0.9
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref = dense_dropout_ref(q64, k64, v64, keep, 0.17, causal)
+    low = dense_dropout_ref(q.detach(), k.detach(), v.detach(), keep.to(dtype), 0.17, causal)
+    assert not out.isnan().any()
+    assert (out.double() - ref).abs().max() <= 2 * (low.double() - ref).abs().max() + 1e-5
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), g)
+    ref_grads = torch.autograd.grad(ref, (q64, k64, v64), g.double())
+    qd, kd, vd = (t.detach().requires_grad_() for t in (q, k, v))
+    low_grads = torch.autograd.grad(dense_dropout_ref(qd, kd, vd, keep.to(dtype), 0.17, causal), (qd, kd, vd), g)
+    for name, a, r, lo in zip("qkv", grads, ref_grads, low_grads):
+        assert (a.double() - r).abs().max() <= 2 * (lo.double() - r).abs().max() + 1e-4, name

@@ -5,7 +5,7 @@ measures it; with two controls in the same process: the dense causal call on the
 backend (FlashAttention-2) with and without dropout.
 Run it once per source tree (PYTHONPATH=...) to compare the RNG schemes across processes.
 ``--sweep``: instead, forward+backward with dropout at d 64 and 128, 4k and 16k, under the
-dK/dV tiles that spill less with dropout (offline, ``scripts/aot_check.py --dropout``), A/B/A.
+Triton tiles in ``SWEEP`` (offline, ``scripts/aot_check.py --dropout``), A/B/A.
 """
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from kernel_bench import bench, make  # noqa: E402
 
 import pyflashattn as pfa  # noqa: E402
+from pyflashattn.configs import KernelConfig  # noqa: E402
 
 TRITON_ONLY = '{"hopper_block_m": 0, "hopper_dkdv_block_n": 0}'
+GLUON_DROPOUT = "hopper_dropout" in KernelConfig.__dataclass_fields__
 
 
 def main():
@@ -42,6 +44,10 @@ def main():
             "causal": (lambda: pfa.flash_attn_func(q, k, v, causal=True), (q, k, v), g, None),
             "causal triton": (lambda: pfa.flash_attn_func(q, k, v, causal=True), (q, k, v), g, TRITON_ONLY),
             "causal+dropout": (lambda: pfa.flash_attn_func(q, k, v, causal=True, dropout_p=0.1), (q, k, v), g, None),
+            # the warp-specialized Gluon forward with dropout (experiment/gluon-dropout's switch;
+            # where the sources have no such switch, the same as the row above)
+            "causal+dropout gluon": (lambda: pfa.flash_attn_func(q, k, v, causal=True, dropout_p=0.1), (q, k, v), g,
+                                     '{"hopper_dropout": true}' if GLUON_DROPOUT else None),
             "sdpa_flash": (sdpa(0.0), (qt, kt, vt), gt, None),
             "sdpa_flash+dropout": (sdpa(0.1), (qt, kt, vt), gt, None),
         }
@@ -55,13 +61,17 @@ def main():
                 finally:
                     os.environ.pop("PYFLASHATTN_CONFIG", None)
                 print(f"n={s_len:5d} {mode:6s} {name:20s} {ms[name]:8.3f} ms", flush=True)
+            print(f"n={s_len:5d} {mode:6s} gluon dropout / causal {ms['causal+dropout gluon'] / ms['causal']:.2f}x, "
+                  f"/ sdpa flash dropout {ms['causal+dropout gluon'] / ms['sdpa_flash+dropout']:.2f}x", flush=True)
             print(f"n={s_len:5d} {mode:6s} dropout / causal {ms['causal+dropout'] / ms['causal']:.2f}x, "
                   f"/ causal triton {ms['causal+dropout'] / ms['causal triton']:.2f}x; "
                   f"sdpa flash dropout / none {ms['sdpa_flash+dropout'] / ms['sdpa_flash']:.2f}x", flush=True)
 
 
-SWEEP = {64: [None, '{"num_warps_kv": 8}', '{"block_n_kv": 64}', None],
-         128: [None, '{"block_m_kv": 32}', None]}
+# v17: the dK/dV tiles (shipped as dropout_block_m_kv / n_kv); v18: d=64's dQ tile, whose
+# 32-key tiles draw their whole 64-key group with the wgmma-order map (offline: stack 136 B;
+# 64 keys at 8 warps none)
+SWEEP = {64: [None, '{"block_n_q": 64, "num_warps_q": 8}', '{"num_warps_q": 8}', None]}
 
 
 def sweep():

@@ -66,6 +66,10 @@ class KernelConfig:
     # cross-run numbers are noisy (docs/performance.md, v7); the one-warpgroup kernel stays
     # selectable (hopper_ws_min_seqlen_k = 0) and tested
     hopper_ws_min_seqlen_k: int = 0
+    # dropout in that kernel (kernels/hopper_dropout.py: the keep mask drawn in the accumulator's
+    # registers, where the Triton forward rearranges it through shared memory at 2.1x its dense
+    # time, v17 item 5); the backward stays on the Triton kernels. Experiment, not yet run on a GPU
+    hopper_dropout: bool = False
     hopper_ws_block_n: int = 128
     hopper_ws_stages: int = 2
     # that kernel persistent (one program per SM walking the tiles, the next tile's loads under

@@ -1,14 +1,17 @@
 """Dropout's random numbers, the same on every backend.
 
-One Philox-4x32-10 draw (counter ``(key index // 16, query index, batch * nheads + head, 0)``,
-64-bit key = the seed) gives four 32-bit words, cut into sixteen 8-bit numbers for sixteen
-neighbouring keys: key ``16c + 4w + j`` of a row takes byte ``j`` (0: lowest) of word ``w``. An
-element is kept when its number is >= ``keep_threshold(p)``, so dropout probabilities are
-multiples of 2^-8, as flash-attn's (``p_dropout_in_uint8_t``), and the kept values are scaled by
-``keep_scale(p)``, the inverse of the exact keep probability. The mask is a pure function of
-(seed, position), so the backward regenerates it and nothing is stored. (One draw per element
-made Philox, ~70 integer operations, cost 3-4x the attention itself on the H200; one per 8
-keys, 16-bit numbers, v3 to v16: dropout's forward 2.9-3.4x the dense one's.)
+One Philox-4x32-10 draw serves sixteen keys of a row, spread as a thread of a Hopper wgmma
+accumulator holds them, so that the Gluon kernels draw each thread's own elements and move none:
+for key ``c``, the counter is ``((c // 64) * 4 + (c % 8) // 2, query index, batch * nheads + head,
+0)`` (64-bit key = the seed), and of the draw's four 32-bit words cut into sixteen bytes (byte
+``y`` of word ``w`` is number ``4w + y``) the key takes number ``2 * ((c % 64) // 8) + c % 2``. A
+thread holds, per row, columns ``8j + 2t + e`` (its lane's ``t``, all ``j`` and ``e``): sixteen of
+them per 64 keys, one draw. An element is kept when its number is >= ``keep_threshold(p)``, so
+``dropout_p`` counts in 1/256ths as flash-attn's (``p_dropout_in_uint8_t``), and the kept values
+are scaled by ``keep_scale(p)``, the inverse of the exact keep probability. The mask is a pure
+function of (seed, position), so the backward regenerates it and nothing is stored.
+(History: one draw per element cost 3-4x the attention itself on the H200; one per 8 keys,
+16-bit numbers, v3-v16; one per 16 consecutive keys, v17.)
 This module is the PyTorch twin of Triton's ``tl.random.philox`` for the CPU path and for tests,
 and draws seeds from torch's generator (``torch.manual_seed`` makes dropout reproducible).
 """
@@ -72,12 +75,13 @@ def philox(seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: 
 
 def uniform8(seed: int, bh: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """The 8-bit random number (int64) of each element ``broadcast(bh[..., None, None],
-    rows[:, None], cols[None, :])``, as the kernels draw it."""
-    words = torch.stack(philox(seed, (cols // 16)[None, :], rows[:, None], bh[..., None, None],
+    rows[:, None], cols[None, :])``, as the kernels draw it (the module docstring's map)."""
+    counter = (cols // 64) * 4 + (cols % 8) // 2
+    words = torch.stack(philox(seed, counter[None, :], rows[:, None], bh[..., None, None],
                                torch.zeros((), dtype=torch.int64, device=rows.device)))
-    slot = cols % 16
-    word = torch.gather(words, 0, (slot // 4).expand_as(words[:1]))[0]
-    return (word >> (8 * (slot % 4))) & 0xFF
+    number = 2 * ((cols % 64) // 8) + cols % 2
+    word = torch.gather(words, 0, (number // 4).expand_as(words[:1]))[0]
+    return (word >> (8 * (number % 4))) & 0xFF
 
 
 def keep_mask(seed: int, dropout_p: float, bh: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

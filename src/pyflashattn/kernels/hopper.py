@@ -70,8 +70,10 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     block = config.hopper_block_m if dout is None else config.hopper_dkdv_block_n
     if not block or q.dtype not in (torch.float16, torch.bfloat16):
         return False
-    if p.is_sparse or p.has_dropout:
+    if p.is_sparse:
         return False
+    if p.has_dropout and not (dout is None and config.hopper_dropout and warp_specialized(p, config)):
+        return False   # dropout: the warp-specialized forward with hopper_dropout only
     features = dout is None and config.hopper_features
     if p.is_varlen and not (features or (dout is not None and config.hopper_bwd_varlen)):
         return False
@@ -200,10 +202,11 @@ def fwd_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Ten
     return (_launcher(kernel), grid,
             (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), *o_desc, out, lse, p.cu_q(lse),
              p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.window_left, p.qk_scale, p.softcap_scale,
-             p.alibi_log2, out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk),
+             p.alibi_log2, out.stride(-3), lse.stride(-2), *p.slope_strides(), *walk,
+             *(p.dropout_args(lse) if ws else ())),
             dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
                  HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=_alibi_kind(p.has_alibi, p.window_right == 0, config),
-                 BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages, **(dict(PAIRED=paired, O_TMA=o_tma) if ws else {})),
+                 BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages, **(dict(PAIRED=paired, O_TMA=o_tma, HAS_DROPOUT=p.has_dropout) if ws else {})),
             num_warps, None, options)
 
 
@@ -333,12 +336,13 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
 
 def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal: bool, kind: str = "fwd",
                  dump: bool = False, varlen: bool = False, window: bool = False, softcap: bool = False,
-                 alibi: bool = False, fused_dq: bool = False, paired: bool = False, stats: bool = False) -> dict:
+                 alibi: bool = False, fused_dq: bool = False, paired: bool = False, stats: bool = False,
+                 dropout: bool = False) -> dict:
     """Build the forward (``kind="fwd"``; ``"fwd_ws"`` the warp-specialized one; optionally their
     feature variants), dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
     with ``fused_dq``) or dQ (``"dq"``; the table's ``hopper_dq_ws`` picks which) kernel for sm_90
     here, no GPU needed (Triton's bundled ptxas; ``paired``: the warp-specialized forward's causal
-    pairs): its shared memory, registers and spills (``kernels.aot.resource_usage``) and
+    pairs; ``dropout``: its ``HAS_DROPOUT``): its shared memory, registers and spills (``kernels.aot.resource_usage``) and
     its wgmmas and full waits for them (``kernels.aot.wgmma_waits``); with ``dump``, its TTGIR and
     PTX too."""
     import triton
@@ -361,11 +365,12 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
     if kind in ("fwd", "fwd_ws"):
         descs = dict(q_desc=_descriptor(t, q_rows), k_desc=_descriptor(t, bn), v_desc=_descriptor(t, bn),
                      o_desc=_descriptor(t, q_rows))
-        floats = {"qk_scale", "softcap_scale", "alibi_log2"}
-        ptrs = {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32", "SLOPES": "*fp32"}
+        floats = {"qk_scale", "softcap_scale", "alibi_log2", "drop_scale"}
+        ptrs = {"O": ptr, "LSE": "*fp32", "CU_Q": "*i32", "CU_K": "*i32", "SLOPES": "*fp32", "SEED": "*i64"}
         flags = dict(IS_VARLEN=varlen, HAS_WINDOW=window, MAY_BE_EMPTY=varlen or window, HAS_SOFTCAP=softcap,
                      HAS_ALIBI=_alibi_kind(alibi, causal, config),
-                     **(dict(PAIRED=paired, O_TMA=bool(config.hopper_ws_tma_store)) if kind == "fwd_ws" else {}))
+                     **(dict(PAIRED=paired, O_TMA=bool(config.hopper_ws_tma_store), HAS_DROPOUT=dropout)
+                        if kind == "fwd_ws" else {}))
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
         flags = {} if kind == "dq" else dict(PADDED_STATS=stats)

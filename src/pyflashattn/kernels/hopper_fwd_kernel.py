@@ -25,6 +25,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
+from .hopper_dropout import dropout_keep
+
 LN2: gl.constexpr = gl.constexpr(0.6931471805599453)
 
 
@@ -132,7 +134,7 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
                full_lo, offs_m, seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, alibi,
                CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr,
                HAS_ALIBI: gl.constexpr, WS: gl.constexpr, NUM_WARPS: gl.constexpr, s_layout: gl.constexpr,
-               o_layout: gl.constexpr):
+               o_layout: gl.constexpr, dropout, HAS_DROPOUT: gl.constexpr):
     """The key steps of one query tile (the rows of ``q``, in registers): step t holds key block
     ``j_lo + t`` in ring slot ``(step0 + t) % NUM_STAGES`` (``step0``: the steps the rings ran
     before this tile). S(t) = Q K(t)^T and P(t-1) V(t-1) are issued together, and the softmax of
@@ -143,7 +145,11 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
     read it (``refill`` = the K and V descriptors, the first key row, the column), ``k_ready`` /
     ``v_ready`` being the rings' only barriers. ``WS``: a consumer warpgroup, which releases each
     slot on ``k_empty`` / ``v_empty`` for the producer warp, and Q's on ``q_empty`` once the first
-    matmul has read it."""
+    matmul has read it.
+
+    ``HAS_DROPOUT``: P V sees P with dropout's zeros (``hopper_dropout.dropout_keep``; ``dropout``
+    = (seed, batch * nheads + head, keep threshold)); the row sums do not, and the caller scales
+    the output by 1 / P(keep)."""
     dtype: gl.constexpr = k_smem.dtype
     NUM_STAGES: gl.constexpr = k_smem.shape[0]
     BLOCK_N: gl.constexpr = k_smem.shape[1]
@@ -175,6 +181,8 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
     p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift,
                                        window_left, qk_scale, softcap_scale, alibi, CAUSAL, HAS_WINDOW,
                                        MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
+    if HAS_DROPOUT:
+        p = gl.where(dropout_keep(dropout[0], dropout[1], offs_m, offs_n, j_lo * BLOCK_N, dropout[2], s_layout), p, 0.0)
     p_prev = gl.convert_layout(p.to(dtype), p_op)
     if not WS:
         if NUM_WARPS > 4:  # every warpgroup is done reading K(0) before TMA refills its slot
@@ -197,6 +205,9 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
         p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
                                            causal_shift, window_left, qk_scale, softcap_scale, alibi, CAUSAL,
                                            HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
+        if HAS_DROPOUT:
+            p = gl.where(dropout_keep(dropout[0], dropout[1], offs_m, offs_n, (j_lo + t) * BLOCK_N, dropout[2],
+                                      s_layout), p, 0.0)
         if WS:
             acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
             mbarrier.arrive(v_empty.index(v_slot), count=1)       # and with V(t-1)
@@ -393,7 +404,7 @@ def attn_fwd_hopper_kernel(q_desc, k_desc, v_desc, O, LSE, CU_Q, CU_K, SLOPES, s
     acc, m_i, l_i = _fwd_steps(q, k_smem, v_smem, k_bar, v_bar, k_bar, v_bar, q_bar, (k_desc, v_desc, row_k, kv_col),
                                0, n_steps, j_lo, n_full, full_lo, offs_m, seqlen_k, causal_shift, window_left,
                                qk_scale, softcap_scale, (slope2, m0 + causal_shift), CAUSAL, HAS_WINDOW,
-                               MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, False, num_warps, s_layout, o_layout)
+                               MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, False, num_warps, s_layout, o_layout, (), False)
 
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(NUM_STAGES):

@@ -109,7 +109,7 @@ def _producer(args, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: g
     have arrived on its "empty" barrier (each releases it on its own)."""
     (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
      geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os,
-     o_tma) = args
+     o_tma, drop) = args
     NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
     BLOCK_N: gl.constexpr = k_smem.type.shape[1]
     HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
@@ -146,13 +146,14 @@ def _producer(args, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: g
 @gluon.jit
 def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
               MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-              PAIRED: gl.constexpr, O_TMA: gl.constexpr):
+              PAIRED: gl.constexpr, O_TMA: gl.constexpr, HAS_DROPOUT: gl.constexpr):
     """One warpgroup, 64 query rows of each of the program's tiles: S(t) = Q K(t)^T and
     P(t-1) V(t-1) issued together, the softmax of S(t) while P(t-1) V(t-1) runs; then the
-    epilogue (out, lse) of its rows."""
+    epilogue (out, lse) of its rows. ``HAS_DROPOUT``: P V with dropout's zeros (``_fwd_steps``),
+    the output scaled by 1 / P(keep)."""
     (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
      geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os,
-     o_tma) = args
+     o_tma, drop) = args
     BLOCK_N: gl.constexpr = k_smem.type.shape[1]
     HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
     BLOCK_M: gl.constexpr = 2 * ROWS
@@ -183,10 +184,18 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.conste
             mbarrier.wait(q_bar.index(WG), n_done & 1)
             q = q_smem.index(WG).load(q_op)       # Q stays in registers: S = Q K^T reads only K from shared
             offs_m = start + gl.arange(0, ROWS, layout=rows_s)
+            SEED, drop_threshold, drop_scale = drop
+            if HAS_DROPOUT:   # the counter's batch x head as the Triton kernels' (varlen: sequence b)
+                dropout = (gl.load(SEED), b * geometry[4] + h, drop_threshold)
+            else:
+                dropout = ()
             acc, m_i, l_i = _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty.index(WG),
                                        (k_desc, v_desc, row_k, kv_col), step0, n_steps, j_lo, n_full, full_lo, offs_m,
                                        seqlen_k, causal_shift, window_left, qk_scale, softcap_scale, alibi, CAUSAL,
-                                       HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, True, 4, s_layout, o_layout)
+                                       HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, True, 4, s_layout, o_layout,
+                                       dropout, HAS_DROPOUT)
+            if HAS_DROPOUT:
+                acc = acc * drop_scale
 
             if O_TMA:
                 o_own = (o_tma[0], o_tma[1].index(WG))
@@ -203,10 +212,11 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, IS_VARLEN: gl.conste
 @gluon.jit
 def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, O, LSE, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads,
                        group, window_left, qk_scale, softcap_scale, alibi_log2, stride_os, stride_lh, stride_sb,
-                       stride_sh, n_tiles, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr,
-                       MAY_BE_EMPTY: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
-                       PAIRED: gl.constexpr, O_TMA: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                       HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+                       stride_sh, n_tiles, SEED, drop_threshold, drop_scale, CAUSAL: gl.constexpr,
+                       IS_VARLEN: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr,
+                       HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, PAIRED: gl.constexpr, O_TMA: gl.constexpr,
+                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                       NUM_STAGES: gl.constexpr, num_warps: gl.constexpr, HAS_DROPOUT: gl.constexpr = False):
     """Tiles of 128 query rows of one (batch, head), ``n_tiles`` of them (query blocks x batch x
     heads), walked by each program from its id in steps of the grid's size: two consumer
     warpgroups of 64 rows and a producer warp (launch with ``maxnreg=MAXNREG``). Dense: q
@@ -215,7 +225,10 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, O, LSE, CU_Q, CU_K, SLOPE
     ``seqlen_k`` are then the maxima). ``HAS_WINDOW``: keys below ``i + shift - window_left`` are
     masked and their blocks skipped. ``HAS_SOFTCAP``, ``HAS_ALIBI``: as the Triton forward (ALiBi
     slopes per head or per (batch, head) through ``stride_sb``/``stride_sh``). ``O_TMA``: out's
-    full tiles by TMA stores through ``o_desc`` (out seen as q, 64-row blocks; otherwise unused)."""
+    full tiles by TMA stores through ``o_desc`` (out seen as q, 64-row blocks; otherwise unused).
+    ``HAS_DROPOUT`` (``hopper_dropout``, an experiment): dropout with the seed at ``SEED``, the
+    keep threshold and 1 / P(keep) of ``params.KernelParams.dropout_args``, drawn in the
+    accumulator's registers (``hopper_dropout.dropout_keep``)."""
     gl.static_assert(BLOCK_M == 2 * ROWS)     # two consumer warpgroups
     gl.static_assert(num_warps == 4)          # the default partition is consumer 0
     gl.static_assert(NUM_STAGES >= 2)
@@ -238,12 +251,12 @@ def attn_fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, O, LSE, CU_Q, CU_K, SLOPE
     geometry = (CU_Q, CU_K, seqlen_q, seqlen_k, nheads, group, window_left, stride_lh)
     args = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
             geometry, n_tiles, SLOPES, alibi_log2, stride_sb, stride_sh, qk_scale, softcap_scale, O, LSE, stride_os,
-            o_tma)
+            o_tma, (SEED, drop_threshold, drop_scale))
     # registers: 240 for each consumer, 24 for the producer (setmaxnreg moves them at run time)
     gl.warp_specialize([(_consumer, (args, 0, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI,
-                                     PAIRED, O_TMA)),
+                                     PAIRED, O_TMA, HAS_DROPOUT)),
                         (_consumer, (args, 1, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI,
-                                     PAIRED, O_TMA)),
+                                     PAIRED, O_TMA, HAS_DROPOUT)),
                         (_producer, (args, CAUSAL, IS_VARLEN, HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI,
                                      PAIRED))],
                        [4, 1], [240, 24])

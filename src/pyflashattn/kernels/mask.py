@@ -49,37 +49,44 @@ def head_scalars(SLOPES, SEED, b, h, stride_sb, stride_sh, alibi_log2,
 
 @triton.jit
 def dropout_keep(seed, bh, o_rows, col0, threshold, BLOCK_N: tl.constexpr):
-    """bool ``[len(o_rows), BLOCK_N]``: True where dropout keeps element (row, ``col0 + j``);
-    ``col0`` and ``BLOCK_N`` are multiples of 16. One Philox-4x32-10 draw per row and 16 keys,
-    counter (key // 16, row, batch * nheads + head, 0), its four words cut into sixteen bytes
-    (flash-attn's 8-bit numbers): key ``16c + 4w + j`` takes byte ``j`` of word ``w``
-    (``pyflashattn.dropout``, the same numbers on every backend). Half the draws of 16-bit
-    numbers: Philox (~70 integer operations a draw) is most of dropout's cost."""
-    o_c = col0 // 16 + tl.arange(0, BLOCK_N // 16)
-    zero = o_rows[:, None] * 0 + o_c[None, :] * 0
-    r0, r1, r2, r3 = tl.random.philox(seed, o_c[None, :] + zero, o_rows[:, None] + zero, zero + bh, zero)
-    # byte j of every word at column 4c + w (_keep4), then the four byte planes interleaved the
-    # same way: column 4 (4c + w) + j = 16c + 4w + j
-    return _interleave4(_keep4(r0, r1, r2, r3, threshold, 0), _keep4(r0, r1, r2, r3, threshold, 8),
-                        _keep4(r0, r1, r2, r3, threshold, 16), _keep4(r0, r1, r2, r3, threshold, 24)) != 0
+    """bool ``[len(o_rows), BLOCK_N]``: True where dropout keeps element (row, ``col0 + c``);
+    ``col0`` a multiple of ``BLOCK_N``, a power of two >= 16. The map of ``pyflashattn.dropout``:
+    one Philox-4x32-10 draw per row and 64-key group ``g`` and ``t`` in 0..3, counter (4g + t,
+    row, batch * nheads + head, 0), its sixteen bytes for keys ``64g + 8j + 2t + e`` (number
+    ``2j + e``), the elements a Hopper wgmma thread holds. Here they are rearranged into key
+    order (the Gluon forward draws them where they are). A tile narrower than a group draws
+    its whole group and keeps its part."""
+    GROUPS: tl.constexpr = max(BLOCK_N // 64, 1)
+    o_g = tl.arange(0, GROUPS)
+    o_t = tl.arange(0, 4)
+    c0 = (col0 // 64 + o_g[None, :, None]) * 4 + o_t[None, None, :] + o_rows[:, None, None] * 0
+    c1 = o_rows[:, None, None] + c0 * 0
+    zero = c0 * 0
+    w0, w1, w2, w3 = tl.random.philox(seed, c0, c1, zero + bh, zero)
+    # numbers 2j and 2j + 1 (bytes 2 (j % 2) and +1 of word j // 2) interleaved: [rows, G, 8 (t, e)]
+    x0 = _byte_pair(w0, threshold, 0)
+    x1 = _byte_pair(w0, threshold, 16)
+    x2 = _byte_pair(w1, threshold, 0)
+    x3 = _byte_pair(w1, threshold, 16)
+    x4 = _byte_pair(w2, threshold, 0)
+    x5 = _byte_pair(w2, threshold, 16)
+    x6 = _byte_pair(w3, threshold, 0)
+    x7 = _byte_pair(w3, threshold, 16)
+    # j as three new trailing dims (bit 0 innermost), moved above (t, e): [rows, G, 8 (j), 8 (t, e)]
+    y = tl.join(tl.join(tl.join(x0, x1), tl.join(x2, x3)), tl.join(tl.join(x4, x5), tl.join(x6, x7)))
+    y = tl.reshape(tl.permute(y, (0, 1, 5, 4, 3, 2)), (o_rows.shape[0], GROUPS * 64))
+    if BLOCK_N < 64:  # this tile's part of its group
+        y = tl.reshape(y, (o_rows.shape[0], 64 // BLOCK_N, BLOCK_N))
+        part = (tl.arange(0, 64 // BLOCK_N) == (col0 % 64) // BLOCK_N)[None, :, None]
+        y = tl.sum(tl.where(part, y, 0), axis=1)
+    return y != 0
 
 
 @triton.jit
-def _keep4(w0, w1, w2, w3, threshold, SHIFT: tl.constexpr):
-    """int8 ``[rows, 4 * C]``: 1 where byte ``SHIFT / 8`` of word ``w`` of draw ``c`` is >=
-    ``threshold``, at column ``4c + w``. Compared before the interleaves so that only bytes move
-    when they rearrange the tile (an int32 tile's layout change took 64 KB more shared memory than
-    the forward has)."""
-    return _interleave4(_keep_byte(w0, threshold, SHIFT), _keep_byte(w1, threshold, SHIFT),
-                        _keep_byte(w2, threshold, SHIFT), _keep_byte(w3, threshold, SHIFT))
-
-
-@triton.jit
-def _interleave4(a0, a1, a2, a3):
-    """``[rows, 4 * C]`` from four ``[rows, C]``: column ``4c + i`` is ``a_i``'s column ``c``.
-    ``interleave`` puts its second operand right after its first, so (0, 2) and (1, 3)
-    interleaved, then interleaved again, run 0, 1, 2, 3."""
-    return tl.interleave(tl.interleave(a0, a2), tl.interleave(a1, a3))
+def _byte_pair(word, threshold, SHIFT: tl.constexpr):
+    """int8 ``[..., 8]`` from ``[..., 4]`` words: column ``2t + e`` is 1 where byte ``SHIFT / 8 +
+    e`` of word ``t`` is >= ``threshold``."""
+    return tl.interleave(_keep_byte(word, threshold, SHIFT), _keep_byte(word, threshold, SHIFT + 8))
 
 
 @triton.jit

@@ -1,0 +1,79 @@
+"""Dropout's keep mask in the Gluon kernels, drawn where the wgmma accumulator holds the scores.
+
+The map is ``pyflashattn.dropout``'s: one Philox-4x32-10 draw per row, 64-key group ``g`` and
+``t`` in 0..3 (counter ``(4g + t, row, batch * nheads + head, 0)``), its sixteen bytes for keys
+``64g + 8j + 2t + e`` (number ``2j + e``). A thread of a wgmma accumulator ``[rows, BLOCK_N]``
+holds, per row, columns ``8j' + 2t + e`` with ``t`` its lane's (lane % 4) and every ``j'`` and
+``e`` in registers: exactly the sixteen keys of one draw per 64 columns. So here each thread
+draws its own elements' numbers and no element moves between threads: the scores' index
+tensors are reshaped to ``[rows, G, 8 (j), 4 (t), 2 (e)]`` and reduced over ``j`` and ``e``
+(registers only) to get one counter per draw in the thread that needs it; the draws' bytes are
+joined back along register dimensions and reshaped to the accumulator's shape, whose layout must
+then equal the accumulator's (``convert_layout(..., assert_trivial=True)``: a conversion through
+shared memory, what makes dropout cost 2x in the Triton forward (v17 item 5), fails the build).
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+_ROUND_A: gl.constexpr = gl.constexpr(0xD2511F53)
+_ROUND_B: gl.constexpr = gl.constexpr(0xCD9E8D57)
+_KEY_A: gl.constexpr = gl.constexpr(0x9E3779B9)
+_KEY_B: gl.constexpr = gl.constexpr(0xBB67AE85)
+
+
+@gluon.jit
+def _philox(seed, c0, c1, c2, c3):
+    """Philox-4x32-10 of counters ``c0..c3`` (uint32 tensors) under the 64-bit ``seed``: the four
+    words, as ``triton.language.random.philox`` (the Triton kernels' and ``dropout.philox``)."""
+    seed = seed.to(gl.uint64)
+    k0 = (seed & 0xFFFFFFFF).to(gl.uint32)
+    k1 = ((seed >> 32) & 0xFFFFFFFF).to(gl.uint32)
+    for _ in gl.static_range(10):
+        _c0 = c0
+        _c2 = c2
+        c0 = gl.umulhi(_c2, _ROUND_B) ^ c1 ^ k0
+        c2 = gl.umulhi(_c0, _ROUND_A) ^ c3 ^ k1
+        c1 = _c2 * _ROUND_B
+        c3 = _c0 * _ROUND_A
+        k0 = k0 + _KEY_A
+        k1 = k1 + _KEY_B
+    return c0, c1, c2, c3
+
+
+@gluon.jit
+def _byte_pair(word, threshold, SHIFT: gl.constexpr):
+    """``[..., 2]``: whether bytes ``SHIFT / 8`` and ``SHIFT / 8 + 1`` of ``word`` are >= ``threshold``."""
+    lo = ((word >> SHIFT) & 0xFF) >= threshold
+    hi = ((word >> (SHIFT + 8)) & 0xFF) >= threshold
+    return gl.join(lo, hi)
+
+
+@gluon.jit
+def dropout_keep(seed, bh, offs_m, offs_n, col0, threshold, layout: gl.constexpr):
+    """bool ``[len(offs_m), len(offs_n)]`` in ``layout`` (a wgmma accumulator's: ``offs_m`` in its
+    ``SliceLayout(1)``, ``offs_n`` in its ``SliceLayout(0)``): True where dropout keeps query row
+    ``offs_m[i]``'s key ``col0 + offs_n[j]``. ``col0`` a multiple of 64, ``len(offs_n)`` too;
+    ``threshold`` as ``dropout.keep_threshold``; ``seed`` the int64 seed, ``bh`` batch * nheads
+    + head."""
+    ROWS: gl.constexpr = offs_m.shape[0]
+    BLOCK_N: gl.constexpr = offs_n.shape[0]
+    GROUPS: gl.constexpr = BLOCK_N // 64
+    gl.static_assert(BLOCK_N % 64 == 0)
+    rows = gl.expand_dims(offs_m, 1) + gl.expand_dims(offs_n, 0) * 0
+    cols = gl.expand_dims(offs_n, 0) + gl.expand_dims(offs_m, 1) * 0
+    # a draw's counter (and row) in the thread that holds its sixteen keys: reduced over j and e
+    group = gl.reshape(col0 // 16 + (cols // 64) * 4 + (cols % 8) // 2, [ROWS, GROUPS, 8, 4, 2])
+    group = gl.max(gl.max(group, axis=4), axis=2)
+    row = gl.max(gl.max(gl.reshape(rows, [ROWS, GROUPS, 8, 4, 2]), axis=4), axis=2)
+    zero = row * 0
+    w0, w1, w2, w3 = _philox(seed, group.to(gl.uint32, bitcast=True), row.to(gl.uint32, bitcast=True),
+                             (zero + bh).to(gl.uint32, bitcast=True), zero.to(gl.uint32, bitcast=True))
+    thr = threshold.to(gl.uint32)
+    # numbers 2j and 2j + 1 of each draw: [rows, G, 4 (t), 2 (e)]; then j as three trailing
+    # dimensions (bit 0 innermost) moved above (t, e), and the shape the accumulator has
+    y = gl.join(gl.join(gl.join(_byte_pair(w0, thr, 0), _byte_pair(w0, thr, 16)),
+                        gl.join(_byte_pair(w1, thr, 0), _byte_pair(w1, thr, 16))),
+                gl.join(gl.join(_byte_pair(w2, thr, 0), _byte_pair(w2, thr, 16)),
+                        gl.join(_byte_pair(w3, thr, 0), _byte_pair(w3, thr, 16))))
+    y = gl.reshape(gl.permute(y, (0, 1, 6, 5, 4, 2, 3)), [ROWS, BLOCK_N])
+    return gl.convert_layout(y, layout, assert_trivial=True)
