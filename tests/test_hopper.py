@@ -115,9 +115,10 @@ def test_features_as_the_table_says():
     q2, k2, v2 = qkv(sq=301, sk=300)
     assert hopper.usable(q2, k2, v2, params(q2, k2, causal=True), shipped, device_ok=True)  # rows with no key
     assert not hopper.usable(q2, k2, v2, params(q2, k2, causal=True), off, device_ok=True)
-    # still refused: a bounded right side other than causal, dropout
+    # still refused: a bounded right side other than causal; dropout without hopper_dropout
     assert not hopper.usable(q, k, v, params(q, k, window=(64, 64)), on, device_ok=True)
-    assert not hopper.usable(q, k, v, params(q, k, dropout_p=0.1), on, device_ok=True)
+    assert not hopper.usable(q, k, v, params(q, k, dropout_p=0.1), cfg(override=json.dumps({"hopper_dropout": 0})),
+                             device_ok=True)
     # the dK/dV kernel takes varlen as shipped (hopper_bwd_varlen, v15), not without the switch
     p_vl, dop = varlen_params(qp, kp, cu, cu, 300, 300), torch.randn_like(qp)
     dkdv_on = {"hopper_features": 1, "hopper_dkdv_block_n": 64}
@@ -133,7 +134,9 @@ def test_refused_where_it_does_not_apply():
     for d in (32, 96, 256):
         assert not usable(*qkv(d=d)), d
     assert not usable(q, k, torch.randn(2, 300, 4, 64, dtype=q.dtype))               # dv != d
-    assert not usable(q, k, v, window=(64, 64)) and not usable(q, k, v, dropout_p=0.1)
+    assert not usable(q, k, v, window=(64, 64))
+    assert not hopper.usable(q, k, v, params(q, k, dropout_p=0.1), cfg(override=json.dumps({"hopper_dropout": 0})),
+                             device_ok=True)
     assert not hopper.usable(q, k, v, params(q, k, alibi=torch.rand(4)),
                              cfg(override=json.dumps({"hopper_alibi": 0})), device_ok=True)
     assert not usable(q, k[:, :0], v[:, :0])                                          # no keys
@@ -1129,16 +1132,16 @@ def test_gpu_persistent_forward_walks_many_tiles(shape, monkeypatch):
 
 
 def test_dropout_chosen_only_with_hopper_dropout():
-    """Dropout's forward takes the warp-specialized Gluon kernel only with ``hopper_dropout`` on,
-    and its backward never takes a Gluon kernel (their S^T tiles hold other elements per thread)."""
-    q, k, v = qkv()
-    p = params(q, k, causal=True, dropout_p=0.1)
-    on = cfg(override='{"hopper_dropout": true}')
-    assert not hopper.usable(q, k, v, p, cfg(), device_ok=True)
-    assert hopper.usable(q, k, v, p, on, device_ok=True)
-    assert not hopper.usable(q, k, v, p, cfg(override='{"hopper_dropout": true, "hopper_ws_min_seqlen_k": 0}'),
-                             device_ok=True)
-    assert not hopper.usable(q, k, v, p, on, device_ok=True, dout=torch.randn_like(q))
+    """Dropout's forward takes the warp-specialized Gluon kernel where the table has
+    ``hopper_dropout`` (d 64 and 128), never the one-warpgroup one, and its backward never a
+    Gluon kernel (their S^T tiles hold other elements per thread)."""
+    for d in (64, 128):
+        q, k, v = qkv(d=d)
+        p = params(q, k, causal=True, dropout_p=0.1)
+        assert hopper.usable(q, k, v, p, cfg(d), device_ok=True)
+        assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_dropout": false}'), device_ok=True)
+        assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_ws_min_seqlen_k": 0}'), device_ok=True)
+        assert not hopper.usable(q, k, v, p, cfg(d), device_ok=True, dout=torch.randn_like(q))
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -1148,7 +1151,7 @@ def test_dropout_chosen_only_with_hopper_dropout():
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, monkeypatch):
-    """The warp-specialized forward with dropout (``hopper_dropout``): out against float64
+    """The warp-specialized forward with dropout (``hopper_dropout``, on in the table): out against float64
     attention under the mask ``return_attn_probs`` rebuilds from the seed (``dropout.keep_mask``),
     within twice the same-dtype reference's error; the gradients (the Triton kernels, which draw
     the same mask) likewise."""
