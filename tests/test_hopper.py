@@ -1148,6 +1148,16 @@ def test_dropout_chosen_only_with_hopper_dropout():
         assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_dropout": false}'), device_ok=True)
         assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_ws_min_seqlen_k": 0}'), device_ok=True)
         assert not hopper.usable(q, k, v, p, cfg(d), device_ok=True, dout=torch.randn_like(q))
+        # with varlen, softcap, ALiBi, a left window or rows that see no key only with
+        # hopper_dropout_features (not yet run on a GPU)
+        feats = cfg(d, override='{"hopper_dropout_features": true}')
+        q2, k2, v2 = qkv(sq=301, sk=300, d=d)
+        for args, p2 in (((q, k, v), params(q, k, causal=True, softcap=30.0, dropout_p=0.1)),
+                         ((q, k, v), params(q, k, causal=True, alibi=torch.rand(4), dropout_p=0.1)),
+                         ((q, k, v), params(q, k, window=(128, 0), dropout_p=0.1)),
+                         ((q2, k2, v2), params(q2, k2, causal=True, dropout_p=0.1))):
+            assert not hopper.usable(*args, p2, cfg(d), device_ok=True)
+            assert hopper.usable(*args, p2, feats, device_ok=True)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")

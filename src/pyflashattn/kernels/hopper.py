@@ -72,7 +72,8 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
         return False
     if p.is_sparse:
         return False
-    if p.has_dropout and not (dout is None and config.hopper_dropout and warp_specialized(p, config)):
+    if p.has_dropout and not (dout is None and config.hopper_dropout and warp_specialized(p, config)
+                              and (config.hopper_dropout_features or not _has_features(p))):
         return False   # dropout: the warp-specialized forward with hopper_dropout only
     features = dout is None and config.hopper_features
     if p.is_varlen and not (features or (dout is not None and config.hopper_bwd_varlen)):
@@ -98,6 +99,13 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     if device_ok is None:
         device_ok = q.is_cuda and _is_sm90(q.device.index or 0)
     return device_ok and _kernel_modules() is not None
+
+
+def _has_features(p) -> bool:
+    """Varlen, softcap, ALiBi, a left window, or causal rows that see no key (more queries than
+    keys): what dropout on the Gluon forward takes only with ``hopper_dropout_features``."""
+    return (p.is_varlen or p.has_softcap or p.has_alibi or p.window_left < p.max_seqlen_k
+            or (p.window_right == 0 and p.max_seqlen_q > p.max_seqlen_k))
 
 
 @functools.cache
