@@ -313,7 +313,6 @@ def _store_out_lse(acc, m_i, l_i, offs_m, start, O, LSE, row0_q, q_col, stride_o
     would write its rows past the end into the next sequence's). ``HAS_ALIBI`` 2: lse takes back
     the per-row constant ``_softmax_step`` left out, ``slope * (i - start)`` (base 2)."""
     ROWS: gl.constexpr = acc.shape[0]
-    HEAD_DIM: gl.constexpr = acc.shape[1]
     rows_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     if MAY_BE_EMPTY:
         empty = l_i == 0.0
