@@ -79,7 +79,8 @@ def _tanh_approx(x):
 @gluon.jit
 def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift, window_left, qk_scale,
                   softcap_scale, alibi, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr,
-                  HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, BLOCK_N: gl.constexpr):
+                  HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, BLOCK_N: gl.constexpr, dropout,
+                  HAS_DROPOUT: gl.constexpr):
     """Online softmax of one score tile in base 2 (scale folded in): P, the rescale factor, m, l.
     Key block ``block`` is masked from ``n_full`` on (the sequence end; the diagonal under causal)
     and, with a window, below ``full_lo`` (its left edge). The 2-D descriptors read the next
@@ -93,7 +94,9 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
     the softmax does not see; so one FFMA per score with a per-column term (this thread's
     columns, per block), and the constant goes into lse (``_store_out_lse``), where ``|i +
     shift - j|`` per score costs ~5 instructions (v14 item 9). Anchored at the tile's first
-    row, the applied values stay small where the softmax's mass is."""
+    row, the applied values stay small where the softmax's mass is. ``HAS_DROPOUT``: the P
+    returned has dropout's zeros (``hopper_dropout.dropout_keep``; ``dropout`` = (seed, batch *
+    nheads + head, keep threshold)), l does not."""
     masked = block >= n_full
     if HAS_WINDOW:
         masked = masked | (block < full_lo)
@@ -126,6 +129,9 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
     p = gl.exp2(s * scale - gl.expand_dims(m_use, 1))
     alpha = gl.exp2(m_i - m_use)
     l_i = l_i * alpha + gl.sum(p, 1)
+    if HAS_DROPOUT:  # the row sums above keep every element; only P V sees the drops
+        p = gl.where(dropout_keep(dropout[0], dropout[1], offs_m, offs_n, block * BLOCK_N, dropout[2],
+                                  gl.constexpr(p.type.layout)), p, 0.0)
     return p, alpha, m_new, l_i
 
 
@@ -147,9 +153,8 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
     slot on ``k_empty`` / ``v_empty`` for the producer warp, and Q's on ``q_empty`` once the first
     matmul has read it.
 
-    ``HAS_DROPOUT``: P V sees P with dropout's zeros (``hopper_dropout.dropout_keep``; ``dropout``
-    = (seed, batch * nheads + head, keep threshold)); the row sums do not, and the caller scales
-    the output by 1 / P(keep)."""
+    ``HAS_DROPOUT``: P V sees P with dropout's zeros (``_softmax_step``); the row sums do not,
+    and the caller scales the output by 1 / P(keep)."""
     dtype: gl.constexpr = k_smem.dtype
     NUM_STAGES: gl.constexpr = k_smem.shape[0]
     BLOCK_N: gl.constexpr = k_smem.shape[1]
@@ -180,9 +185,7 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
         mbarrier.arrive(q_empty, count=1)
     p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift,
                                        window_left, qk_scale, softcap_scale, alibi, CAUSAL, HAS_WINDOW,
-                                       MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
-    if HAS_DROPOUT:
-        p = gl.where(dropout_keep(dropout[0], dropout[1], offs_m, offs_n, j_lo * BLOCK_N, dropout[2], s_layout), p, 0.0)
+                                       MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N, dropout, HAS_DROPOUT)
     p_prev = gl.convert_layout(p.to(dtype), p_op)
     if not WS:
         if NUM_WARPS > 4:  # every warpgroup is done reading K(0) before TMA refills its slot
@@ -204,10 +207,8 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
             mbarrier.arrive(k_empty.index(k_slot), count=1)       # this warpgroup is done with K(t)
         p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
                                            causal_shift, window_left, qk_scale, softcap_scale, alibi, CAUSAL,
-                                           HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N)
-        if HAS_DROPOUT:
-            p = gl.where(dropout_keep(dropout[0], dropout[1], offs_m, offs_n, (j_lo + t) * BLOCK_N, dropout[2],
-                                      s_layout), p, 0.0)
+                                           HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N, dropout,
+                                           HAS_DROPOUT)
         if WS:
             acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
             mbarrier.arrive(v_empty.index(v_slot), count=1)       # and with V(t-1)
