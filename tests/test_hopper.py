@@ -552,6 +552,10 @@ res += [dict(kind=kind, d=128, causal=True, features=True,
 res += [dict(kind="fwd_ws", d=d, causal=causal, dropout=True,
              **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, "fwd_ws", paired=causal, dropout=True))
         for d in (64, 128) for causal in (False, True)]
+res += [dict(kind="dq", d=d, causal=causal, dropout=True,
+             **hopper.compile_sm90(replace(cfg[d], hopper_dq_block_n=64, hopper_dq_ws=d == 128), d, torch.bfloat16,
+                                   causal, "dq", dropout=True))
+        for d in (64, 128) for causal in (False, True)]
 print(json.dumps(res))
 """
 
@@ -565,7 +569,7 @@ def test_compiles_for_sm90_without_spills():
     results = compiled_json(AOT, timeout=600)
     # both forwards (d 64 and 128 / 128), both dK/dV at 128 and the fused one, causal or not; the
     # persistent causal pairs; the Gluon dQ kernels; features; dropout
-    assert len(results) == 32, results
+    assert len(results) == 36, results
     for res in results:
         # a little stack, no spills: the dK/dV kernel holds two 64 x 128 fp32 accumulators, two
         # score tiles and the operands of the dots in flight (8-48 B at d=128, and it beat the
@@ -1148,6 +1152,11 @@ def test_dropout_chosen_only_with_hopper_dropout():
         assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_dropout": false}'), device_ok=True)
         assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_ws_min_seqlen_k": 0}'), device_ok=True)
         assert not hopper.usable(q, k, v, p, cfg(d), device_ok=True, dout=torch.randn_like(q))
+        # the Gluon dQ kernel with dropout only with hopper_dq_dropout (an experiment, off)
+        dq = torch.empty_like(q)
+        assert not hopper.dq_usable(q, k, v, torch.randn_like(q), dq, p, cfg(d), device_ok=True)
+        assert hopper.dq_usable(q, k, v, torch.randn_like(q), dq, p, cfg(d, override='{"hopper_dq_dropout": true}'),
+                                device_ok=True)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -1156,20 +1165,24 @@ def test_dropout_chosen_only_with_hopper_dropout():
                                    (1, 640, 333, 4, 4, 128)],
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, monkeypatch):
+@pytest.mark.parametrize("dq_kernel", ["dqtriton", "dqgluon"])
+def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, dq_kernel, monkeypatch):
     """The warp-specialized forward with dropout (``hopper_dropout``, on in the table): out against float64
     attention under the mask ``return_attn_probs`` rebuilds from the seed (``dropout.keep_mask``),
     within twice the same-dtype reference's error; the gradients (the Triton kernels, which draw
-    the same mask) likewise."""
+    the same mask, and with ``hopper_dq_dropout`` the Gluon dQ kernel, drawing it as the forward
+    does) likewise."""
     import pyflashattn as pfa
     from test_features import dense_dropout_ref
     b, sq, sk, h, hk, d = shape
-    monkeypatch.setenv("PYFLASHATTN_CONFIG", '{"hopper_dropout": true}')
+    override = json.dumps({"hopper_dropout": True, "hopper_dq_dropout": dq_kernel == "dqgluon"})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
-    p, c = params(q, k, causal=causal, dropout_p=0.17), cfg(d, dtype, '{"hopper_dropout": true}')
+    p, c = params(q, k, causal=causal, dropout_p=0.17), cfg(d, dtype, override)
     if causal and sq > sk:
         pytest.skip("rows that see no key: not what this test is about")
     assert hopper.usable(q, k, v, p, c) and hopper.warp_specialized(p, c)
+    assert hopper.dq_usable(q, k, v, torch.randn_like(q), torch.empty_like(q), p, c) == (dq_kernel == "dqgluon")
     torch.manual_seed(11)
     out, _, probs = pfa.flash_attn_func(q, k, v, dropout_p=0.17, causal=causal, return_attn_probs=True)
     keep = probs > 0
