@@ -552,6 +552,9 @@ res += [dict(kind=kind, d=128, causal=True, features=True,
 res += [dict(kind="fwd_ws", d=d, causal=causal, dropout=True,
              **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, "fwd_ws", paired=causal, dropout=True))
         for d in (64, 128) for causal in (False, True)]
+res += [dict(kind="dkdv", d=d, causal=causal, dropout=True,
+             **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, "dkdv", dropout=True, stats=True))
+        for d in (64, 128) for causal in (False, True)]
 res += [dict(kind="dq", d=d, causal=causal, dropout=True,
              **hopper.compile_sm90(replace(cfg[d], hopper_dq_block_n=64, hopper_dq_ws=d == 128), d, torch.bfloat16,
                                    causal, "dq", dropout=True))
@@ -569,7 +572,7 @@ def test_compiles_for_sm90_without_spills():
     results = compiled_json(AOT, timeout=600)
     # both forwards (d 64 and 128 / 128), both dK/dV at 128 and the fused one, causal or not; the
     # persistent causal pairs; the Gluon dQ kernels; features; dropout
-    assert len(results) == 36, results
+    assert len(results) == 40, results
     for res in results:
         # a little stack, no spills: the dK/dV kernel holds two 64 x 128 fp32 accumulators, two
         # score tiles and the operands of the dots in flight (8-48 B at d=128, and it beat the
@@ -1157,6 +1160,11 @@ def test_dropout_chosen_only_with_hopper_dropout():
         assert not hopper.dq_usable(q, k, v, torch.randn_like(q), dq, p, cfg(d), device_ok=True)
         assert hopper.dq_usable(q, k, v, torch.randn_like(q), dq, p, cfg(d, override='{"hopper_dq_dropout": true}'),
                                 device_ok=True)
+        # and the one-warpgroup Gluon dK/dV with hopper_dkdv_dropout (an experiment, off), never
+        # the warp-specialized or fused one
+        on = cfg(d, override='{"hopper_dkdv_dropout": true, "hopper_dkdv_ws_min_seqlen_k_causal": 1}')
+        assert hopper.usable(q, k, v, p, on, device_ok=True, dout=torch.randn_like(q))
+        assert not hopper.dkdv_warp_specialized(p, on) and hopper.dkdv_warp_specialized(params(q, k, causal=True), on)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -1165,24 +1173,26 @@ def test_dropout_chosen_only_with_hopper_dropout():
                                    (1, 640, 333, 4, 4, 128)],
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("dq_kernel", ["dqtriton", "dqgluon"])
-def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, dq_kernel, monkeypatch):
+@pytest.mark.parametrize("bwd", ["dqtriton", "dqgluon", "dkdvgluon"])
+def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, bwd, monkeypatch):
     """The warp-specialized forward with dropout (``hopper_dropout``, on in the table): out against float64
     attention under the mask ``return_attn_probs`` rebuilds from the seed (``dropout.keep_mask``),
     within twice the same-dtype reference's error; the gradients (the Triton kernels, which draw
-    the same mask, and with ``hopper_dq_dropout`` the Gluon dQ kernel, drawing it as the forward
-    does) likewise."""
+    the same mask; with ``hopper_dq_dropout`` the Gluon dQ kernel, drawing it as the forward does;
+    with ``hopper_dkdv_dropout`` too the Gluon dK/dV, turning it through shared memory) likewise."""
     import pyflashattn as pfa
     from test_features import dense_dropout_ref
     b, sq, sk, h, hk, d = shape
-    override = json.dumps({"hopper_dropout": True, "hopper_dq_dropout": dq_kernel == "dqgluon"})
+    override = json.dumps({"hopper_dropout": True, "hopper_dq_dropout": bwd != "dqtriton",
+                           "hopper_dkdv_dropout": bwd == "dkdvgluon"})
     monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
     p, c = params(q, k, causal=causal, dropout_p=0.17), cfg(d, dtype, override)
     if causal and sq > sk:
         pytest.skip("rows that see no key: not what this test is about")
     assert hopper.usable(q, k, v, p, c) and hopper.warp_specialized(p, c)
-    assert hopper.dq_usable(q, k, v, torch.randn_like(q), torch.empty_like(q), p, c) == (dq_kernel == "dqgluon")
+    assert hopper.dq_usable(q, k, v, torch.randn_like(q), torch.empty_like(q), p, c) == (bwd != "dqtriton")
+    assert hopper.usable(q, k, v, p, c, dout=torch.randn_like(q)) == (bwd == "dkdvgluon")
     torch.manual_seed(11)
     out, _, probs = pfa.flash_attn_func(q, k, v, dropout_p=0.17, causal=causal, return_attn_probs=True)
     keep = probs > 0

@@ -172,6 +172,10 @@ class KernelConfig:
     # (hopper_dropout.dropout_keep), beside the Triton dK/dV kernel. Experiment, not yet run on
     # a GPU
     hopper_dq_dropout: bool = False
+    # the Gluon dK/dV kernels with dropout: the mask drawn in the forward's orientation and
+    # turned through shared memory (hopper_dropout.dropout_keep_transposed). Experiment, not yet
+    # run on a GPU
+    hopper_dkdv_dropout: bool = False
     # and with a causal mask (0: never; v10 measured it slower with 3 stages)
     hopper_fused_dq_min_seqlen_k_causal: int = 0
     hopper_fused_dq_stages: int = 2

@@ -73,8 +73,10 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
         return False
     if p.is_sparse:
         return False
-    if dropout_ok is None:   # dropout: the warp-specialized forward with hopper_dropout (dQ: dq_usable)
-        dropout_ok = dout is None and config.hopper_dropout and warp_specialized(p, config)
+    if dropout_ok is None:   # dropout: the warp-specialized forward with hopper_dropout, the dK/dV
+        # kernels with hopper_dkdv_dropout (dQ: dq_usable)
+        dropout_ok = (config.hopper_dropout and warp_specialized(p, config)) if dout is None else \
+            bool(config.hopper_dkdv_dropout)
     if p.has_dropout and not dropout_ok:
         return False
     features = dout is None and config.hopper_features
@@ -235,10 +237,12 @@ def _alibi_kind(has_alibi: bool, right_on_diagonal: bool, config: KernelConfig):
 
 def dkdv_warp_specialized(p, config: KernelConfig) -> bool:
     """Whether the dK/dV pass runs the warp-specialized kernel (long key sequences; the table
-    has a threshold with causal and one without) rather than the one-warpgroup one."""
+    has a threshold with causal and one without) rather than the one-warpgroup one. Never with
+    dropout: its mask spilled there (offline stack 160-288 B at d=128, 424-568 B fused, where the
+    one-warpgroup kernel has 64)."""
     causal = p.window_right < p.max_seqlen_q
     least = config.hopper_dkdv_ws_min_seqlen_k_causal if causal else config.hopper_dkdv_ws_min_seqlen_k
-    return bool(least) and p.max_seqlen_k >= least
+    return bool(least) and p.max_seqlen_k >= least and not p.has_dropout
 
 
 def attn_dkdv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
@@ -254,10 +258,11 @@ def fused_dq(p, config: KernelConfig) -> bool:
     block pair instead of 7, dQ added into an fp32 buffer by TMA reduce-adds) for a call that
     ``usable(..., dout=...)`` already admits: the table's threshold on the key length, with a
     causal mask (or any right window) its own, and only where the caller allows nondeterministic
-    sums (``p.deterministic`` off: neither asked for nor torch's deterministic mode)."""
+    sums (``p.deterministic`` off: neither asked for nor torch's deterministic mode); never with
+    dropout (``dkdv_warp_specialized``)."""
     causal = p.window_right < p.max_seqlen_q
     least = config.hopper_fused_dq_min_seqlen_k_causal if causal else config.hopper_fused_dq_min_seqlen_k
-    return bool(least) and p.max_seqlen_k >= least and not p.deterministic
+    return bool(least) and p.max_seqlen_k >= least and not p.deterministic and not p.has_dropout
 
 
 def _dkdv_ws_stages(config: KernelConfig, fused_dq: bool) -> int:
@@ -296,10 +301,11 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
             (_descriptor(q, bm), _descriptor(k, kv_rows), _descriptor(v, kv_rows), _descriptor(dout, bm),
              *((lse, delta) if stats is None else (stats, stats)), dk, dv, *ws_args, p.cu_q(lse), p.cu_k(lse),
              p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale, p.softcap_scale, p.alibi_log2, p.softmax_scale,
-             dk.stride(-3), lse.stride(-2), *p.slope_strides(), 0 if stats is None else stats.shape[-1]),
+             dk.stride(-3), lse.stride(-2), *p.slope_strides(), 0 if stats is None else stats.shape[-1],
+             *p.dropout_args(lse)),
             dict(CAUSAL=p.window_right < sq, **ws_flags, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
-                 HAS_ALIBI=p.has_alibi, PADDED_STATS=stats is not None, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
-                 NUM_STAGES=stages), 4, None, options)
+                 HAS_ALIBI=p.has_alibi, PADDED_STATS=stats is not None, HAS_DROPOUT=p.has_dropout, BLOCK_M=bm,
+                 BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4, None, options)
 
 
 def dq_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, dq: torch.Tensor, p,
@@ -378,7 +384,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
                         if kind == "fwd_ws" else {}))
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
-        flags = dict(HAS_DROPOUT=dropout) if kind == "dq" else dict(PADDED_STATS=stats)
+        flags = dict(HAS_DROPOUT=dropout) if kind == "dq" else dict(PADDED_STATS=stats, HAS_DROPOUT=dropout)
         if kind == "dkdv_ws":
             kernel, bn, kv_rows = bwd_ws_mod.dkdv_hopper_ws_kernel, 128, 64
             stages = _dkdv_ws_stages(config, fused_dq)
