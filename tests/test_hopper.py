@@ -1165,6 +1165,16 @@ def test_dropout_chosen_only_with_hopper_dropout():
         on = cfg(d, override='{"hopper_dkdv_dropout": true, "hopper_dkdv_ws_min_seqlen_k_causal": 1}')
         assert hopper.usable(q, k, v, p, on, device_ok=True, dout=torch.randn_like(q))
         assert not hopper.dkdv_warp_specialized(p, on) and hopper.dkdv_warp_specialized(params(q, k, causal=True), on)
+        # with varlen, softcap, ALiBi, a left window or rows that see no key only with
+        # hopper_dropout_features (not yet run on a GPU)
+        feats = cfg(d, override='{"hopper_dropout_features": true}')
+        q2, k2, v2 = qkv(sq=301, sk=300, d=d)
+        for args, p2 in (((q, k, v), params(q, k, causal=True, softcap=30.0, dropout_p=0.1)),
+                         ((q, k, v), params(q, k, causal=True, alibi=torch.rand(4), dropout_p=0.1)),
+                         ((q, k, v), params(q, k, window=(128, 0), dropout_p=0.1)),
+                         ((q2, k2, v2), params(q2, k2, causal=True, dropout_p=0.1))):
+            assert not hopper.usable(*args, p2, cfg(d), device_ok=True)
+            assert hopper.usable(*args, p2, feats, device_ok=True)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -1210,3 +1220,52 @@ def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, bwd, monkeypatc
     low_grads = torch.autograd.grad(dense_dropout_ref(qd, kd, vd, keep.to(dtype), 0.17, causal), (qd, kd, vd), g)
     for name, a, r, lo in zip("qkv", grads, ref_grads, low_grads):
         assert (a.double() - r).abs().max() <= 2 * (lo.double() - r).abs().max() + 1e-4, name
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("case", ["varlen", "softcap", "alibi", "window", "sq>sk"])
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_gluon_dropout_features_against_fp32(case, d, monkeypatch):
+    """Dropout on the Gluon forward with varlen, softcap, ALiBi, a left window, or causal rows
+    that see no key (``hopper_dropout_features``): out and gradients against the PyTorch
+    backend in fp32 under the same seed (the same mask: ``dropout.keep_mask``), within twice
+    the Triton forward's error (``hopper_dropout`` off), bf16."""
+    import pyflashattn as pfa
+    h, hk = 4, 2
+    if case == "varlen":
+        lens = [300, 17, 1000, 0, 129]
+        cu = torch.tensor([0] + lens, device="cuda").cumsum(0).to(torch.int32)
+        shapes = [(sum(lens), h, d), (sum(lens), hk, d), (sum(lens), hk, d)]
+
+        def call(q, k, v):
+            return pfa.flash_attn_varlen_func(q, k, v, cu, cu, max(lens), max(lens), dropout_p=0.17, causal=True)
+    else:
+        sq = 400 if case == "sq>sk" else 300
+        shapes = [(2, sq, h, d), (2, 300, hk, d), (2, 300, hk, d)]
+        kw = {"softcap": dict(causal=True, softcap=20.0), "alibi": dict(causal=True, alibi_slopes=torch.rand(h, device="cuda")),
+              "window": dict(window_size=(128, 0)), "sq>sk": dict(causal=True)}[case]
+
+        def call(q, k, v):
+            return pfa.flash_attn_func(q, k, v, dropout_p=0.17, **kw)
+    base = [torch.randn(s, device="cuda") for s in shapes]
+    g = torch.randn(shapes[0][:-1] + (d,), device="cuda")
+
+    def run(backend, config, dtype):
+        monkeypatch.setenv("PYFLASHATTN_BACKEND", backend)
+        monkeypatch.setenv("PYFLASHATTN_CONFIG", config)
+        q, k, v = (t.detach().to(dtype).clone().requires_grad_() for t in base)
+        torch.manual_seed(5)
+        out = call(q, k, v)
+        return (out, *torch.autograd.grad(out, (q, k, v), g.to(dtype)))
+    gluon = run("triton", '{"hopper_dropout": true, "hopper_dropout_features": true}', torch.bfloat16)
+    triton_fwd = run("triton", '{"hopper_dropout": false}', torch.bfloat16)
+    ref = run("torch", "{}", torch.float32)
+    q, k, v = (t.to(torch.bfloat16) for t in base)
+    on = cfg(d, override='{"hopper_dropout": true, "hopper_dropout_features": true}')
+    if case != "varlen":   # the Gluon forward took it (varlen: the same rule, ``_has_features``)
+        p = ops._params(q, k, d ** -0.5, *(kw.get("window_size", (-1, 0 if kw.get("causal") else -1))),
+                        kw.get("softcap", 0.0), kw.get("alibi_slopes"), None, None, None, None, None, 0.17)
+        assert hopper.usable(q, k, v, p, on)
+    for name, a, b, r in zip(["out", "dq", "dk", "dv"], gluon, triton_fwd, ref):
+        assert not a.isnan().any(), name
+        assert (a.float() - r).abs().max() <= 2 * (b.float() - r).abs().max() + 1e-3, name

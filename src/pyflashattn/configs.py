@@ -71,6 +71,9 @@ class KernelConfig:
     # kernels. v17 item 8, d=128 causal, one process: forward with dropout 0.994 -> 0.782 ms at
     # 4k, 13.80 -> 11.61 ms at 16k; forward+backward -5 % / -3 % (h200-dropout-gluon-v17.log)
     hopper_dropout: bool = False
+    # ... also with varlen, softcap, ALiBi or a window (the mask's map is the same; not yet run on
+    # a GPU in these combinations, so off: they take the Triton forward)
+    hopper_dropout_features: bool = False
     hopper_ws_block_n: int = 128
     hopper_ws_stages: int = 2
     # that kernel persistent (one program per SM walking the tiles, the next tile's loads under

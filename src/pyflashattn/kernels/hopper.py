@@ -77,7 +77,7 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
         # kernels with hopper_dkdv_dropout (dQ: dq_usable)
         dropout_ok = (config.hopper_dropout and warp_specialized(p, config)) if dout is None else \
             bool(config.hopper_dkdv_dropout)
-    if p.has_dropout and not dropout_ok:
+    if p.has_dropout and not (dropout_ok and (config.hopper_dropout_features or not _has_features(p))):
         return False
     features = dout is None and config.hopper_features
     if p.is_varlen and not (features or (dout is not None and config.hopper_bwd_varlen)):
@@ -103,6 +103,13 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
     if device_ok is None:
         device_ok = q.is_cuda and _is_sm90(q.device.index or 0)
     return device_ok and _kernel_modules() is not None
+
+
+def _has_features(p) -> bool:
+    """Varlen, softcap, ALiBi, a left window, or causal rows that see no key (more queries than
+    keys): what dropout on the Gluon forward takes only with ``hopper_dropout_features``."""
+    return (p.is_varlen or p.has_softcap or p.has_alibi or p.window_left < p.max_seqlen_k
+            or (p.window_right == 0 and p.max_seqlen_q > p.max_seqlen_k))
 
 
 @functools.cache
