@@ -99,7 +99,9 @@ def _adjusted_config(cfg: KernelConfig, dropout: bool, sparse_blocks: Optional[t
                       block_n_kv=cfg.dropout_block_n_kv or cfg.block_n_kv)
     if dropout and cfg.block_m * cfg.block_d >= 128 * 128:
         # dropout's masks are rearranged through shared memory (kernels/mask.py): with 3 stages
-        # the d=128 forward needs 240 KB of Hopper's 227 (scripts/aot_check.py --dropout --no-adjust)
+        # the d=128 forward needed 240 KB of Hopper's 227 (scripts/aot_check.py --dropout
+        # --no-adjust); with v17's wgmma-order map 224 KB, which would fit: not yet measured
+        # (on Hopper that forward now serves only dropout with varlen, softcap, ALiBi or windows)
         cfg = replace(cfg, num_stages=min(cfg.num_stages, 2))
     if sparse_blocks is None:
         return cfg

@@ -218,7 +218,8 @@ def fwd_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Ten
              *(p.dropout_args(lse) if ws else ())),
             dict(CAUSAL=causal, IS_VARLEN=p.is_varlen, HAS_WINDOW=window, MAY_BE_EMPTY=may_be_empty,
                  HAS_SOFTCAP=p.has_softcap, HAS_ALIBI=_alibi_kind(p.has_alibi, p.window_right == 0, config),
-                 BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages, **(dict(PAIRED=paired, O_TMA=o_tma, HAS_DROPOUT=p.has_dropout) if ws else {})),
+                 BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages,
+                 **(dict(PAIRED=paired, O_TMA=o_tma, HAS_DROPOUT=p.has_dropout) if ws else {})),
             num_warps, None, options)
 
 
@@ -360,9 +361,9 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
     feature variants), dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
     with ``fused_dq``) or dQ (``"dq"``; the table's ``hopper_dq_ws`` picks which) kernel for sm_90
     here, no GPU needed (Triton's bundled ptxas; ``paired``: the warp-specialized forward's causal
-    pairs; ``dropout``: the warp-specialized forward's or the dQ kernel's ``HAS_DROPOUT``): its shared memory, registers and spills (``kernels.aot.resource_usage``) and
-    its wgmmas and full waits for them (``kernels.aot.wgmma_waits``); with ``dump``, its TTGIR and
-    PTX too."""
+    pairs; ``dropout``: the kernel's ``HAS_DROPOUT``, forward, dK/dV or dQ): its shared memory,
+    registers and spills (``kernels.aot.resource_usage``) and its wgmmas and full waits for them
+    (``kernels.aot.wgmma_waits``); with ``dump``, its TTGIR and PTX too."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
