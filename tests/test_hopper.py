@@ -552,6 +552,13 @@ res += [dict(kind=kind, d=128, causal=True, features=True,
 res += [dict(kind="fwd_ws", d=d, causal=causal, dropout=True,
              **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, "fwd_ws", paired=causal, dropout=True))
         for d in (64, 128) for causal in (False, True)]
+res += [dict(kind="dkdv", d=d, causal=causal, dropout=True,
+             **hopper.compile_sm90(cfg[d], d, torch.bfloat16, causal, "dkdv", dropout=True, stats=True))
+        for d in (64, 128) for causal in (False, True)]
+res += [dict(kind="dq", d=d, causal=causal, dropout=True,
+             **hopper.compile_sm90(replace(cfg[d], hopper_dq_block_n=64, hopper_dq_ws=d == 128), d, torch.bfloat16,
+                                   causal, "dq", dropout=True))
+        for d in (64, 128) for causal in (False, True)]
 print(json.dumps(res))
 """
 
@@ -565,7 +572,7 @@ def test_compiles_for_sm90_without_spills():
     results = compiled_json(AOT, timeout=600)
     # both forwards (d 64 and 128 / 128), both dK/dV at 128 and the fused one, causal or not; the
     # persistent causal pairs; the Gluon dQ kernels; features; dropout
-    assert len(results) == 32, results
+    assert len(results) == 40, results
     for res in results:
         # a little stack, no spills: the dK/dV kernel holds two 64 x 128 fp32 accumulators, two
         # score tiles and the operands of the dots in flight (8-48 B at d=128, and it beat the
@@ -1041,7 +1048,7 @@ def test_preprocess_writes_padded_stats(fused, monkeypatch):
     launches = bwd._launches(dout, q, k, v, out, lse, None, p, c, delta, dq, dk, dv, False, acc, stats)
     pre, dkdv = launches[0], launches[1]
     assert pre[3]["WRITE_STATS"] is True and dkdv[3]["PADDED_STATS"] is True
-    assert dkdv[2][4] is stats and dkdv[2][-1] == 128   # LSE's slot and stats_len
+    assert dkdv[2][4] is stats and dkdv[2][-4] == 128   # LSE's slot and stats_len (then dropout's three)
     pre[0](*pre[1:6], **pre[6])
     torch.testing.assert_close(delta, (out * dout).sum(-1).transpose(1, 2))
     torch.testing.assert_close(stats[:, :, 0, :37], lse * 1.4426950408889634)
@@ -1148,6 +1155,16 @@ def test_dropout_chosen_only_with_hopper_dropout():
         assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_dropout": false}'), device_ok=True)
         assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_ws_min_seqlen_k": 0}'), device_ok=True)
         assert not hopper.usable(q, k, v, p, cfg(d), device_ok=True, dout=torch.randn_like(q))
+        # the Gluon dQ kernel with dropout only with hopper_dq_dropout (an experiment, off)
+        dq = torch.empty_like(q)
+        assert not hopper.dq_usable(q, k, v, torch.randn_like(q), dq, p, cfg(d), device_ok=True)
+        assert hopper.dq_usable(q, k, v, torch.randn_like(q), dq, p, cfg(d, override='{"hopper_dq_dropout": true}'),
+                                device_ok=True)
+        # and the one-warpgroup Gluon dK/dV with hopper_dkdv_dropout (an experiment, off), never
+        # the warp-specialized or fused one
+        on = cfg(d, override='{"hopper_dkdv_dropout": true, "hopper_dkdv_ws_min_seqlen_k_causal": 1}')
+        assert hopper.usable(q, k, v, p, on, device_ok=True, dout=torch.randn_like(q))
+        assert not hopper.dkdv_warp_specialized(p, on) and hopper.dkdv_warp_specialized(params(q, k, causal=True), on)
         # with varlen, softcap, ALiBi, a left window or rows that see no key only with
         # hopper_dropout_features (not yet run on a GPU)
         feats = cfg(d, override='{"hopper_dropout_features": true}')
@@ -1166,20 +1183,26 @@ def test_dropout_chosen_only_with_hopper_dropout():
                                    (1, 640, 333, 4, 4, 128)],
                          ids=lambda s: "B{}-SQ{}-SK{}-H{}-HK{}-D{}".format(*s))
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, monkeypatch):
+@pytest.mark.parametrize("bwd", ["dqtriton", "dqgluon", "dkdvgluon"])
+def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, bwd, monkeypatch):
     """The warp-specialized forward with dropout (``hopper_dropout``, on in the table): out against float64
     attention under the mask ``return_attn_probs`` rebuilds from the seed (``dropout.keep_mask``),
     within twice the same-dtype reference's error; the gradients (the Triton kernels, which draw
-    the same mask) likewise."""
+    the same mask; with ``hopper_dq_dropout`` the Gluon dQ kernel, drawing it as the forward does;
+    with ``hopper_dkdv_dropout`` too the Gluon dK/dV, turning it through shared memory) likewise."""
     import pyflashattn as pfa
     from test_features import dense_dropout_ref
     b, sq, sk, h, hk, d = shape
-    monkeypatch.setenv("PYFLASHATTN_CONFIG", '{"hopper_dropout": true}')
+    override = json.dumps({"hopper_dropout": True, "hopper_dq_dropout": bwd != "dqtriton",
+                           "hopper_dkdv_dropout": bwd == "dkdvgluon"})
+    monkeypatch.setenv("PYFLASHATTN_CONFIG", override)
     q, k, v = (t.requires_grad_() for t in qkv(b, sq, sk, h, hk, d, dtype, "cuda"))
-    p, c = params(q, k, causal=causal, dropout_p=0.17), cfg(d, dtype, '{"hopper_dropout": true}')
+    p, c = params(q, k, causal=causal, dropout_p=0.17), cfg(d, dtype, override)
     if causal and sq > sk:
         pytest.skip("rows that see no key: not what this test is about")
     assert hopper.usable(q, k, v, p, c) and hopper.warp_specialized(p, c)
+    assert hopper.dq_usable(q, k, v, torch.randn_like(q), torch.empty_like(q), p, c) == (bwd != "dqtriton")
+    assert hopper.usable(q, k, v, p, c, dout=torch.randn_like(q)) == (bwd == "dkdvgluon")
     torch.manual_seed(11)
     out, _, probs = pfa.flash_attn_func(q, k, v, dropout_p=0.17, causal=causal, return_attn_probs=True)
     keep = probs > 0
@@ -1197,3 +1220,52 @@ def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, monkeypatch):
     low_grads = torch.autograd.grad(dense_dropout_ref(qd, kd, vd, keep.to(dtype), 0.17, causal), (qd, kd, vd), g)
     for name, a, r, lo in zip("qkv", grads, ref_grads, low_grads):
         assert (a.double() - r).abs().max() <= 2 * (lo.double() - r).abs().max() + 1e-4, name
+
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("case", ["varlen", "softcap", "alibi", "window", "sq>sk"])
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_gluon_dropout_features_against_fp32(case, d, monkeypatch):
+    """Dropout on the Gluon forward with varlen, softcap, ALiBi, a left window, or causal rows
+    that see no key (``hopper_dropout_features``): out and gradients against the PyTorch
+    backend in fp32 under the same seed (the same mask: ``dropout.keep_mask``), within twice
+    the Triton forward's error (``hopper_dropout`` off), bf16."""
+    import pyflashattn as pfa
+    h, hk = 4, 2
+    if case == "varlen":
+        lens = [300, 17, 1000, 0, 129]
+        cu = torch.tensor([0] + lens, device="cuda").cumsum(0).to(torch.int32)
+        shapes = [(sum(lens), h, d), (sum(lens), hk, d), (sum(lens), hk, d)]
+
+        def call(q, k, v):
+            return pfa.flash_attn_varlen_func(q, k, v, cu, cu, max(lens), max(lens), dropout_p=0.17, causal=True)
+    else:
+        sq = 400 if case == "sq>sk" else 300
+        shapes = [(2, sq, h, d), (2, 300, hk, d), (2, 300, hk, d)]
+        kw = {"softcap": dict(causal=True, softcap=20.0), "alibi": dict(causal=True, alibi_slopes=torch.rand(h, device="cuda")),
+              "window": dict(window_size=(128, 0)), "sq>sk": dict(causal=True)}[case]
+
+        def call(q, k, v):
+            return pfa.flash_attn_func(q, k, v, dropout_p=0.17, **kw)
+    base = [torch.randn(s, device="cuda") for s in shapes]
+    g = torch.randn(shapes[0][:-1] + (d,), device="cuda")
+
+    def run(backend, config, dtype):
+        monkeypatch.setenv("PYFLASHATTN_BACKEND", backend)
+        monkeypatch.setenv("PYFLASHATTN_CONFIG", config)
+        q, k, v = (t.detach().to(dtype).clone().requires_grad_() for t in base)
+        torch.manual_seed(5)
+        out = call(q, k, v)
+        return (out, *torch.autograd.grad(out, (q, k, v), g.to(dtype)))
+    gluon = run("triton", '{"hopper_dropout": true, "hopper_dropout_features": true}', torch.bfloat16)
+    triton_fwd = run("triton", '{"hopper_dropout": false}', torch.bfloat16)
+    ref = run("torch", "{}", torch.float32)
+    q, k, v = (t.to(torch.bfloat16) for t in base)
+    on = cfg(d, override='{"hopper_dropout": true, "hopper_dropout_features": true}')
+    if case != "varlen":   # the Gluon forward took it (varlen: the same rule, ``_has_features``)
+        p = ops._params(q, k, d ** -0.5, *(kw.get("window_size", (-1, 0 if kw.get("causal") else -1))),
+                        kw.get("softcap", 0.0), kw.get("alibi_slopes"), None, None, None, None, None, 0.17)
+        assert hopper.usable(q, k, v, p, on)
+    for name, a, b, r in zip(["out", "dq", "dk", "dv"], gluon, triton_fwd, ref):
+        assert not a.isnan().any(), name
+        assert (a.float() - r).abs().max() <= 2 * (b.float() - r).abs().max() + 1e-3, name

@@ -24,6 +24,8 @@ from pyflashattn.configs import KernelConfig  # noqa: E402
 
 TRITON_ONLY = '{"hopper_block_m": 0, "hopper_dkdv_block_n": 0}'
 GLUON_DROPOUT = "hopper_dropout" in KernelConfig.__dataclass_fields__
+GLUON_DQ_DROPOUT = "hopper_dq_dropout" in KernelConfig.__dataclass_fields__
+GLUON_DKDV_DROPOUT = "hopper_dkdv_dropout" in KernelConfig.__dataclass_fields__
 
 
 def main():
@@ -48,6 +50,14 @@ def main():
             # where the sources have no such switch, the same as the row above)
             "causal+dropout gluon": (lambda: pfa.flash_attn_func(q, k, v, causal=True, dropout_p=0.1), (q, k, v), g,
                                      '{"hopper_dropout": true}' if GLUON_DROPOUT else None),
+            # and the Gluon dQ kernel with dropout (experiment/gluon-dq-dropout's switch)
+            "causal+dropout gluon dq": (lambda: pfa.flash_attn_func(q, k, v, causal=True, dropout_p=0.1), (q, k, v), g,
+                                        '{"hopper_dropout": true, "hopper_dq_dropout": true}' if GLUON_DQ_DROPOUT
+                                        else None),
+            # and the Gluon dK/dV with dropout (experiment/gluon-dkdv-dropout's switch)
+            "causal+dropout gluon bwd": (lambda: pfa.flash_attn_func(q, k, v, causal=True, dropout_p=0.1), (q, k, v),
+                                         g, '{"hopper_dropout": true, "hopper_dq_dropout": true, '
+                                         '"hopper_dkdv_dropout": true}' if GLUON_DKDV_DROPOUT else None),
             "sdpa_flash": (sdpa(0.0), (qt, kt, vt), gt, None),
             "sdpa_flash+dropout": (sdpa(0.1), (qt, kt, vt), gt, None),
         }
@@ -61,6 +71,10 @@ def main():
                 finally:
                     os.environ.pop("PYFLASHATTN_CONFIG", None)
                 print(f"n={s_len:5d} {mode:6s} {name:20s} {ms[name]:8.3f} ms", flush=True)
+            print(f"n={s_len:5d} {mode:6s} gluon bwd dropout / causal {ms['causal+dropout gluon bwd'] / ms['causal']:.2f}x, "
+                  f"/ sdpa flash dropout {ms['causal+dropout gluon bwd'] / ms['sdpa_flash+dropout']:.2f}x", flush=True)
+            print(f"n={s_len:5d} {mode:6s} gluon dq dropout / causal {ms['causal+dropout gluon dq'] / ms['causal']:.2f}x, "
+                  f"/ sdpa flash dropout {ms['causal+dropout gluon dq'] / ms['sdpa_flash+dropout']:.2f}x", flush=True)
             print(f"n={s_len:5d} {mode:6s} gluon dropout / causal {ms['causal+dropout gluon'] / ms['causal']:.2f}x, "
                   f"/ sdpa flash dropout {ms['causal+dropout gluon'] / ms['sdpa_flash+dropout']:.2f}x", flush=True)
             print(f"n={s_len:5d} {mode:6s} dropout / causal {ms['causal+dropout'] / ms['causal']:.2f}x, "

@@ -171,6 +171,14 @@ class KernelConfig:
     # ... or its warp-specialized sibling: 128 query rows per program, two consumer warpgroups
     # (at d=64 1-7 % slower than one warpgroup at 1k-4k, so d=128 only)
     hopper_dq_ws: bool = False
+    # that kernel with dropout, the mask drawn in its score registers as the forward's
+    # (hopper_dropout.dropout_keep), beside the Triton dK/dV kernel. Experiment, not yet run on
+    # a GPU
+    hopper_dq_dropout: bool = False
+    # the Gluon dK/dV kernels with dropout: the mask drawn in the forward's orientation and
+    # turned through shared memory (hopper_dropout.dropout_keep_transposed). Experiment, not yet
+    # run on a GPU
+    hopper_dkdv_dropout: bool = False
     # and with a causal mask (0: never; v10 measured it slower with 3 stages)
     hopper_fused_dq_min_seqlen_k_causal: int = 0
     hopper_fused_dq_stages: int = 2

@@ -55,7 +55,8 @@ def merges_rows(t: torch.Tensor) -> bool:
 
 
 def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelConfig,
-           device_ok: Optional[bool] = None, dout: Optional[torch.Tensor] = None) -> bool:
+           device_ok: Optional[bool] = None, dout: Optional[torch.Tensor] = None,
+           dropout_ok: Optional[bool] = None) -> bool:
     """Whether a Gluon kernel computes this call: the forward (``dout`` None) or the backward's
     dK/dV (``dout`` given). Both need: no block mask or dropout; 16-bit; ``d == dv`` in
     {64, 128} with a table entry for the pass; TMA-readable layouts; an sm_90 GPU. The dK/dV
@@ -72,9 +73,12 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
         return False
     if p.is_sparse:
         return False
-    if p.has_dropout and not (dout is None and config.hopper_dropout and warp_specialized(p, config)
-                              and (config.hopper_dropout_features or not _has_features(p))):
-        return False   # dropout: the warp-specialized forward with hopper_dropout only
+    if dropout_ok is None:   # dropout: the warp-specialized forward with hopper_dropout, the dK/dV
+        # kernels with hopper_dkdv_dropout (dQ: dq_usable)
+        dropout_ok = (config.hopper_dropout and warp_specialized(p, config)) if dout is None else \
+            bool(config.hopper_dkdv_dropout)
+    if p.has_dropout and not (dropout_ok and (config.hopper_dropout_features or not _has_features(p))):
+        return False
     features = dout is None and config.hopper_features
     if p.is_varlen and not (features or (dout is not None and config.hopper_bwd_varlen)):
         return False
@@ -241,10 +245,12 @@ def _alibi_kind(has_alibi: bool, right_on_diagonal: bool, config: KernelConfig):
 
 def dkdv_warp_specialized(p, config: KernelConfig) -> bool:
     """Whether the dK/dV pass runs the warp-specialized kernel (long key sequences; the table
-    has a threshold with causal and one without) rather than the one-warpgroup one."""
+    has a threshold with causal and one without) rather than the one-warpgroup one. Never with
+    dropout: its mask spilled there (offline stack 160-288 B at d=128, 424-568 B fused, where the
+    one-warpgroup kernel has 64)."""
     causal = p.window_right < p.max_seqlen_q
     least = config.hopper_dkdv_ws_min_seqlen_k_causal if causal else config.hopper_dkdv_ws_min_seqlen_k
-    return bool(least) and p.max_seqlen_k >= least
+    return bool(least) and p.max_seqlen_k >= least and not p.has_dropout
 
 
 def attn_dkdv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
@@ -260,10 +266,11 @@ def fused_dq(p, config: KernelConfig) -> bool:
     block pair instead of 7, dQ added into an fp32 buffer by TMA reduce-adds) for a call that
     ``usable(..., dout=...)`` already admits: the table's threshold on the key length, with a
     causal mask (or any right window) its own, and only where the caller allows nondeterministic
-    sums (``p.deterministic`` off: neither asked for nor torch's deterministic mode)."""
+    sums (``p.deterministic`` off: neither asked for nor torch's deterministic mode); never with
+    dropout (``dkdv_warp_specialized``)."""
     causal = p.window_right < p.max_seqlen_q
     least = config.hopper_fused_dq_min_seqlen_k_causal if causal else config.hopper_fused_dq_min_seqlen_k
-    return bool(least) and p.max_seqlen_k >= least and not p.deterministic
+    return bool(least) and p.max_seqlen_k >= least and not p.deterministic and not p.has_dropout
 
 
 def _dkdv_ws_stages(config: KernelConfig, fused_dq: bool) -> int:
@@ -302,21 +309,23 @@ def dkdv_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
             (_descriptor(q, bm), _descriptor(k, kv_rows), _descriptor(v, kv_rows), _descriptor(dout, bm),
              *((lse, delta) if stats is None else (stats, stats)), dk, dv, *ws_args, p.cu_q(lse), p.cu_k(lse),
              p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale, p.softcap_scale, p.alibi_log2, p.softmax_scale,
-             dk.stride(-3), lse.stride(-2), *p.slope_strides(), 0 if stats is None else stats.shape[-1]),
+             dk.stride(-3), lse.stride(-2), *p.slope_strides(), 0 if stats is None else stats.shape[-1],
+             *p.dropout_args(lse)),
             dict(CAUSAL=p.window_right < sq, **ws_flags, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
-                 HAS_ALIBI=p.has_alibi, PADDED_STATS=stats is not None, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d,
-                 NUM_STAGES=stages), 4, None, options)
+                 HAS_ALIBI=p.has_alibi, PADDED_STATS=stats is not None, HAS_DROPOUT=p.has_dropout, BLOCK_M=bm,
+                 BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=stages), 4, None, options)
 
 
 def dq_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, dq: torch.Tensor, p,
               config: KernelConfig, accumulate: bool = False, device_ok: Optional[bool] = None) -> bool:
     """Whether the Gluon dQ kernel (``hopper_dq_kernel``, on where ``hopper_dq_block_n`` is set)
     computes this backward's dQ: what the Gluon dK/dV kernel takes (``usable`` with ``dout``),
-    and dQ written, not added, into a contiguous buffer of q's dtype."""
+    and dQ written, not added, into a contiguous buffer of q's dtype; with dropout, where
+    ``hopper_dq_dropout`` says so (the mask drawn in the scores' registers, as the forward's)."""
     if not config.hopper_dq_block_n or accumulate or not (dq.is_contiguous() and dq.dtype == q.dtype):
         return False
     return usable(q, k, v, p, replace(config, hopper_dkdv_block_n=config.hopper_dq_block_n),
-                  device_ok=device_ok, dout=dout)
+                  device_ok=device_ok, dout=dout, dropout_ok=bool(config.hopper_dq_dropout))
 
 
 def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, lse: torch.Tensor,
@@ -336,9 +345,10 @@ def dq_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Ten
     return (_launcher(kernel), grid,
             (_descriptor(q, q_rows), _descriptor(k, bn), _descriptor(v, bn), _descriptor(dout, q_rows),
              lse, delta, dq, p.cu_q(lse), p.cu_k(lse), p.slopes_or(lse), sq, sk, h, h // hk, p.qk_scale,
-             p.softcap_scale, p.alibi_log2, p.softmax_scale, dq.stride(-3), lse.stride(-2), *p.slope_strides()),
+             p.softcap_scale, p.alibi_log2, p.softmax_scale, dq.stride(-3), lse.stride(-2), *p.slope_strides(),
+             *p.dropout_args(lse)),
             dict(CAUSAL=p.window_right < sq, IS_VARLEN=p.is_varlen, HAS_SOFTCAP=p.has_softcap,
-                 HAS_ALIBI=_alibi_kind(p.has_alibi, p.window_right == 0, config),
+                 HAS_ALIBI=_alibi_kind(p.has_alibi, p.window_right == 0, config), HAS_DROPOUT=p.has_dropout,
                  BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=d, NUM_STAGES=config.hopper_dq_stages),
             4, None, options)
 
@@ -351,8 +361,8 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
     feature variants), dK/dV (``"dkdv"``; ``"dkdv_ws"`` the warp-specialized one, optionally
     with ``fused_dq``) or dQ (``"dq"``; the table's ``hopper_dq_ws`` picks which) kernel for sm_90
     here, no GPU needed (Triton's bundled ptxas; ``paired``: the warp-specialized forward's causal
-    pairs; ``dropout``: its ``HAS_DROPOUT``): its shared memory, registers and spills
-    (``kernels.aot.resource_usage``) and its wgmmas and full waits for them
+    pairs; ``dropout``: the kernel's ``HAS_DROPOUT``, forward, dK/dV or dQ): its shared memory,
+    registers and spills (``kernels.aot.resource_usage``) and its wgmmas and full waits for them
     (``kernels.aot.wgmma_waits``); with ``dump``, its TTGIR and PTX too."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -382,7 +392,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
                         if kind == "fwd_ws" else {}))
     else:
         bm, warps = config.hopper_dkdv_block_m, 4
-        flags = {} if kind == "dq" else dict(PADDED_STATS=stats)
+        flags = dict(HAS_DROPOUT=dropout) if kind == "dq" else dict(PADDED_STATS=stats, HAS_DROPOUT=dropout)
         if kind == "dkdv_ws":
             kernel, bn, kv_rows = bwd_ws_mod.dkdv_hopper_ws_kernel, 128, 64
             stages = _dkdv_ws_stages(config, fused_dq)
@@ -402,11 +412,11 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
                      do_desc=_descriptor(t, q_rows))
         if fused_dq:
             descs["dq_desc"] = _descriptor(t.float(), bm, head_dim // 2)
-        floats = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale"}
+        floats = {"qk_scale", "softcap_scale", "alibi_log2", "softmax_scale", "drop_scale"}
         flags.update(IS_VARLEN=varlen, HAS_SOFTCAP=softcap,   # (the dK/dV kernels: two-sided)
                      HAS_ALIBI=_alibi_kind(alibi, causal, config) if kind == "dq" else alibi)
         ptrs = {"DK": ptr, "DV": ptr, "DQ": ptr, "LSE": "*fp32", "DELTA": "*fp32", "dq_desc": ptr, "SLOPES": "*fp32",
-                "CU_Q": "*i32", "CU_K": "*i32"}
+                "CU_Q": "*i32", "CU_K": "*i32", "SEED": "*i64"}
     consts = dict(CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn, HEAD_DIM=head_dim, NUM_STAGES=stages, num_warps=warps,
                   **flags)
     names = list(kernel.arg_names)

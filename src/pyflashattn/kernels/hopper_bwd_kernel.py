@@ -28,6 +28,7 @@ from triton.experimental.gluon.language._core import builtin
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_init, warpgroup_mma_wait)
 
+from .hopper_dropout import dropout_keep_transposed
 from .hopper_fwd_kernel import _alibi_slope2, _tanh_approx
 
 LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
@@ -105,7 +106,8 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
                 seqlen_q, causal_shift, scales, dq_args, MASKED: gl.constexpr, WS: gl.constexpr,
                 FUSED_DQ: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
                 PADDED_STATS: gl.constexpr, WG: gl.constexpr, st_layout: gl.constexpr, p_op: gl.constexpr,
-                BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
+                BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, dropout,
+                HAS_DROPOUT: gl.constexpr):
     """Flat steps ``[t_begin, t_end)`` (see the module docstring); ``MASKED``: apply the causal
     mask (the diagonal's blocks only, a loop of its own so the rest carries no branch). ``WS``:
     a consumer warpgroup of the warp-specialized kernel (``hopper_bwd_ws_kernel``), which
@@ -118,7 +120,10 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
     (``IS_VARLEN``: ``(h, total_q)``, row stride ``stride_lh``, this sequence's rows from
     ``row0_q``); with ``PADDED_STATS`` (dense only) ``LSE`` is the preprocess's
     ``(b, h, 2, stats_len)`` buffer instead, lse in base 2 then delta, padded past ``seqlen_q``
-    with +inf and 0, read without masks (``bwd._new_stats``)."""
+    with +inf and 0, read without masks (``bwd._new_stats``). ``HAS_DROPOUT``: dV sees P^T with
+    dropout's zeros and scale, and dP^T is dropped the same way (FlashAttention-2's Algorithm 2,
+    as the Triton dK/dV kernel); ``dropout`` = (seed, keep threshold, 1 / P(keep), the keys'
+    first index), the mask drawn per step (``hopper_dropout.dropout_keep_transposed``)."""
     LSE, DELTA, stats_len = stats
     dtype: gl.constexpr = q_desc.dtype
     BLOCK_N: gl.constexpr = k_smem.shape[0]
@@ -165,7 +170,12 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
             visible = gl.expand_dims(offs_n - causal_shift, 1) <= gl.expand_dims(rows, 0)
             s2 = gl.where(visible, s2, float("-inf"))
         pt = gl.exp2(s2 - gl.expand_dims(lse2, 0))
-        pt_op = gl.convert_layout(pt.to(dtype), p_op)
+        if HAS_DROPOUT:
+            keep_t = dropout_keep_transposed(dropout[0], b * nheads + h0 + t // n_q, (m_first + t % n_q) * BLOCK_M,
+                                             dropout[3], dropout[1], BLOCK_M, BLOCK_N, st_layout)
+            pt_op = gl.convert_layout(gl.where(keep_t, pt * dropout[2], 0.0).to(dtype), p_op)
+        else:
+            pt_op = gl.convert_layout(pt.to(dtype), p_op)
         if HAS_SOFTCAP:  # dS^T's factor folded in now: P^T * (1 - tanh^2) stays live in P^T's registers
             pt = pt * dmod
         dv = warpgroup_mma(pt_op, do_smem.index(slot), dv, is_async=True)
@@ -174,13 +184,20 @@ def _dkdv_steps(dk, dv, pt_op, ds_op, t_begin, t_end, q_desc, do_desc, q_smem, d
         else:
             delta = gl.load(DELTA + p_row, mask=rows < seqlen_q, other=0.0)
         dpt = warpgroup_mma_wait(1, deps=(dpt,))
-        dst = pt * (dpt - gl.expand_dims(delta, 0))
+        if HAS_DROPOUT:
+            # a new tile: dpt itself stays the next step's (ignored) wgmma input
+            dst = pt * (gl.where(keep_t, dpt * dropout[2], 0.0) - gl.expand_dims(delta, 0))
+        else:
+            dst = pt * (dpt - gl.expand_dims(delta, 0))
         ds_op = gl.convert_layout(dst.to(dtype), p_op)
         dk = warpgroup_mma(ds_op, q_smem.index(slot), dk, is_async=True)
-        if WS and not FUSED_DQ:
+        if (WS and not FUSED_DQ) or HAS_DROPOUT:
             # every wgmma retired at the step's end: with dK's still in flight across the loop's
             # back edge, ptxas serializes all of the warp-specialized kernel's wgmmas (C7512,
-            # one full wait per wgmma; v10 item 6). Draining: 4 full waits of 48, 5% faster (v11)
+            # one full wait per wgmma; v10 item 6). Draining: 4 full waits of 48, 5% faster (v11).
+            # With dropout the one-warpgroup kernel too: the mask's turn through shared memory made
+            # ptxas serialize every wgmma without causal (C7514: 16 of 16 at d=64, 24 of 24 at
+            # d=128; drained, 2 of 16 and 2 of 24; offline)
             pt_op, ds_op = warpgroup_mma_wait(0, deps=(pt_op, ds_op))
         if FUSED_DQ:
             # keys past seqlen_k (read from the next sequence, or TMA's zeros) must not reach dQ
@@ -278,10 +295,12 @@ def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, st
                h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift, score_args, group, dq_args,
                CAUSAL: gl.constexpr, WS: gl.constexpr, FUSED_DQ: gl.constexpr, IS_VARLEN: gl.constexpr,
                HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, PADDED_STATS: gl.constexpr, WG: gl.constexpr,
-               st_layout: gl.constexpr, acc_layout: gl.constexpr, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+               st_layout: gl.constexpr, acc_layout: gl.constexpr, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr,
+               drop_args, HAS_DROPOUT: gl.constexpr):
     """dK, dV of keys ``[n0, n0 + k_smem.shape[0])`` over every step of the program: per query
     head of the group, the diagonal steps with the causal mask, then the rest without; returned
-    with every dot retired. ``score_args``: as ``_head_scales`` takes them."""
+    with every dot retired. ``score_args``: as ``_head_scales`` takes them. ``drop_args``: (the
+    seed's pointer, keep threshold, 1 / P(keep)) where ``HAS_DROPOUT``."""
     dtype: gl.constexpr = q_desc.dtype
     BLOCK_N: gl.constexpr = k_smem.shape[0]
     HEAD_DIM: gl.constexpr = k_smem.shape[1]
@@ -300,6 +319,10 @@ def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, st
         n_masked = gl.minimum(gl.cdiv(gl.maximum(n0 + BLOCK_N - 1 - causal_shift, 0), BLOCK_M) - m_first, n_q)
     else:
         n_masked = 0
+    if HAS_DROPOUT:
+        dropout = (gl.load(drop_args[0]), drop_args[1], drop_args[2], n0)
+    else:
+        dropout = ()
     for g in range(group):
         t0 = g * n_q
         scales = _head_scales(score_args, b, h0 + g, 0, HAS_ALIBI)
@@ -309,14 +332,14 @@ def _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem, v_smem, bars, empty, st
                                                nheads, stride_lh, h0, n_q, n_steps, m_first, row0_q, seqlen_q,
                                                causal_shift, scales, dq_args, True, WS, FUSED_DQ, IS_VARLEN,
                                                HAS_SOFTCAP, HAS_ALIBI, PADDED_STATS, WG, st_layout, p_op, BLOCK_M,
-                                               HEAD_DIM, NUM_STAGES)
+                                               HEAD_DIM, NUM_STAGES, dropout, HAS_DROPOUT)
             t0 += n_masked
         dk, dv, pt_op, ds_op = _dkdv_steps(dk, dv, pt_op, ds_op, t0, (g + 1) * n_q, q_desc, do_desc, q_smem,
                                            do_smem, k_smem, v_smem, bars, empty, stats, offs_n, offs_m, b,
                                            nheads, stride_lh, h0, n_q, n_steps, m_first, row0_q, seqlen_q,
                                            causal_shift, scales, dq_args, False, WS, FUSED_DQ, IS_VARLEN,
                                            HAS_SOFTCAP, HAS_ALIBI, PADDED_STATS, WG, st_layout, p_op, BLOCK_M,
-                                           HEAD_DIM, NUM_STAGES)
+                                           HEAD_DIM, NUM_STAGES, dropout, HAS_DROPOUT)
     dk, dv, pt_op, ds_op = warpgroup_mma_wait(0, deps=(dk, dv, pt_op, ds_op))
     return dk, dv
 
@@ -335,10 +358,11 @@ def _store_dkdv(dk, dv, n0, row0_k, kv_col, seqlen_k, softmax_scale, DK, DV, str
 @gluon.jit
 def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k,
                        nheads, group, qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dks, stride_lh,
-                       stride_sb, stride_sh, stats_len, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr,
-                       HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, PADDED_STATS: gl.constexpr,
-                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                       NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+                       stride_sb, stride_sh, stats_len, SEED, drop_threshold, drop_scale, CAUSAL: gl.constexpr,
+                       IS_VARLEN: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                       PADDED_STATS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                       HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr,
+                       HAS_DROPOUT: gl.constexpr = False):
     gl.static_assert(NUM_STAGES >= 2)
     dtype: gl.constexpr = q_desc.dtype
     b, hk, n0, row0_q, row0_k, seqlen_q, seqlen_k, causal_shift, m_first, n_q, n_steps, h0 = _dkdv_program(
@@ -375,7 +399,7 @@ def dkdv_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, CU_Q
                         nheads, stride_lh, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
                         (qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh), group, (), CAUSAL, False,
                         False, IS_VARLEN, HAS_SOFTCAP, HAS_ALIBI, PADDED_STATS, 0, st_layout, acc_layout, BLOCK_M,
-                        NUM_STAGES)
+                        NUM_STAGES, (SEED, drop_threshold, drop_scale), HAS_DROPOUT)
 
     mbarrier.invalidate(kv_bar)
     for i in gl.static_range(NUM_STAGES):

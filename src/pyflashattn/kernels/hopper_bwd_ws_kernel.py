@@ -54,7 +54,7 @@ def _producer(args, WG: gl.constexpr):
 @gluon.jit
 def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, FUSED_DQ: gl.constexpr, IS_VARLEN: gl.constexpr,
               HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, PADDED_STATS: gl.constexpr, group, seqlen_k,
-              softmax_scale, DK, DV, stride_dks, dq_args):
+              softmax_scale, DK, DV, stride_dks, dq_args, drop_args, HAS_DROPOUT: gl.constexpr):
     """One warpgroup, keys ``[n0 + WG * 64, +64)``: every step of the program, then its dK, dV."""
     (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready, empty, stats,
      b, nheads, stride_lh, h0, n_q, n_steps, m_first, row0_q, row0_k, n0, kv_col, seqlen_q, causal_shift,
@@ -71,7 +71,7 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, FUSED_DQ: gl.constex
     dk, dv = _dkdv_walk(q_desc, do_desc, q_smem, do_smem, k_smem.index(WG), v_smem.index(WG), ready, empty, stats,
                         n_own, b, nheads, stride_lh, h0, n_q, n_steps, m_first, row0_q, seqlen_q, causal_shift,
                         score_args, group, dq_args, CAUSAL, True, FUSED_DQ, IS_VARLEN, HAS_SOFTCAP, HAS_ALIBI,
-                        PADDED_STATS, WG, st_layout, acc_layout, BLOCK_M, NUM_STAGES)
+                        PADDED_STATS, WG, st_layout, acc_layout, BLOCK_M, NUM_STAGES, drop_args, HAS_DROPOUT)
     if FUSED_DQ:
         tma.store_wait(0)   # the last reduce-add has read its tile before the program ends
     _store_dkdv(dk, dv, n_own, row0_k, kv_col, seqlen_k, softmax_scale, DK, DV, stride_dks, acc_layout)
@@ -80,16 +80,19 @@ def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, FUSED_DQ: gl.constex
 @gluon.jit
 def dkdv_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, dq_desc, CU_Q, CU_K, SLOPES, seqlen_q,
                           seqlen_k, nheads, group, qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dks,
-                          stride_lh, stride_sb, stride_sh, stats_len, CAUSAL: gl.constexpr, FUSED_DQ: gl.constexpr,
+                          stride_lh, stride_sb, stride_sh, stats_len, SEED, drop_threshold, drop_scale,
+                          CAUSAL: gl.constexpr, FUSED_DQ: gl.constexpr,
                           IS_VARLEN: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
                           PADDED_STATS: gl.constexpr,
                           BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                          HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+                          HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr,
+                          HAS_DROPOUT: gl.constexpr = False):
     """One program per (128 keys, batch x kv-head); launch with ``maxnreg=MAXNREG``, the K/V
     descriptors' blocks ``64 x d`` (one per consumer), Q/dO's ``BLOCK_M x d``. ``FUSED_DQ``: also
     add dQ / softmax_scale into the zeroed fp32 buffer behind ``dq_desc`` (``(b * sq, h * d)`` in
     ``BLOCK_M x d/2`` blocks; ``hopper_bwd_kernel._dq_step``); otherwise ``dq_desc`` is unused.
-    ``IS_VARLEN``: packed sequences (``hopper_bwd_kernel._dkdv_program``)."""
+    ``IS_VARLEN``: packed sequences (``hopper_bwd_kernel._dkdv_program``). ``HAS_DROPOUT``: as
+    ``hopper_bwd_kernel._dkdv_steps``, each consumer drawing its own keys' mask."""
     gl.static_assert(BLOCK_N == 2 * KEYS)     # two consumer warpgroups
     gl.static_assert(num_warps == 4)          # the default partition is consumer 0
     gl.static_assert(NUM_STAGES >= 2)
@@ -128,7 +131,9 @@ def dkdv_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, d
             (LSE, DELTA, stats_len), b, nheads, stride_lh, h0, n_q, n_steps, m_first, row0_q, row0_k, n0,
             hk * HEAD_DIM, seqlen_q, causal_shift, (qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh))
     gl.warp_specialize([(_consumer, (args, 0, CAUSAL, FUSED_DQ, IS_VARLEN, HAS_SOFTCAP, HAS_ALIBI, PADDED_STATS,
-                                     group, seqlen_k, softmax_scale, DK, DV, stride_dks, dq_args)),
+                                     group, seqlen_k, softmax_scale, DK, DV, stride_dks, dq_args,
+                                     (SEED, drop_threshold, drop_scale), HAS_DROPOUT)),
                         (_consumer, (args, 1, CAUSAL, FUSED_DQ, IS_VARLEN, HAS_SOFTCAP, HAS_ALIBI, PADDED_STATS,
-                                     group, seqlen_k, softmax_scale, DK, DV, stride_dks, dq_args)),
+                                     group, seqlen_k, softmax_scale, DK, DV, stride_dks, dq_args,
+                                     (SEED, drop_threshold, drop_scale), HAS_DROPOUT)),
                         (_producer, (args, 0))], [4, 1], [240, 24])

@@ -24,6 +24,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma_init, warpgroup_mma_wait)
 
 from .hopper_bwd_kernel import _alibi_lse, _head_scales, _scores
+from .hopper_dropout import dropout_keep
 from .hopper_fwd_kernel import _key_blocks, _kv_barriers, _load_tile, _program
 
 LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
@@ -57,13 +58,16 @@ def _dq_probs(s, lse2, block, n_full, offs_m, offs_n, seqlen_k, causal_shift, sc
 @gluon.jit
 def _dq_steps(q_smem, do_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, refill, n_steps, j_lo, n_full,
               lse2, delta, offs_m, seqlen_k, causal_shift, scales, CAUSAL: gl.constexpr, WS: gl.constexpr,
-              HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, s_layout: gl.constexpr, dq_layout: gl.constexpr):
+              HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, s_layout: gl.constexpr, dq_layout: gl.constexpr,
+              dropout, HAS_DROPOUT: gl.constexpr):
     """dQ (unscaled) of the rows of ``q_smem`` over key blocks ``[j_lo, j_lo + n_steps)``, the
     step loop of the module docstring, returned with every wgmma retired. One-warpgroup kernel
     (``WS`` off): the program refills each ring slot itself (``refill`` = the K and V
     descriptors, the first key row, the column). ``WS``: a consumer warpgroup of
     ``dq_hopper_ws_kernel``, which releases each slot on ``k_empty`` / ``v_empty`` for the
-    producer warp instead."""
+    producer warp instead. ``HAS_DROPOUT``: dP dropped and scaled as in the forward's P V
+    (``hopper_dropout.dropout_keep``; ``dropout`` = (seed, batch * nheads + head, keep threshold,
+    1 / P(keep))), so that dS = P (dP' - delta) as FlashAttention-2's Algorithm 2."""
     dtype: gl.constexpr = q_smem.dtype
     NUM_STAGES: gl.constexpr = k_smem.shape[0]
     BLOCK_N: gl.constexpr = k_smem.shape[1]
@@ -92,6 +96,9 @@ def _dq_steps(q_smem, do_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empt
         p = _dq_probs(s, lse2, j_lo + t, n_full, offs_m, offs_n, seqlen_k, causal_shift, scales, CAUSAL, HAS_SOFTCAP,
                       HAS_ALIBI, BLOCK_N)
         dp = warpgroup_mma_wait(0, deps=(dp,))
+        if HAS_DROPOUT:
+            dp = gl.where(dropout_keep(dropout[0], dropout[1], offs_m, offs_n, (j_lo + t) * BLOCK_N, dropout[2],
+                                       s_layout), dp * dropout[3], 0.0)
         # V(t) read by dP(t), done: its slot may take block t+NUM_STAGES
         if WS:
             mbarrier.arrive(v_empty.index(slot), count=1)
@@ -111,6 +118,16 @@ def _dq_steps(q_smem, do_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empt
 
 
 @gluon.jit
+def _dropout(SEED, bh, threshold, scale, HAS_DROPOUT: gl.constexpr):
+    """``_dq_steps``' dropout arguments: (seed, batch * nheads + head, keep threshold, 1 / P(keep)),
+    or none."""
+    if HAS_DROPOUT:
+        return gl.load(SEED), bh, threshold, scale
+    else:
+        return ()
+
+
+@gluon.jit
 def _store_dq(dq, m0, row0_q, q_col, seqlen_q, softmax_scale, DQ, stride_dqs, dq_layout: gl.constexpr):
     """dQ * softmax_scale of query rows ``[m0, m0 + dq.shape[0])``; rows past ``seqlen_q`` are not stored."""
     rows = m0 + gl.arange(0, dq.shape[0], layout=gl.SliceLayout(1, dq_layout))
@@ -122,15 +139,18 @@ def _store_dq(dq, m0, row0_q, q_col, seqlen_q, softmax_scale, DQ, stride_dqs, dq
 @gluon.jit
 def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k, nheads,
                      group, qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dqs, stride_lh, stride_sb,
-                     stride_sh, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr, HAS_SOFTCAP: gl.constexpr,
-                     HAS_ALIBI: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                     NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+                     stride_sh, SEED, drop_threshold, drop_scale, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr,
+                     HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                     HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr,
+                     HAS_DROPOUT: gl.constexpr = False):
     """One program per (query block, batch x head), query blocks fastest and each head's last
     (longest under causal) first, as the forward (``_program``). q, dout, dq ``(b, sq, h, d)``
     and k, v ``(b, sk, hk, d)`` seen as 2-D ``(b * s, h * d)``; lse and delta ``(b, h, sq)``.
     ``IS_VARLEN``: packed ``(total, h, d)`` seen as ``(total, h * d)``, lse and delta
     ``(h, total_q)``, each sequence's rows and lengths from ``CU_Q`` / ``CU_K`` (as the forward's
-    ``_program``); a row block that sees no key at all runs one fully masked block (dQ = 0)."""
+    ``_program``); a row block that sees no key at all runs one fully masked block (dQ = 0).
+    ``HAS_DROPOUT``: dropout with the seed at ``SEED``, the keep threshold and 1 / P(keep)
+    (``params.KernelParams.dropout_args``), drawn as the forward draws it."""
     gl.static_assert(NUM_STAGES >= 2)
     dtype: gl.constexpr = q_desc.dtype
     start_m, b, h, row0_q, row0_k, seqlen_q, seqlen_k, lse_base = _program(gl.program_id(0), CU_Q, CU_K, seqlen_q,
@@ -182,7 +202,8 @@ def dq_hopper_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, CU_Q, CU_K
     lse2 = _alibi_lse(lse2, scales, offs_m, causal_shift, HAS_ALIBI)
     dq = _dq_steps(q_smem, do_smem, k_smem, v_smem, k_bar, v_bar, k_bar, v_bar, (k_desc, v_desc, row_k, kv_col),
                    n_steps, j_lo, n_full, lse2, delta, offs_m, seqlen_k, causal_shift, scales,
-                   CAUSAL, False, HAS_SOFTCAP, HAS_ALIBI, s_layout, dq_layout)
+                   CAUSAL, False, HAS_SOFTCAP, HAS_ALIBI, s_layout, dq_layout,
+                   _dropout(SEED, b * nheads + h, drop_threshold, drop_scale, HAS_DROPOUT), HAS_DROPOUT)
 
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(NUM_STAGES):
@@ -203,7 +224,7 @@ def _dq_ws_producer(args):
     """One warp: Q and dO of both consumers, then K(t) and V(t) into their rings, each slot
     refilled once both consumers have released it."""
     (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-     geometry, LSE, DELTA, DQ, scales, softmax_scale, stride_dqs) = args
+     geometry, LSE, DELTA, DQ, scales, softmax_scale, stride_dqs, dropout) = args
     m0, row0_q, row_k, q_col, kv_col, n_steps = geometry[:6]
     NUM_STAGES: gl.constexpr = k_smem.type.shape[0]
     BLOCK_N: gl.constexpr = k_smem.type.shape[1]
@@ -226,12 +247,13 @@ def _dq_ws_producer(args):
 
 
 @gluon.jit
-def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr):
+def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                    HAS_DROPOUT: gl.constexpr):
     """One warpgroup, query rows ``[m0 + WG * 64, +64)``: the shared step loop (``_dq_steps``,
     ``WS``), then their dQ. Both consumers walk every key block of the program (the rings are
     shared); under causal consumer 0's last block is masked whole."""
     (q_desc, k_desc, v_desc, do_desc, q_smem, do_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-     geometry, LSE, DELTA, DQ, scales, softmax_scale, stride_dqs) = args
+     geometry, LSE, DELTA, DQ, scales, softmax_scale, stride_dqs, dropout) = args
     m0, row0_q, row_k, q_col, kv_col, n_steps, j_lo, seqlen_q, seqlen_k, causal_shift, lse_base = geometry
     BLOCK_N: gl.constexpr = k_smem.type.shape[1]
     HEAD_DIM: gl.constexpr = k_smem.type.shape[2]
@@ -249,17 +271,18 @@ def _dq_ws_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, HAS_SOFTCAP: g
     mbarrier.wait(q_bar.index(WG), 0)
     dq = _dq_steps(q_smem.index(WG), do_smem.index(WG), k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
                    (k_desc, v_desc, row_k, kv_col), n_steps, j_lo, n_full, lse2, delta, offs_m, seqlen_k,
-                   causal_shift, scales, CAUSAL, True, HAS_SOFTCAP, HAS_ALIBI, s_layout, dq_layout)
+                   causal_shift, scales, CAUSAL, True, HAS_SOFTCAP, HAS_ALIBI, s_layout, dq_layout, dropout,
+                   HAS_DROPOUT)
     _store_dq(dq, start, row0_q, q_col, seqlen_q, softmax_scale, DQ, stride_dqs, dq_layout)
 
 
 @gluon.jit
 def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, CU_Q, CU_K, SLOPES, seqlen_q, seqlen_k,
                         nheads, group, qk_scale, softcap_scale, alibi_log2, softmax_scale, stride_dqs, stride_lh,
-                        stride_sb, stride_sh, CAUSAL: gl.constexpr, IS_VARLEN: gl.constexpr,
-                        HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
+                        stride_sb, stride_sh, SEED, drop_threshold, drop_scale, CAUSAL: gl.constexpr,
+                        IS_VARLEN: gl.constexpr, HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                        NUM_STAGES: gl.constexpr, num_warps: gl.constexpr):
+                        NUM_STAGES: gl.constexpr, num_warps: gl.constexpr, HAS_DROPOUT: gl.constexpr = False):
     """``dq_hopper_kernel``'s work with warp specialization (``hopper_dq_ws``, shipped at d=128): 128
     query rows per program, two consumer warpgroups of 64 rows sharing the K/V tiles a producer
     warp streams in, so each K/V tile read from L2 serves twice the rows (the one-warpgroup
@@ -298,8 +321,8 @@ def dq_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, CU_Q, C
             v_empty, geometry, LSE, DELTA, DQ,
             _head_scales((qk_scale, softcap_scale, SLOPES, alibi_log2, stride_sb, stride_sh), b, h,
                          m0 + causal_shift, HAS_ALIBI),
-            softmax_scale, stride_dqs)
-    gl.warp_specialize([(_dq_ws_consumer, (args, 0, CAUSAL, HAS_SOFTCAP, HAS_ALIBI)),
-                        (_dq_ws_consumer, (args, 1, CAUSAL, HAS_SOFTCAP, HAS_ALIBI)),
+            softmax_scale, stride_dqs, _dropout(SEED, b * nheads + h, drop_threshold, drop_scale, HAS_DROPOUT))
+    gl.warp_specialize([(_dq_ws_consumer, (args, 0, CAUSAL, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT)),
+                        (_dq_ws_consumer, (args, 1, CAUSAL, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT)),
                         (_dq_ws_producer, (args,))],
                        [4, 1], [240, 24])

@@ -77,3 +77,20 @@ def dropout_keep(seed, bh, offs_m, offs_n, col0, threshold, layout: gl.constexpr
                         gl.join(_byte_pair(w3, thr, 0), _byte_pair(w3, thr, 16))))
     y = gl.reshape(gl.permute(y, (0, 1, 6, 5, 4, 2, 3)), [ROWS, BLOCK_N])
     return gl.convert_layout(y, layout, assert_trivial=True)
+
+
+@gluon.jit
+def dropout_keep_transposed(seed, bh, q0, n0, threshold, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                            layout: gl.constexpr):
+    """bool ``[BLOCK_N, BLOCK_M]`` in ``layout`` (the dK/dV kernels' S^T accumulator: keys down,
+    queries across): True where dropout keeps key ``n0 + i`` for query ``q0 + j``. There a
+    thread holds two keys of sixteen queries, so each of its draws would serve two of its
+    elements; instead the mask is drawn in the forward's orientation (``dropout_keep``: each
+    thread its own sixteen keys of a query) and turned through shared memory, as bytes
+    (``BLOCK_M`` x ``BLOCK_N`` a step). ``n0`` a multiple of 64, ``BLOCK_N`` too; one warpgroup."""
+    fwd_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                         instr_shape=[16, BLOCK_N, 16])
+    offs_q = q0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, fwd_layout))
+    offs_k = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, fwd_layout))
+    keep = dropout_keep(seed, bh, offs_q, offs_k, n0, threshold, fwd_layout).to(gl.int8)
+    return gl.convert_layout(gl.permute(keep, (1, 0)), layout) != 0
