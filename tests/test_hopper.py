@@ -1146,35 +1146,36 @@ def test_gpu_persistent_forward_walks_many_tiles(shape, monkeypatch):
 
 def test_dropout_chosen_only_with_hopper_dropout():
     """Dropout's forward takes the warp-specialized Gluon kernel where the table has
-    ``hopper_dropout`` (d 64 and 128), never the one-warpgroup one, and its backward never a
-    Gluon kernel (their S^T tiles hold other elements per thread)."""
+    ``hopper_dropout`` (d 64 and 128), never the one-warpgroup one; its backward the Gluon dQ
+    with ``hopper_dq_dropout`` and the one-warpgroup Gluon dK/dV with ``hopper_dkdv_dropout``
+    (both on at d 64 and 128 since v18), never the warp-specialized or fused dK/dV; with
+    varlen, softcap, ALiBi, a left window or rows that see no key only with
+    ``hopper_dropout_features`` (on since v18)."""
     for d in (64, 128):
         q, k, v = qkv(d=d)
         p = params(q, k, causal=True, dropout_p=0.1)
+        dout, dq = torch.randn_like(q), torch.empty_like(q)
         assert hopper.usable(q, k, v, p, cfg(d), device_ok=True)
         assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_dropout": false}'), device_ok=True)
         assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_ws_min_seqlen_k": 0}'), device_ok=True)
-        assert not hopper.usable(q, k, v, p, cfg(d), device_ok=True, dout=torch.randn_like(q))
-        # the Gluon dQ kernel with dropout only with hopper_dq_dropout (an experiment, off)
-        dq = torch.empty_like(q)
-        assert not hopper.dq_usable(q, k, v, torch.randn_like(q), dq, p, cfg(d), device_ok=True)
-        assert hopper.dq_usable(q, k, v, torch.randn_like(q), dq, p, cfg(d, override='{"hopper_dq_dropout": true}'),
-                                device_ok=True)
-        # and the one-warpgroup Gluon dK/dV with hopper_dkdv_dropout (an experiment, off), never
-        # the warp-specialized or fused one
-        on = cfg(d, override='{"hopper_dkdv_dropout": true, "hopper_dkdv_ws_min_seqlen_k_causal": 1}')
-        assert hopper.usable(q, k, v, p, on, device_ok=True, dout=torch.randn_like(q))
-        assert not hopper.dkdv_warp_specialized(p, on) and hopper.dkdv_warp_specialized(params(q, k, causal=True), on)
-        # with varlen, softcap, ALiBi, a left window or rows that see no key only with
-        # hopper_dropout_features (not yet run on a GPU)
-        feats = cfg(d, override='{"hopper_dropout_features": true}')
+        assert hopper.dq_usable(q, k, v, dout, dq, p, cfg(d), device_ok=True)
+        assert not hopper.dq_usable(q, k, v, dout, dq, p, cfg(d, override='{"hopper_dq_dropout": false}'),
+                                    device_ok=True)
+        assert hopper.usable(q, k, v, p, cfg(d), device_ok=True, dout=dout)
+        assert not hopper.usable(q, k, v, p, cfg(d, override='{"hopper_dkdv_dropout": false}'), device_ok=True,
+                                 dout=dout)
+        ws = cfg(d, override='{"hopper_dkdv_ws_min_seqlen_k_causal": 1}')
+        assert not hopper.dkdv_warp_specialized(p, ws) and hopper.dkdv_warp_specialized(params(q, k, causal=True), ws)
+        no_feats = cfg(d, override='{"hopper_dropout_features": false}')
         q2, k2, v2 = qkv(sq=301, sk=300, d=d)
         for args, p2 in (((q, k, v), params(q, k, causal=True, softcap=30.0, dropout_p=0.1)),
                          ((q, k, v), params(q, k, causal=True, alibi=torch.rand(4), dropout_p=0.1)),
                          ((q, k, v), params(q, k, window=(128, 0), dropout_p=0.1)),
                          ((q2, k2, v2), params(q2, k2, causal=True, dropout_p=0.1))):
-            assert not hopper.usable(*args, p2, cfg(d), device_ok=True)
-            assert hopper.usable(*args, p2, feats, device_ok=True)
+            assert hopper.usable(*args, p2, cfg(d), device_ok=True)
+            assert not hopper.usable(*args, p2, no_feats, device_ok=True)
+            assert not hopper.dq_usable(*args, torch.randn_like(args[0]), torch.empty_like(args[0]), p2, no_feats,
+                                        device_ok=True)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
@@ -1222,14 +1223,19 @@ def test_gpu_gluon_dropout_against_float64(shape, causal, dtype, bwd, monkeypatc
         assert (a.double() - r).abs().max() <= 2 * (lo.double() - r).abs().max() + 1e-4, name
 
 
+# every Gluon kernel with dropout off: the Triton kernels, the control
+TRITON_DROPOUT = '{"hopper_dropout": false, "hopper_dq_dropout": false, "hopper_dkdv_dropout": false}'
+
+
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.get_device_capability() != (9, 0), reason="needs an sm_90 GPU")
 @pytest.mark.parametrize("case", ["varlen", "softcap", "alibi", "window", "sq>sk"])
 @pytest.mark.parametrize("d", [64, 128])
 def test_gpu_gluon_dropout_features_against_fp32(case, d, monkeypatch):
     """Dropout on the Gluon forward with varlen, softcap, ALiBi, a left window, or causal rows
-    that see no key (``hopper_dropout_features``): out and gradients against the PyTorch
-    backend in fp32 under the same seed (the same mask: ``dropout.keep_mask``), within twice
-    the Triton forward's error (``hopper_dropout`` off), bf16."""
+    that see no key (``hopper_dropout_features``), and the Gluon backward where it takes the
+    feature (``hopper_dq_dropout``, ``hopper_dkdv_dropout``; the table's defaults): out and
+    gradients against the PyTorch backend in fp32 under the same seed (the same mask:
+    ``dropout.keep_mask``), within twice the Triton kernels' error (``TRITON_DROPOUT``), bf16."""
     import pyflashattn as pfa
     h, hk = 4, 2
     if case == "varlen":
@@ -1257,11 +1263,11 @@ def test_gpu_gluon_dropout_features_against_fp32(case, d, monkeypatch):
         torch.manual_seed(5)
         out = call(q, k, v)
         return (out, *torch.autograd.grad(out, (q, k, v), g.to(dtype)))
-    gluon = run("triton", '{"hopper_dropout": true, "hopper_dropout_features": true}', torch.bfloat16)
-    triton_fwd = run("triton", '{"hopper_dropout": false}', torch.bfloat16)
+    gluon = run("triton", "{}", torch.bfloat16)   # the table: the Gluon forward and backward with dropout
+    triton_fwd = run("triton", TRITON_DROPOUT, torch.bfloat16)
     ref = run("torch", "{}", torch.float32)
     q, k, v = (t.to(torch.bfloat16) for t in base)
-    on = cfg(d, override='{"hopper_dropout": true, "hopper_dropout_features": true}')
+    on = cfg(d)
     if case != "varlen":   # the Gluon forward took it (varlen: the same rule, ``_has_features``)
         p = ops._params(q, k, d ** -0.5, *(kw.get("window_size", (-1, 0 if kw.get("causal") else -1))),
                         kw.get("softcap", 0.0), kw.get("alibi_slopes"), None, None, None, None, None, 0.17)

@@ -54,6 +54,11 @@ class KernelConfig:
     # at d=64, at 4k and 16k
     dropout_block_m_kv: int = 0
     dropout_block_n_kv: int = 0
+    # ... and the Triton dQ kernel's (0: the one above), where the Gluon dQ does not serve. v18,
+    # d=64 causal b4 4k / 16k, forward+backward with dropout (that dQ kernel): 32 keys at 4 warps
+    # 14.8 / 212 ms, 64 keys at 8 warps 2.9 / 40 ms (h200-dropout-dq-tiles-v18.log)
+    dropout_block_n_q: int = 0
+    dropout_num_warps_q: int = 0
     # the Gluon kernels on Hopper (kernels/hopper.py) for the cases they cover; 0: off.
     # Forward, one warpgroup per program (two programs share an SM; v6 sweeps)
     hopper_block_m: int = 0
@@ -71,8 +76,9 @@ class KernelConfig:
     # kernels. v17 item 8, d=128 causal, one process: forward with dropout 0.994 -> 0.782 ms at
     # 4k, 13.80 -> 11.61 ms at 16k; forward+backward -5 % / -3 % (h200-dropout-gluon-v17.log)
     hopper_dropout: bool = False
-    # ... also with varlen, softcap, ALiBi or a window (the mask's map is the same; not yet run on
-    # a GPU in these combinations, so off: they take the Triton forward)
+    # ... also with varlen, softcap, ALiBi, a left window or causal rows that see no key (the
+    # mask's map is the same; the backward kernels below likewise, where they take the feature).
+    # On since v18, when its GPU test against the fp32 PyTorch path passed (d 64 and 128)
     hopper_dropout_features: bool = False
     hopper_ws_block_n: int = 128
     hopper_ws_stages: int = 2
@@ -172,12 +178,15 @@ class KernelConfig:
     # (at d=64 1-7 % slower than one warpgroup at 1k-4k, so d=128 only)
     hopper_dq_ws: bool = False
     # that kernel with dropout, the mask drawn in its score registers as the forward's
-    # (hopper_dropout.dropout_keep), beside the Triton dK/dV kernel. Experiment, not yet run on
-    # a GPU
+    # (hopper_dropout.dropout_keep). v18, d=128 causal b4 dropout 0.1, one process
+    # (h200-dropout-gluon-bwd-v18.log): forward+backward -2 % with it alone (beside the Triton
+    # dK/dV), -20 % / -17 % at 4k / 16k with the one below
     hopper_dq_dropout: bool = False
-    # the Gluon dK/dV kernels with dropout: the mask drawn in the forward's orientation and
-    # turned through shared memory (hopper_dropout.dropout_keep_transposed). Experiment, not yet
-    # run on a GPU
+    # the one-warpgroup Gluon dK/dV with dropout: the mask drawn in the forward's orientation and
+    # turned through shared memory (hopper_dropout.dropout_keep_transposed), every wgmma retired
+    # at a step's end; never the warp-specialized or fused kernel (stack 160-568 B offline).
+    # With both: forward+backward with dropout 4.05 -> 3.23 ms at 4k, 56.2 -> 46.6 ms at 16k,
+    # 1.45x the dense call (was 1.83x / 1.75x), 1.26x / 1.18x faster than SDPA flash's dropout
     hopper_dkdv_dropout: bool = False
     # and with a causal mask (0: never; v10 measured it slower with 3 stages)
     hopper_fused_dq_min_seqlen_k_causal: int = 0
@@ -191,7 +200,8 @@ _TABLE_16BIT: dict[int, dict] = {
     64: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
              hopper_block_m=64, hopper_block_n=128, hopper_stages=2, hopper_ws_min_seqlen_k=1,
              hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True, hopper_dkdv_block_n=64,
-             hopper_dq_block_n=64, dropout_block_n_kv=64, hopper_dropout=True),
+             hopper_dq_block_n=64, dropout_block_n_kv=64, dropout_block_n_q=64, dropout_num_warps_q=8,
+             hopper_dropout=True, hopper_dropout_features=True, hopper_dq_dropout=True, hopper_dkdv_dropout=True),
     # 96 (split into 64 + 32) takes 128's Triton backward; its forward, four warps over 64-key
     # tiles: +2 to +19 % at 1k-4k over 128's eight over 128 (v13 sweep)
     96: dict(block_m=128, block_n=64, num_warps=4, num_stages=3,
@@ -201,7 +211,8 @@ _TABLE_16BIT: dict[int, dict] = {
               hopper_block_m=64, hopper_block_n=64, hopper_stages=3, hopper_ws_min_seqlen_k=1,
               hopper_ws_persistent_max_seqlen_k=4096, hopper_ws_persistent_causal=True,
               hopper_dkdv_block_n=64, hopper_dkdv_ws_min_seqlen_k=2048, hopper_fused_dq_min_seqlen_k=2048,
-              hopper_dq_block_n=64, hopper_dq_ws=True, hopper_dropout=True,
+              hopper_dq_block_n=64, hopper_dq_ws=True, hopper_dropout=True, hopper_dropout_features=True,
+              hopper_dq_dropout=True, hopper_dkdv_dropout=True,
               block_m_kv=64, block_n_kv=128, num_warps_kv=8, num_stages_kv=3,
               block_m_q=128, block_n_q=64, num_warps_q=8, num_stages_q=3, dropout_block_m_kv=32),
     # head dims 129-256 pad to 256 but 192, split into 128 + 64 (split_head_dim). With the split

@@ -90,13 +90,16 @@ def _config(q: Tensor, v: Tensor, p: KernelParams) -> KernelConfig:
 @functools.lru_cache(maxsize=None)
 def _adjusted_config(cfg: KernelConfig, dropout: bool, sparse_blocks: Optional[tuple[int, int]]) -> KernelConfig:
     """With dropout, fewer forward stages where shared memory is short and the table's dK/dV
-    tile for dropout (``dropout_block_m_kv/n_kv``); under a block mask of ``sparse_blocks`` (q,
+    and dQ tiles for dropout (``dropout_block_m_kv/n_kv``,
+    ``dropout_block_n_q``, ``dropout_num_warps_q``); under a block mask of ``sparse_blocks`` (q,
     kv), tiles no larger than the mask's blocks (all powers of two, so each kernel tile lies
     inside one mask block). Cached: each ``dataclasses.replace`` costs ~5 us, on every call with
     dropout or a block mask."""
     if dropout:
         cfg = replace(cfg, block_m_kv=cfg.dropout_block_m_kv or cfg.block_m_kv,
-                      block_n_kv=cfg.dropout_block_n_kv or cfg.block_n_kv)
+                      block_n_kv=cfg.dropout_block_n_kv or cfg.block_n_kv,
+                      block_n_q=cfg.dropout_block_n_q or cfg.block_n_q,
+                      num_warps_q=cfg.dropout_num_warps_q or cfg.num_warps_q)
     if dropout and cfg.block_m * cfg.block_d >= 128 * 128:
         # dropout's masks are rearranged through shared memory (kernels/mask.py): with 3 stages
         # the d=128 forward needed 240 KB of Hopper's 227 (scripts/aot_check.py --dropout
