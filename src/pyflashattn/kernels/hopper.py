@@ -363,7 +363,7 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
     here, no GPU needed (Triton's bundled ptxas; ``paired``: the warp-specialized forward's causal
     pairs; ``dropout``: the kernel's ``HAS_DROPOUT``, forward, dK/dV or dQ): its shared memory,
     registers and spills (``kernels.aot.resource_usage``) and its wgmmas and full waits for them
-    (``kernels.aot.wgmma_waits``); with ``dump``, its TTGIR and PTX too."""
+    (``kernels.aot.wgmma_waits``); with ``dump``, its TTGIR, PTX and cubin too."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -426,5 +426,5 @@ def compile_sm90(config: KernelConfig, head_dim: int, dtype: torch.dtype, causal
     ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, **options))
     res = dict(shared=ck.metadata.shared, **resource_usage(ck.asm["cubin"]), **wgmma_waits(ck.asm["cubin"]))
     if dump:
-        res.update(ttgir=ck.asm["ttgir"], ptx=ck.asm["ptx"])
+        res.update(ttgir=ck.asm["ttgir"], ptx=ck.asm["ptx"], cubin=ck.asm["cubin"])
     return res

@@ -25,7 +25,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
-from .hopper_dropout import dropout_keep
+from .hopper_dropout import apply_keep, dropout_keep_pairs
 
 LN2: gl.constexpr = gl.constexpr(0.6931471805599453)
 
@@ -80,8 +80,9 @@ def _tanh_approx(x):
 def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift, window_left, qk_scale,
                   softcap_scale, alibi, CAUSAL: gl.constexpr, HAS_WINDOW: gl.constexpr, MAY_BE_EMPTY: gl.constexpr,
                   HAS_SOFTCAP: gl.constexpr, HAS_ALIBI: gl.constexpr, BLOCK_N: gl.constexpr, dropout,
-                  HAS_DROPOUT: gl.constexpr):
-    """Online softmax of one score tile in base 2 (scale folded in): P, the rescale factor, m, l.
+                  HAS_DROPOUT: gl.constexpr, DTYPE: gl.constexpr):
+    """Online softmax of one score tile in base 2 (scale folded in): P (in ``DTYPE``, the P V
+    matmul's operand type), the rescale factor, m, l.
     Key block ``block`` is masked from ``n_full`` on (the sequence end; the diagonal under causal)
     and, with a window, below ``full_lo`` (its left edge). The 2-D descriptors read the next
     sequence's rows past the end, so the mask is not optional. ``MAY_BE_EMPTY``: a row may have
@@ -95,8 +96,8 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
     columns, per block), and the constant goes into lse (``_store_out_lse``), where ``|i +
     shift - j|`` per score costs ~5 instructions (v14 item 9). Anchored at the tile's first
     row, the applied values stay small where the softmax's mass is. ``HAS_DROPOUT``: the P
-    returned has dropout's zeros (``hopper_dropout.dropout_keep``; ``dropout`` = (seed, batch *
-    nheads + head, keep threshold)), l does not."""
+    returned has dropout's zeros, set on its 16-bit pairs (``hopper_dropout.apply_keep``;
+    ``dropout`` = (seed, batch * nheads + head, keep threshold)), l does not."""
     masked = block >= n_full
     if HAS_WINDOW:
         masked = masked | (block < full_lo)
@@ -129,9 +130,10 @@ def _softmax_step(s, m_i, l_i, block, n_full, full_lo, offs_m, offs_n, seqlen_k,
     p = gl.exp2(s * scale - gl.expand_dims(m_use, 1))
     alpha = gl.exp2(m_i - m_use)
     l_i = l_i * alpha + gl.sum(p, 1)
+    p = p.to(DTYPE)
     if HAS_DROPOUT:  # the row sums above keep every element; only P V sees the drops
-        p = gl.where(dropout_keep(dropout[0], dropout[1], offs_m, offs_n, block * BLOCK_N, dropout[2],
-                                  gl.constexpr(p.type.layout)), p, 0.0)
+        p = apply_keep(p, dropout_keep_pairs(dropout[0], dropout[1], offs_m, offs_n, block * BLOCK_N, dropout[2],
+                                             gl.constexpr(p.type.layout)))
     return p, alpha, m_new, l_i
 
 
@@ -185,8 +187,8 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
         mbarrier.arrive(q_empty, count=1)
     p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo, n_full, full_lo, offs_m, offs_n, seqlen_k, causal_shift,
                                        window_left, qk_scale, softcap_scale, alibi, CAUSAL, HAS_WINDOW,
-                                       MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N, dropout, HAS_DROPOUT)
-    p_prev = gl.convert_layout(p.to(dtype), p_op)
+                                       MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N, dropout, HAS_DROPOUT, dtype)
+    p_prev = gl.convert_layout(p, p_op)
     if not WS:
         if NUM_WARPS > 4:  # every warpgroup is done reading K(0) before TMA refills its slot
             gl.thread_barrier()
@@ -208,7 +210,7 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
         p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, j_lo + t, n_full, full_lo, offs_m, offs_n, seqlen_k,
                                            causal_shift, window_left, qk_scale, softcap_scale, alibi, CAUSAL,
                                            HAS_WINDOW, MAY_BE_EMPTY, HAS_SOFTCAP, HAS_ALIBI, BLOCK_N, dropout,
-                                           HAS_DROPOUT)
+                                           HAS_DROPOUT, dtype)
         if WS:
             acc, p_prev = warpgroup_mma_wait(0, deps=(acc, p_prev))
             mbarrier.arrive(v_empty.index(v_slot), count=1)       # and with V(t-1)
@@ -219,7 +221,7 @@ def _fwd_steps(q, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, q_empty, r
             _load_tile(k_desc, k_smem, k_ready, t + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
             _load_tile(v_desc, v_smem, v_ready, t - 1 + NUM_STAGES, row_k, kv_col, n_steps, NUM_STAGES, BLOCK_N)
         acc = acc * gl.expand_dims(gl.convert_layout(alpha, rows_o), 1)
-        p_prev = gl.convert_layout(p.to(dtype), p_op)
+        p_prev = gl.convert_layout(p, p_op)
     last = step0 + n_steps - 1
     v_slot = last % NUM_STAGES
     mbarrier.wait(v_ready.index(v_slot), (last // NUM_STAGES) & 1)
