@@ -583,8 +583,11 @@ def test_compiles_for_sm90_without_spills():
         # the warp-specialized dK/dV: 56 B without causal, 104 B with it (not shipped), under 240 registers
         # the fused dK/dV/dQ: 224 B without causal (shipped: +7 % on the backward at 16k), 360 B with
         # (not shipped; 328 B with 3 Q/dO stages, v12's 2 stages being the faster without causal)
-        # with dropout 0-128 B (its Philox draws; v17 item 8)
-        limit = {"fwd": 0, "fwd_ws": 192 if res.get("features") else 128, "dkdv": 64, "dq": 0,
+        # with dropout 0-128 B (its Philox draws; v17 item 8); the one-warpgroup dK/dV with
+        # dropout at d=128 under causal 64 B, 96 B since v18's SWAR verdicts and wide multiplies
+        # (forward+backward with dropout 2-3 % faster all the same, h200-dropout-*-ab-v18.log)
+        limit = {"fwd": 0, "fwd_ws": 192 if res.get("features") else 128, "dkdv": 96 if res.get("dropout") else 64,
+                 "dq": 0,
                  "dkdv_ws": 368 if res.get("fused_dq") else 128}[res["kind"]]
         assert res["local"] == 0 and res["stack"] <= limit, res
         assert res["shared"] <= 227 * 1024, res

@@ -15,10 +15,12 @@ shared memory, what makes dropout cost 2x in the Triton forward (v17 item 5), fa
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-_ROUND_A: gl.constexpr = gl.constexpr(0xD2511F53)
-_ROUND_B: gl.constexpr = gl.constexpr(0xCD9E8D57)
 _KEY_A: gl.constexpr = gl.constexpr(0x9E3779B9)
 _KEY_B: gl.constexpr = gl.constexpr(0xBB67AE85)
+_MUL_WIDE_A: gl.constexpr = gl.constexpr(
+    "{ .reg .b64 t; mul.wide.u32 t, $2, 0xD2511F53; mov.b64 {$0, $1}, t; }")
+_MUL_WIDE_B: gl.constexpr = gl.constexpr(
+    "{ .reg .b64 t; mul.wide.u32 t, $2, 0xCD9E8D57; mov.b64 {$0, $1}, t; }")
 
 
 @gluon.jit
@@ -29,15 +31,23 @@ def _philox(seed, c0, c1, c2, c3):
     k0 = (seed & 0xFFFFFFFF).to(gl.uint32)
     k1 = ((seed >> 32) & 0xFFFFFFFF).to(gl.uint32)
     for _ in gl.static_range(10):
-        _c0 = c0
-        _c2 = c2
-        c0 = gl.umulhi(_c2, _ROUND_B) ^ c1 ^ k0
-        c2 = gl.umulhi(_c0, _ROUND_A) ^ c3 ^ k1
-        c1 = _c2 * _ROUND_B
-        c3 = _c0 * _ROUND_A
+        lo_b, hi_b = _mul_wide(c2, _MUL_WIDE_B)
+        lo_a, hi_a = _mul_wide(c0, _MUL_WIDE_A)
+        c0 = hi_b ^ c1 ^ k0
+        c2 = hi_a ^ c3 ^ k1
+        c1 = lo_b
+        c3 = lo_a
         k0 = k0 + _KEY_A
         k1 = k1 + _KEY_B
     return c0, c1, c2, c3
+
+
+@gluon.jit
+def _mul_wide(a, ASM: gl.constexpr):
+    """``(lo, hi)`` words of the 64-bit product of uint32 ``a`` and a constant, ``ASM``
+    (``_MUL_WIDE_A`` / ``_B``): one ``mul.wide.u32`` (IMAD.WIDE.U32), where ``a * B`` and
+    ``umulhi(a, B)`` compile to two instructions (IMAD, IMAD.HI)."""
+    return gl.inline_asm_elementwise(ASM, "=r,=r,r", [a], dtype=(gl.uint32, gl.uint32), is_pure=True, pack=1)
 
 
 @gluon.jit
