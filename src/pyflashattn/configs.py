@@ -72,9 +72,10 @@ class KernelConfig:
     # selectable (hopper_ws_min_seqlen_k = 0) and tested
     hopper_ws_min_seqlen_k: int = 0
     # dropout in that kernel (kernels/hopper_dropout.py: the keep mask drawn in the accumulator's
-    # registers, where the Triton forward rearranges it); the backward stays on the Triton
-    # kernels. v17 item 8, d=128 causal, one process: forward with dropout 0.994 -> 0.782 ms at
-    # 4k, 13.80 -> 11.61 ms at 16k; forward+backward -5 % / -3 % (h200-dropout-gluon-v17.log)
+    # registers, where the Triton forward rearranges it; the backward's below). v17 item 8, d=128
+    # causal, one process: forward with dropout 0.994 -> 0.782 ms at 4k, 13.80 -> 11.61 ms at 16k
+    # (h200-dropout-gluon-v17.log); v18 items 6-7 (verdicts by SWAR, set on P's 16-bit pairs,
+    # Philox by wide multiplies): 0.66 ms / 9.8 ms, 1.34-1.36x the dense forward
     hopper_dropout: bool = False
     # ... also with varlen, softcap, ALiBi, a left window or causal rows that see no key (the
     # mask's map is the same; the backward kernels below likewise, where they take the feature).
