@@ -4,8 +4,9 @@ measures it; with two controls in the same process: the dense causal call on the
 (the ones dropout runs on: `PYFLASHATTN_CONFIG` turning the Gluon kernels off), and SDPA's flash
 backend (FlashAttention-2) with and without dropout.
 Run it once per source tree (PYTHONPATH=...) to compare the RNG schemes across processes.
-``--sweep``: instead, forward+backward with dropout at d 64 and 128, 4k and 16k, under the
-Triton tiles in ``SWEEP`` (offline, ``scripts/aot_check.py --dropout``), A/B/A.
+``--sweep``: instead, forward+backward with dropout at 4k and 16k under the Triton tiles in
+``SWEEP`` (offline, ``scripts/aot_check.py --dropout``), A/B/A; ``--sweep-fwd`` the forward
+under ``SWEEP_FWD``.
 """
 from __future__ import annotations
 
@@ -84,14 +85,21 @@ def main():
 
 # v17: the dK/dV tiles (shipped as dropout_block_m_kv / n_kv); v18: d=64's dQ tile, whose
 # 32-key tiles draw their whole 64-key group with the wgmma-order map (offline: stack 136 B;
-# 64 keys at 8 warps none)
+# 64 keys at 8 warps none). Forward+backward.
 SWEEP = {64: [None, '{"block_n_q": 64, "num_warps_q": 8}', '{"num_warps_q": 8}', None]}
+# v17: the Triton forward's tiles under dropout, the table's first and last (``--sweep-fwd``,
+# docs/logs/h200-dropout-fwd-tiles-v17.log): the table's were fastest, so dropout keeps them
+SWEEP_FWD = {64: [None, '{"block_m": 64}', '{"num_warps": 8}', '{"block_n": 32}', None],
+             128: [None, '{"block_n": 64, "num_stages": 3}', '{"block_m": 64, "num_warps": 4}',
+                   '{"block_n": 64, "num_warps": 4, "num_stages": 3}', None]}
 
 
-def sweep():
+def sweep(candidates: dict, mode: str):
+    """b4 h16 causal bf16 with dropout_p=0.1 at 4k and 16k under each config of ``candidates``
+    (head dim -> ``PYFLASHATTN_CONFIG`` strings, None the table's), in one process."""
     print("# pyflashattn from", os.path.dirname(pfa.__file__), torch.cuda.get_device_name(), flush=True)
     b, h = 4, 16
-    for d, configs in SWEEP.items():
+    for d, configs in candidates.items():
         for s_len in (4096, 16384):
             q, k, v = make(b, s_len, h, d)
             g = torch.randn_like(q)
@@ -99,11 +107,16 @@ def sweep():
                 if config:
                     os.environ["PYFLASHATTN_CONFIG"] = config
                 try:
-                    ms = bench(lambda: pfa.flash_attn_func(q, k, v, causal=True, dropout_p=0.1), "fwdbwd", g, (q, k, v))
+                    ms = bench(lambda: pfa.flash_attn_func(q, k, v, causal=True, dropout_p=0.1), mode, g, (q, k, v))
                 finally:
                     os.environ.pop("PYFLASHATTN_CONFIG", None)
-                print(f"d={d:3d} n={s_len:5d} fwdbwd causal+dropout {ms:8.3f} ms {config or '{}'}", flush=True)
+                print(f"d={d:3d} n={s_len:5d} {mode} causal+dropout {ms:8.3f} ms {config or '{}'}", flush=True)
 
 
 if __name__ == "__main__":
-    sweep() if "--sweep" in sys.argv else main()
+    if "--sweep" in sys.argv:
+        sweep(SWEEP, "fwdbwd")
+    elif "--sweep-fwd" in sys.argv:
+        sweep(SWEEP_FWD, "fwd")
+    else:
+        main()
