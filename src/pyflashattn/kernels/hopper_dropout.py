@@ -119,18 +119,35 @@ def _to_accumulator(y, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, layout: gl.con
 
 
 @gluon.jit
+def _verdict(g, SHIFT: gl.constexpr, PAIRS: gl.constexpr):
+    """``[..., 2]`` for bytes ``SHIFT / 8`` and ``SHIFT / 8 + 1`` of ``g``: booleans
+    (``_byte_pair``), or with ``PAIRS`` their word for ``apply_keep`` (``_pair_word``)."""
+    if PAIRS:
+        return _pair_word(g, SHIFT)
+    else:
+        return _byte_pair(g, SHIFT)
+
+
+@gluon.jit
+def _keep_tile(seed, bh, offs_m, offs_n, col0, threshold, layout: gl.constexpr, PAIRS: gl.constexpr):
+    """``dropout_keep`` (``PAIRS`` off) or ``dropout_keep_pairs``: the draws' verdicts, numbers
+    2j and 2j + 1 of each draw side by side, as the accumulator's tile."""
+    g0, g1, g2, g3 = _verdicts(seed, bh, offs_m, offs_n, col0, threshold)
+    y = gl.join(gl.join(gl.join(_verdict(g0, 0, PAIRS), _verdict(g0, 16, PAIRS)),
+                        gl.join(_verdict(g1, 0, PAIRS), _verdict(g1, 16, PAIRS))),
+                gl.join(gl.join(_verdict(g2, 0, PAIRS), _verdict(g2, 16, PAIRS)),
+                        gl.join(_verdict(g3, 0, PAIRS), _verdict(g3, 16, PAIRS))))
+    return _to_accumulator(y, offs_m.shape[0], offs_n.shape[0], layout)
+
+
+@gluon.jit
 def dropout_keep(seed, bh, offs_m, offs_n, col0, threshold, layout: gl.constexpr):
     """bool ``[len(offs_m), len(offs_n)]`` in ``layout`` (a wgmma accumulator's: ``offs_m`` in its
     ``SliceLayout(1)``, ``offs_n`` in its ``SliceLayout(0)``): True where dropout keeps query row
     ``offs_m[i]``'s key ``col0 + offs_n[j]``. ``col0`` a multiple of 64, ``len(offs_n)`` too;
     ``threshold`` as ``dropout.keep_threshold``; ``seed`` the int64 seed, ``bh`` batch * nheads
     + head."""
-    g0, g1, g2, g3 = _verdicts(seed, bh, offs_m, offs_n, col0, threshold)
-    y = gl.join(gl.join(gl.join(_byte_pair(g0, 0), _byte_pair(g0, 16)),
-                        gl.join(_byte_pair(g1, 0), _byte_pair(g1, 16))),
-                gl.join(gl.join(_byte_pair(g2, 0), _byte_pair(g2, 16)),
-                        gl.join(_byte_pair(g3, 0), _byte_pair(g3, 16))))
-    return _to_accumulator(y, offs_m.shape[0], offs_n.shape[0], layout)
+    return _keep_tile(seed, bh, offs_m, offs_n, col0, threshold, layout, False)
 
 
 @gluon.jit
@@ -139,12 +156,7 @@ def dropout_keep_pairs(seed, bh, offs_m, offs_n, col0, threshold, layout: gl.con
     ``apply_keep``: the element at an even column and its odd neighbour (one 32-bit register
     once P is 16-bit) both hold the word whose byte 0's bit 7 says whether the even one is
     kept, byte 1's the odd one."""
-    g0, g1, g2, g3 = _verdicts(seed, bh, offs_m, offs_n, col0, threshold)
-    y = gl.join(gl.join(gl.join(_pair_word(g0, 0), _pair_word(g0, 16)),
-                        gl.join(_pair_word(g1, 0), _pair_word(g1, 16))),
-                gl.join(gl.join(_pair_word(g2, 0), _pair_word(g2, 16)),
-                        gl.join(_pair_word(g3, 0), _pair_word(g3, 16))))
-    return _to_accumulator(y, offs_m.shape[0], offs_n.shape[0], layout)
+    return _keep_tile(seed, bh, offs_m, offs_n, col0, threshold, layout, True)
 
 
 @gluon.jit
