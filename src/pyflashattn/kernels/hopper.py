@@ -58,7 +58,10 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
            device_ok: Optional[bool] = None, dout: Optional[torch.Tensor] = None,
            dropout_ok: Optional[bool] = None) -> bool:
     """Whether a Gluon kernel computes this call: the forward (``dout`` None) or the backward's
-    dK/dV (``dout`` given). Both need: no block mask or dropout; 16-bit; ``d == dv`` in
+    dK/dV (``dout`` given). Both need: no block mask; dropout only where ``dropout_ok`` (default:
+    ``hopper_dropout`` and the warp-specialized forward, ``hopper_dkdv_dropout`` for the dK/dV;
+    with varlen, softcap, ALiBi, a left window or rows that see no key also
+    ``hopper_dropout_features``); 16-bit; ``d == dv`` in
     {64, 128} with a table entry for the pass; TMA-readable layouts; an sm_90 GPU. The dK/dV
     kernel and, without ``hopper_features``, the forward also need dense inputs, no softcap or
     ALiBi, and full or causal attention with ``seqlen_q <= seqlen_k``; with ``hopper_features``
@@ -107,7 +110,7 @@ def usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p, config: KernelC
 
 def _has_features(p) -> bool:
     """Varlen, softcap, ALiBi, a left window, or causal rows that see no key (more queries than
-    keys): what dropout on the Gluon forward takes only with ``hopper_dropout_features``."""
+    keys): what dropout on the Gluon kernels takes only with ``hopper_dropout_features``."""
     return (p.is_varlen or p.has_softcap or p.has_alibi or p.window_left < p.max_seqlen_k
             or (p.window_right == 0 and p.max_seqlen_q > p.max_seqlen_k))
 

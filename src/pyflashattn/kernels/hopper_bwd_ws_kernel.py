@@ -92,7 +92,9 @@ def dkdv_hopper_ws_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, d
     add dQ / softmax_scale into the zeroed fp32 buffer behind ``dq_desc`` (``(b * sq, h * d)`` in
     ``BLOCK_M x d/2`` blocks; ``hopper_bwd_kernel._dq_step``); otherwise ``dq_desc`` is unused.
     ``IS_VARLEN``: packed sequences (``hopper_bwd_kernel._dkdv_program``). ``HAS_DROPOUT``: as
-    ``hopper_bwd_kernel._dkdv_steps``, each consumer drawing its own keys' mask."""
+    ``hopper_bwd_kernel._dkdv_steps``, each consumer drawing its own keys' mask; builds, but the
+    launchers never pick this kernel with dropout (``hopper.dkdv_warp_specialized``: stack
+    160-568 B offline)."""
     gl.static_assert(BLOCK_N == 2 * KEYS)     # two consumer warpgroups
     gl.static_assert(num_warps == 4)          # the default partition is consumer 0
     gl.static_assert(NUM_STAGES >= 2)
